@@ -1,0 +1,247 @@
+//! The ephemeral event log of one chat: a bounded ring of chat events that the pair actor
+//! appends to (it is the only writer), replays from on resume, and wipes when the chat ends.
+//!
+//! The log stores opaque bytes with a sequence number, a tag and the side that caused the
+//! event; what the bytes mean is the pair actor's business. Both bounds (events and bytes)
+//! are enforced by evicting the oldest events, and every evicted or wiped body is zeroized
+//! before its memory is released, so no chat content survives in freed heap blocks.
+
+use zeroize::Zeroize;
+
+/// Which member of a chat an event concerns. `A` is the member matched first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    A,
+    B,
+}
+
+impl Side {
+    pub fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One logged chat event.
+#[derive(Debug)]
+pub struct LogEntry {
+    pub seq: u64,
+    pub tag: u8,
+    pub side: Side,
+    pub body: Vec<u8>,
+}
+
+/// A ring buffer of chat events bounded by count and by total body bytes.
+///
+/// The slot array is allocated once, at its final size, so appending never reallocates it.
+pub struct EventLog {
+    slots: Box<[Option<LogEntry>]>,
+    /// Index of the oldest held event in `slots`.
+    head: usize,
+    len: usize,
+    bytes: usize,
+    max_bytes: usize,
+    /// Number of events ever evicted or refused because of the bounds (for the metrics).
+    evicted: u64,
+}
+
+impl EventLog {
+    /// A log that holds at most `max_events` events and `max_bytes` bytes of bodies.
+    pub fn new(max_events: usize, max_bytes: usize) -> Self {
+        let max_events = max_events.max(1);
+        Self {
+            slots: (0..max_events).map(|_| None).collect(),
+            head: 0,
+            len: 0,
+            bytes: 0,
+            max_bytes,
+            evicted: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Total body bytes currently held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// Sequence number of the oldest event still held.
+    pub fn first_seq(&self) -> Option<u64> {
+        self.get(0).map(|entry| entry.seq)
+    }
+
+    /// Sequence number of the newest event held.
+    pub fn last_seq(&self) -> Option<u64> {
+        self.len.checked_sub(1).and_then(|i| self.get(i)).map(|e| e.seq)
+    }
+
+    /// Appends an event, evicting the oldest ones until both bounds hold. Sequence numbers
+    /// must increase; an event whose body alone exceeds `max_bytes` is not kept (it was
+    /// delivered live, but cannot be replayed) and is wiped at once.
+    pub fn append(&mut self, seq: u64, tag: u8, side: Side, mut body: Vec<u8>) {
+        debug_assert!(self.last_seq().is_none_or(|last| last < seq), "seqs must increase");
+        if body.len() > self.max_bytes {
+            body.zeroize();
+            self.evicted += 1;
+            return;
+        }
+        while self.len == self.slots.len() || self.bytes + body.len() > self.max_bytes {
+            self.evict_oldest();
+        }
+        let index = (self.head + self.len) % self.slots.len();
+        self.bytes += body.len();
+        self.slots[index] = Some(LogEntry { seq, tag, side, body });
+        self.len += 1;
+    }
+
+    /// The held events with `seq > after`, oldest first.
+    pub fn replay_after(&self, after: u64) -> impl Iterator<Item = &LogEntry> {
+        // Held seqs increase with the logical index, so the first wanted one is found by
+        // binary search instead of a scan of the whole ring.
+        let (mut low, mut high) = (0, self.len);
+        while low < high {
+            let mid = (low + high) / 2;
+            match self.get(mid) {
+                Some(entry) if entry.seq <= after => low = mid + 1,
+                _ => high = mid,
+            }
+        }
+        (low..self.len).filter_map(move |i| self.get(i))
+    }
+
+    /// Zeroizes and frees every held event. The log stays usable (and empty).
+    pub fn wipe(&mut self) {
+        while self.len > 0 {
+            self.remove_oldest();
+        }
+        self.head = 0;
+    }
+
+    fn get(&self, logical: usize) -> Option<&LogEntry> {
+        if logical >= self.len {
+            return None;
+        }
+        self.slots[(self.head + logical) % self.slots.len()].as_ref()
+    }
+
+    fn evict_oldest(&mut self) {
+        if self.remove_oldest() {
+            self.evicted += 1;
+        }
+    }
+
+    fn remove_oldest(&mut self) -> bool {
+        if self.len == 0 {
+            return false;
+        }
+        if let Some(mut entry) = self.slots[self.head].take() {
+            self.bytes -= entry.body.len();
+            // Zeroize wipes the spare capacity too, then the allocation is released.
+            entry.body.zeroize();
+        }
+        self.head = (self.head + 1) % self.slots.len();
+        self.len -= 1;
+        true
+    }
+}
+
+impl Drop for EventLog {
+    fn drop(&mut self) {
+        self.wipe();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(n: usize, byte: u8) -> Vec<u8> {
+        vec![byte; n]
+    }
+
+    fn seqs(log: &EventLog, after: u64) -> Vec<u64> {
+        log.replay_after(after).map(|e| e.seq).collect()
+    }
+
+    #[test]
+    fn wraps_around_keeping_the_newest_events() {
+        let mut log = EventLog::new(4, 1 << 20);
+        for seq in 1..=10 {
+            log.append(seq, 0, Side::A, body(3, seq as u8));
+        }
+        assert_eq!(log.len(), 4);
+        assert_eq!(seqs(&log, 0), vec![7, 8, 9, 10]);
+        assert_eq!(log.evicted(), 6);
+        assert_eq!(log.bytes(), 12);
+        // The bodies are the ones appended with those seqs, not stale slot contents.
+        let bodies: Vec<u8> = log.replay_after(0).map(|e| e.body[0]).collect();
+        assert_eq!(bodies, vec![7, 8, 9, 10]);
+    }
+
+    #[test]
+    fn byte_bound_evicts_oldest_until_the_new_event_fits() {
+        let mut log = EventLog::new(100, 10);
+        log.append(1, 0, Side::A, body(4, 1));
+        log.append(2, 0, Side::B, body(4, 2));
+        assert_eq!(log.bytes(), 8);
+        log.append(3, 0, Side::A, body(5, 3));
+        assert_eq!(seqs(&log, 0), vec![2, 3]);
+        assert_eq!(log.bytes(), 9);
+        assert!(log.bytes() <= 10);
+    }
+
+    #[test]
+    fn an_event_larger_than_the_byte_bound_is_not_kept() {
+        let mut log = EventLog::new(10, 10);
+        log.append(1, 0, Side::A, body(4, 1));
+        log.append(2, 0, Side::A, body(11, 2));
+        assert_eq!(seqs(&log, 0), vec![1]);
+        assert_eq!(log.evicted(), 1);
+    }
+
+    #[test]
+    fn replay_returns_exactly_the_events_after_a_seq() {
+        let mut log = EventLog::new(8, 1 << 20);
+        for seq in 1..=12 {
+            log.append(seq, 0, Side::A, body(1, 0));
+        }
+        assert_eq!(seqs(&log, 0), (5..=12).collect::<Vec<_>>());
+        assert_eq!(seqs(&log, 4), (5..=12).collect::<Vec<_>>());
+        assert_eq!(seqs(&log, 9), vec![10, 11, 12]);
+        assert_eq!(seqs(&log, 12), Vec::<u64>::new());
+        assert_eq!(seqs(&log, 99), Vec::<u64>::new());
+        assert_eq!(log.first_seq(), Some(5));
+        assert_eq!(log.last_seq(), Some(12));
+    }
+
+    #[test]
+    fn wipe_empties_the_log_and_it_can_be_reused() {
+        let mut log = EventLog::new(4, 100);
+        for seq in 1..=6 {
+            log.append(seq, 1, Side::B, body(10, 0xAB));
+        }
+        log.wipe();
+        assert!(log.is_empty());
+        assert_eq!(log.bytes(), 0);
+        assert_eq!(seqs(&log, 0), Vec::<u64>::new());
+        log.append(7, 0, Side::A, body(1, 1));
+        assert_eq!(seqs(&log, 0), vec![7]);
+    }
+}

@@ -1,0 +1,28 @@
+//! Ephemera's chat core: the actix actors that run anonymous random chats, and the ephemeral
+//! event log each chat keeps. Nothing here knows of HTTP: a transport hands `Hub::connect` a
+//! stream of `ClientFrame`s and a `ClientSink`, and the actors do the rest.
+//!
+//! Layout:
+//! - `hub`: wires the core together; the entry point for connecting clients and shutting down.
+//! - `session`: the session actor, one per client: frames in, limits, state, resume.
+//! - `pair`: the pair actor, one per chat: sole writer of the chat's log, fan-out, replay.
+//! - `matchmaker`: the matchmaker actor behind `MatchmakerHandle`: queues, interests, cooldown.
+//! - `purge`: the purge timer actor: resume grace and cooldown expiry on a fixed tick.
+//! - `event_log`: the bounded, wiped-on-end ring buffer of one chat's events.
+//! - `protocol`: protocol v1 frames: parsing, validation, rendering.
+//! - `connection`: the transport boundary (`ClientFrame`, `ClientSink`, a channel sink).
+//! - `registry`: live sessions by resume-token hash, the session bound, the /stats gauges.
+//! - `metrics`: the Prometheus series of the core.
+
+pub mod connection;
+pub mod event_log;
+pub mod hub;
+pub mod matchmaker;
+pub mod metrics;
+pub mod pair;
+pub mod protocol;
+pub mod purge;
+pub mod registry;
+pub mod session;
+
+pub use hub::{ChatConfig, FrameStream, Hub};

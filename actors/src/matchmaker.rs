@@ -1,0 +1,412 @@
+//! The matchmaker actor: one queue per mode, interest matching with a fallback to anyone after
+//! `interest_timeout`, and a rematch cooldown. Sessions reach it only through
+//! `MatchmakerHandle`, so a clustered matchmaker could later stand behind the same handle.
+//! When it pairs two sessions it starts their pair actor on the first one's arbiter.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+
+use crate::event_log::Side;
+use crate::hub::ChatConfig;
+use crate::metrics::ChatMetrics;
+use crate::pair::{Member, Pair, PairSpec};
+use crate::protocol::Mode;
+use crate::registry::SessionId;
+use crate::session::Session;
+
+/// The only way other actors reach the matchmaker.
+#[derive(Clone)]
+pub struct MatchmakerHandle {
+    addr: Addr<Matchmaker>,
+}
+
+/// The matchmaker could not take the request now (its mailbox is full).
+#[derive(Debug, thiserror::Error)]
+#[error("matchmaker is busy")]
+pub struct MatchmakerBusy;
+
+impl MatchmakerHandle {
+    pub fn new(addr: Addr<Matchmaker>) -> Self {
+        Self { addr }
+    }
+
+    /// Queues a session. Bounded: refused when the matchmaker's mailbox is full.
+    pub fn join(&self, join: JoinQueue) -> Result<(), MatchmakerBusy> {
+        self.addr.try_send(join).map_err(|_| MatchmakerBusy)
+    }
+
+    /// Takes a session out of its queue, if it is still there. Never refused: a session must
+    /// always be able to leave.
+    pub fn leave(&self, session: SessionId) {
+        self.addr.do_send(LeaveQueue { session });
+    }
+
+    pub fn chat_finished(&self, finished: ChatFinished) {
+        self.addr.do_send(finished);
+    }
+
+    pub fn purge_expired(&self, now: Instant) {
+        self.addr.do_send(PurgeExpired { now });
+    }
+
+    /// How many sessions wait, for tests and benches.
+    pub async fn waiting(&self) -> usize {
+        self.addr.send(CountWaiting).await.unwrap_or(0)
+    }
+}
+
+struct Waiting {
+    addr: Addr<Session>,
+    mode: Mode,
+    interests: Vec<String>,
+    nick: Option<String>,
+    arbiter: ArbiterHandle,
+    /// Order of arrival; also tells a current entry from a stale index reference.
+    ticket: u64,
+    /// Accepts a stranger without shared interests (none given, or the timeout passed).
+    open: bool,
+}
+
+/// Per-mode indexes over the waiting sessions. Both hold `(session, ticket)` references that
+/// may be stale (the entry left or was matched); stale ones are skipped and dropped lazily.
+#[derive(Default)]
+struct ModeQueue {
+    open: VecDeque<(SessionId, u64)>,
+    by_interest: HashMap<String, Vec<(SessionId, u64)>>,
+}
+
+pub struct Matchmaker {
+    waiting: HashMap<SessionId, Waiting>,
+    queues: [ModeQueue; 2],
+    /// Unordered pairs of sessions that chatted, until when they may not meet again.
+    cooldowns: HashMap<(SessionId, SessionId), Instant>,
+    next_ticket: u64,
+    interest_timeout: Duration,
+    rematch_cooldown: Duration,
+    log_max_events: usize,
+    log_max_bytes: usize,
+    pair_mailbox_capacity: usize,
+    metrics: ChatMetrics,
+    /// Handed to every pair it starts, so the pair can report the chat finished.
+    addr: Option<Addr<Matchmaker>>,
+}
+
+fn pair_key(a: SessionId, b: SessionId) -> (SessionId, SessionId) {
+    (a.min(b), a.max(b))
+}
+
+impl Matchmaker {
+    pub fn new(config: &ChatConfig, metrics: ChatMetrics) -> Self {
+        Self {
+            waiting: HashMap::new(),
+            queues: Default::default(),
+            cooldowns: HashMap::new(),
+            next_ticket: 0,
+            interest_timeout: config.interest_timeout,
+            rematch_cooldown: config.rematch_cooldown,
+            log_max_events: config.limits.event_log_max_events,
+            log_max_bytes: config.limits.event_log_max_bytes,
+            pair_mailbox_capacity: config.pair_mailbox_capacity,
+            metrics,
+            addr: None,
+        }
+    }
+
+    fn in_cooldown(&self, a: SessionId, b: SessionId, now: Instant) -> bool {
+        self.cooldowns
+            .get(&pair_key(a, b))
+            .is_some_and(|until| *until > now)
+    }
+
+    fn is_current(&self, (session, ticket): (SessionId, u64)) -> bool {
+        self.waiting.get(&session).is_some_and(|w| w.ticket == ticket)
+    }
+
+    /// The waiting session that shares most interests with `joiner` (oldest first on ties).
+    fn best_by_interest(&self, joiner: SessionId, mode: Mode, interests: &[String]) -> Option<SessionId> {
+        let now = Instant::now();
+        let queue = &self.queues[mode.index()];
+        let mut shared: HashMap<SessionId, (usize, u64)> = HashMap::new();
+        for interest in interests {
+            let Some(holders) = queue.by_interest.get(interest) else {
+                continue;
+            };
+            for &(session, ticket) in holders {
+                if session != joiner
+                    && self.is_current((session, ticket))
+                    && !self.in_cooldown(joiner, session, now)
+                {
+                    shared.entry(session).or_insert((0, ticket)).0 += 1;
+                }
+            }
+        }
+        shared
+            .into_iter()
+            .max_by(|(_, (count_a, ticket_a)), (_, (count_b, ticket_b))| {
+                count_a.cmp(count_b).then(ticket_b.cmp(ticket_a))
+            })
+            .map(|(session, _)| session)
+    }
+
+    /// The longest-waiting open session `joiner` may meet.
+    fn first_open(&mut self, joiner: SessionId, mode: Mode) -> Option<SessionId> {
+        let now = Instant::now();
+        let queue = &self.queues[mode.index()];
+        let found = queue.open.iter().copied().find(|&(session, ticket)| {
+            session != joiner
+                && self.is_current((session, ticket))
+                && !self.in_cooldown(joiner, session, now)
+        });
+        // Stale references at the front are dropped here, so the deque stays proportional to
+        // the number of open sessions.
+        let waiting = &self.waiting;
+        let open = &mut self.queues[mode.index()].open;
+        while let Some(&(session, ticket)) = open.front() {
+            if waiting.get(&session).is_some_and(|w| w.ticket == ticket) {
+                break;
+            }
+            open.pop_front();
+        }
+        found.map(|(session, _)| session)
+    }
+
+    fn remove(&mut self, session: SessionId) -> Option<Waiting> {
+        let waiting = self.waiting.remove(&session)?;
+        let queue = &mut self.queues[waiting.mode.index()];
+        // Interest lists are short-lived and small; removing here keeps them from filling
+        // with stale references under churn.
+        for interest in &waiting.interests {
+            if let Some(holders) = queue.by_interest.get_mut(interest) {
+                holders.retain(|&(s, _)| s != session);
+                if holders.is_empty() {
+                    queue.by_interest.remove(interest);
+                }
+            }
+        }
+        Some(waiting)
+    }
+
+    fn try_match(&mut self, session: SessionId) -> bool {
+        let Some(joiner) = self.waiting.get(&session) else {
+            return false;
+        };
+        let (mode, open) = (joiner.mode, joiner.open);
+        let interests = joiner.interests.clone();
+        let by_interest = if interests.is_empty() {
+            None
+        } else {
+            self.best_by_interest(session, mode, &interests)
+        };
+        let partner = by_interest.or_else(|| {
+            if open {
+                self.first_open(session, mode)
+            } else {
+                None
+            }
+        });
+        let Some(partner) = partner else {
+            return false;
+        };
+        // Both are current entries: checked by the searches above.
+        let (Some(first), Some(second)) = (self.remove(partner), self.remove(session)) else {
+            return false;
+        };
+        self.start_chat(partner, first, session, second);
+        true
+    }
+
+    fn start_chat(&mut self, a_id: SessionId, a: Waiting, b_id: SessionId, b: Waiting) {
+        let now = Instant::now();
+        // Recorded now, not only at the end, so `next` can never race back to the same
+        // stranger before the pair reports the chat finished.
+        self.cooldowns
+            .insert(pair_key(a_id, b_id), now + self.rematch_cooldown);
+        let common: Vec<String> = a
+            .interests
+            .iter()
+            .filter(|interest| b.interests.contains(interest))
+            .cloned()
+            .collect();
+        let initiator = if a.ticket % 2 == 0 { Side::A } else { Side::B };
+        let spec = PairSpec {
+            mode: a.mode,
+            members: [
+                Member {
+                    session: a_id,
+                    addr: a.addr,
+                    nick: a.nick,
+                },
+                Member {
+                    session: b_id,
+                    addr: b.addr,
+                    nick: b.nick,
+                },
+            ],
+            common,
+            initiator,
+            log_max_events: self.log_max_events,
+            log_max_bytes: self.log_max_bytes,
+            mailbox_capacity: self.pair_mailbox_capacity,
+            matchmaker: MatchmakerHandle::new(self.self_addr()),
+        };
+        self.metrics.matches.increment(1);
+        // The chat lives on the arbiter of the member who waited, next to its session.
+        Pair::start_in_arbiter(&a.arbiter, move |_| Pair::new(spec));
+    }
+
+    fn self_addr(&self) -> Addr<Matchmaker> {
+        // Set in `started`, before any message is handled.
+        self.addr
+            .clone()
+            .expect("the matchmaker knows its address once started")
+    }
+}
+
+impl Actor for Matchmaker {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Joins from every session land here; bound the mailbox so a flood is refused at the
+        // sender (`MatchmakerHandle::join`) instead of queueing without limit.
+        ctx.set_mailbox_capacity(65_536);
+        self.addr = Some(ctx.address());
+    }
+}
+
+/// Puts a session in its mode's queue. Sent by the session on `find` and `next`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct JoinQueue {
+    pub session: SessionId,
+    pub addr: Addr<Session>,
+    pub mode: Mode,
+    pub interests: Vec<String>,
+    pub nick: Option<String>,
+    /// Where the session runs; its chat will run there too.
+    pub arbiter: ArbiterHandle,
+}
+
+impl Handler<JoinQueue> for Matchmaker {
+    type Result = ();
+
+    fn handle(&mut self, join: JoinQueue, ctx: &mut Context<Self>) {
+        self.remove(join.session);
+        self.next_ticket += 1;
+        let ticket = self.next_ticket;
+        let open = join.interests.is_empty() || self.interest_timeout.is_zero();
+        self.waiting.insert(
+            join.session,
+            Waiting {
+                addr: join.addr,
+                mode: join.mode,
+                interests: join.interests,
+                nick: join.nick,
+                arbiter: join.arbiter,
+                ticket,
+                open,
+            },
+        );
+        if self.try_match(join.session) {
+            return;
+        }
+        let (mode, interests) = {
+            let waiting = &self.waiting[&join.session];
+            (waiting.mode, waiting.interests.clone())
+        };
+        let queue = &mut self.queues[mode.index()];
+        for interest in interests {
+            queue
+                .by_interest
+                .entry(interest)
+                .or_default()
+                .push((join.session, ticket));
+        }
+        if open {
+            queue.open.push_back((join.session, ticket));
+        } else {
+            let session = join.session;
+            ctx.run_later(self.interest_timeout, move |matchmaker, _| {
+                matchmaker.open_up(session, ticket);
+            });
+        }
+    }
+}
+
+impl Matchmaker {
+    /// The interest timeout of `session` passed: it may now meet anyone.
+    fn open_up(&mut self, session: SessionId, ticket: u64) {
+        let Some(waiting) = self.waiting.get_mut(&session) else {
+            return;
+        };
+        if waiting.ticket != ticket {
+            return;
+        }
+        waiting.open = true;
+        let mode = waiting.mode;
+        if !self.try_match(session) {
+            self.queues[mode.index()].open.push_back((session, ticket));
+        }
+    }
+}
+
+/// Takes a session out of the queue. Sent by the session on `leave`, `next` and when it ends.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct LeaveQueue {
+    pub session: SessionId,
+}
+
+impl Handler<LeaveQueue> for Matchmaker {
+    type Result = ();
+
+    fn handle(&mut self, leave: LeaveQueue, _ctx: &mut Context<Self>) {
+        self.remove(leave.session);
+    }
+}
+
+/// A chat between these sessions ended; their cooldown starts now. Sent by the pair actor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ChatFinished {
+    pub sessions: [SessionId; 2],
+}
+
+impl Handler<ChatFinished> for Matchmaker {
+    type Result = ();
+
+    fn handle(&mut self, finished: ChatFinished, _ctx: &mut Context<Self>) {
+        let [a, b] = finished.sessions;
+        self.cooldowns
+            .insert(pair_key(a, b), Instant::now() + self.rematch_cooldown);
+    }
+}
+
+/// Forget cooldowns that ran out. Sent by the purge timer on every tick.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PurgeExpired {
+    pub now: Instant,
+}
+
+impl Handler<PurgeExpired> for Matchmaker {
+    type Result = ();
+
+    fn handle(&mut self, purge: PurgeExpired, _ctx: &mut Context<Self>) {
+        self.cooldowns.retain(|_, until| *until > purge.now);
+    }
+}
+
+/// How many sessions are waiting. Sent by tests and benches through the handle.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct CountWaiting;
+
+impl Handler<CountWaiting> for Matchmaker {
+    type Result = usize;
+
+    fn handle(&mut self, _: CountWaiting, _ctx: &mut Context<Self>) -> usize {
+        self.waiting.len()
+    }
+}

@@ -1,0 +1,301 @@
+//! The pair actor: one per chat, started by the matchmaker on the first member's arbiter. It is
+//! the only writer of the chat's event log: it numbers every chat event (`seq`), logs it, and
+//! fans it out to both members' session actors; on resume it replays what a member missed;
+//! when the chat ends it sends each member its `ended`, wipes the log and stops.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use actix::prelude::*;
+use bytestring::ByteString;
+use zeroize::Zeroize;
+
+use crate::event_log::{EventLog, LogEntry, Side};
+use crate::matchmaker::{ChatFinished, MatchmakerHandle};
+use crate::protocol::{
+    fixed, render_chat_event, render_ended, render_matched, EndedReason, MatchedFrame, Mode,
+    ReportReason,
+};
+use crate::registry::SessionId;
+use crate::session::{ChatEnded, ChatEvent, ChatStarted, Session};
+
+pub type ChatId = u64;
+
+static NEXT_CHAT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Log tags: what kind of chat event a log entry holds.
+pub const TAG_MATCHED: u8 = 0;
+pub const TAG_MSG: u8 = 1;
+pub const TAG_MEDIA: u8 = 2;
+
+/// Why a member ends the chat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndCause {
+    /// `leave`, `next`, or a close frame.
+    Left,
+    Reported(ReportReason),
+    /// The member's resume grace ran out.
+    Lost,
+    Shutdown,
+}
+
+/// One member as the pair knows it.
+pub struct Member {
+    pub session: SessionId,
+    pub addr: Addr<Session>,
+    pub nick: Option<String>,
+}
+
+/// What the matchmaker decided about a new chat.
+pub struct PairSpec {
+    pub mode: Mode,
+    pub members: [Member; 2],
+    pub common: Vec<String>,
+    pub initiator: Side,
+    pub log_max_events: usize,
+    pub log_max_bytes: usize,
+    pub mailbox_capacity: usize,
+    pub matchmaker: MatchmakerHandle,
+}
+
+pub struct Pair {
+    chat: ChatId,
+    mode: Mode,
+    members: [Member; 2],
+    away: [bool; 2],
+    common: Vec<String>,
+    initiator: Side,
+    log: EventLog,
+    last_seq: u64,
+    mailbox_capacity: usize,
+    matchmaker: MatchmakerHandle,
+    ended: bool,
+}
+
+impl Pair {
+    pub fn new(spec: PairSpec) -> Self {
+        Self {
+            chat: NEXT_CHAT_ID.fetch_add(1, Ordering::Relaxed),
+            mode: spec.mode,
+            members: spec.members,
+            away: [false; 2],
+            common: spec.common,
+            initiator: spec.initiator,
+            log: EventLog::new(spec.log_max_events, spec.log_max_bytes),
+            last_seq: 0,
+            mailbox_capacity: spec.mailbox_capacity,
+            matchmaker: spec.matchmaker,
+            ended: false,
+        }
+    }
+
+    fn member(&self, side: Side) -> &Member {
+        &self.members[side.index()]
+    }
+
+    fn send_to(&self, side: Side, seq: u64, frame: ByteString) {
+        self.member(side).addr.do_send(ChatEvent {
+            chat: self.chat,
+            seq,
+            frame,
+        });
+    }
+
+    /// Renders a logged event as `viewer` sees it.
+    fn render(&self, entry: &LogEntry, viewer: Side) -> ByteString {
+        match entry.tag {
+            TAG_MATCHED => render_matched(MatchedFrame {
+                seq: entry.seq,
+                mode: self.mode,
+                common: &self.common,
+                stranger_nick: self.member(viewer.other()).nick.as_deref(),
+                initiator: self.initiator == viewer,
+            }),
+            TAG_MEDIA => render_chat_event("media", entry.seq, entry.side == viewer, &entry.body),
+            _ => render_chat_event("msg", entry.seq, entry.side == viewer, &entry.body),
+        }
+    }
+
+    /// Numbers, logs and fans out one chat event.
+    fn emit(&mut self, tag: u8, side: Side, body: Vec<u8>) {
+        self.last_seq += 1;
+        let entry = LogEntry {
+            seq: self.last_seq,
+            tag,
+            side,
+            body,
+        };
+        for viewer in [Side::A, Side::B] {
+            let frame = self.render(&entry, viewer);
+            self.send_to(viewer, entry.seq, frame);
+        }
+        self.log.append(entry.seq, entry.tag, entry.side, entry.body);
+    }
+
+    fn end(&mut self, by: Side, cause: EndCause, ctx: &mut Context<Self>) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        self.last_seq += 1;
+        let seq = self.last_seq;
+        let reasons = match cause {
+            EndCause::Left => [Some(EndedReason::YouLeft), Some(EndedReason::StrangerLeft)],
+            EndCause::Reported(_) => [Some(EndedReason::YouReported), Some(EndedReason::StrangerLeft)],
+            // The lost member's session is stopping; only the stranger hears of it.
+            EndCause::Lost => [None, Some(EndedReason::StrangerLost)],
+            EndCause::Shutdown => [
+                Some(EndedReason::ServerShutdown),
+                Some(EndedReason::ServerShutdown),
+            ],
+        };
+        for (viewer, reason) in [by, by.other()].into_iter().zip(reasons) {
+            if let Some(reason) = reason {
+                self.member(viewer).addr.do_send(ChatEnded {
+                    chat: self.chat,
+                    seq,
+                    frame: render_ended(seq, reason),
+                });
+            }
+        }
+        self.matchmaker.chat_finished(ChatFinished {
+            sessions: [self.members[0].session, self.members[1].session],
+        });
+        ctx.stop();
+    }
+}
+
+impl Actor for Pair {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(self.mailbox_capacity);
+        for side in [Side::A, Side::B] {
+            self.member(side).addr.do_send(ChatStarted {
+                chat: self.chat,
+                pair: ctx.address(),
+                side,
+            });
+        }
+        self.emit(TAG_MATCHED, self.initiator, Vec::new());
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        // Nothing of the chat outlives it: the log's bodies and the nicks are zeroized.
+        self.log.wipe();
+        for member in &mut self.members {
+            if let Some(nick) = member.nick.as_mut() {
+                nick.zeroize();
+            }
+        }
+        for interest in &mut self.common {
+            interest.zeroize();
+        }
+    }
+}
+
+/// A member said something that belongs in the log (`msg` or `media`). Sent by its session.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Post {
+    pub side: Side,
+    pub tag: u8,
+    pub body: Vec<u8>,
+}
+
+impl Handler<Post> for Pair {
+    type Result = ();
+
+    fn handle(&mut self, post: Post, _ctx: &mut Context<Self>) {
+        if !self.ended {
+            self.emit(post.tag, post.side, post.body);
+        }
+    }
+}
+
+/// A frame passed to the stranger as it is and never logged (`typing`, `signal`). Sent by a
+/// session.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Relay {
+    pub side: Side,
+    pub frame: ByteString,
+}
+
+impl Handler<Relay> for Pair {
+    type Result = ();
+
+    fn handle(&mut self, relay: Relay, _ctx: &mut Context<Self>) {
+        let stranger = relay.side.other();
+        if !self.ended && !self.away[stranger.index()] {
+            self.send_to(stranger, 0, relay.frame);
+        }
+    }
+}
+
+/// A member's connection dropped; it may come back within its grace. Sent by its session.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct MemberAway {
+    pub side: Side,
+}
+
+impl Handler<MemberAway> for Pair {
+    type Result = ();
+
+    fn handle(&mut self, away: MemberAway, _ctx: &mut Context<Self>) {
+        if !self.ended && !self.away[away.side.index()] {
+            self.away[away.side.index()] = true;
+            self.send_to(
+                away.side.other(),
+                0,
+                ByteString::from_static(fixed::STRANGER_AWAY),
+            );
+        }
+    }
+}
+
+/// A member resumed; answered with every logged event after `after_seq`, rendered for it.
+/// Sent by its session.
+#[derive(Message)]
+#[rtype(result = "Vec<(u64, ByteString)>")]
+pub struct MemberBack {
+    pub side: Side,
+    pub after_seq: u64,
+}
+
+impl Handler<MemberBack> for Pair {
+    type Result = MessageResult<MemberBack>;
+
+    fn handle(&mut self, back: MemberBack, _ctx: &mut Context<Self>) -> Self::Result {
+        let replay = self
+            .log
+            .replay_after(back.after_seq)
+            .map(|entry| (entry.seq, self.render(entry, back.side)))
+            .collect();
+        if !self.ended && self.away[back.side.index()] {
+            self.away[back.side.index()] = false;
+            self.send_to(
+                back.side.other(),
+                0,
+                ByteString::from_static(fixed::STRANGER_BACK),
+            );
+        }
+        MessageResult(replay)
+    }
+}
+
+/// A member ends the chat. Sent by its session.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct EndChat {
+    pub side: Side,
+    pub cause: EndCause,
+}
+
+impl Handler<EndChat> for Pair {
+    type Result = ();
+
+    fn handle(&mut self, end: EndChat, ctx: &mut Context<Self>) {
+        self.end(end.side, end.cause, ctx);
+    }
+}

@@ -1,0 +1,98 @@
+//! The purge timer actor: on a fixed tick it ends sessions whose resume grace ran out and has
+//! the matchmaker drop expired cooldowns. Sessions register themselves when their connection
+//! drops and unregister when they resume or stop.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+
+use crate::matchmaker::MatchmakerHandle;
+use crate::registry::SessionId;
+use crate::session::{GraceExpired, Session};
+
+struct AwaySession {
+    generation: u64,
+    deadline: Instant,
+    addr: Addr<Session>,
+}
+
+pub struct PurgeTimer {
+    tick: Duration,
+    away: HashMap<SessionId, AwaySession>,
+    matchmaker: MatchmakerHandle,
+}
+
+impl PurgeTimer {
+    pub fn new(tick: Duration, matchmaker: MatchmakerHandle) -> Self {
+        Self {
+            tick,
+            away: HashMap::new(),
+            matchmaker,
+        }
+    }
+
+    /// One tick. Infallible by construction: it only compares instants and sends messages
+    /// whose failure (a session that already stopped) needs nothing done.
+    fn purge(&mut self, now: Instant) {
+        self.away.retain(|_, away| {
+            if away.deadline > now {
+                return true;
+            }
+            away.addr.do_send(GraceExpired {
+                generation: away.generation,
+            });
+            false
+        });
+        self.matchmaker.purge_expired(now);
+    }
+}
+
+impl Actor for PurgeTimer {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.tick, |timer, _| timer.purge(Instant::now()));
+    }
+}
+
+/// A session's connection dropped; end it at `deadline` unless it comes back. Sent by the
+/// session.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TrackAway {
+    pub session: SessionId,
+    pub generation: u64,
+    pub deadline: Instant,
+    pub addr: Addr<Session>,
+}
+
+impl Handler<TrackAway> for PurgeTimer {
+    type Result = ();
+
+    fn handle(&mut self, track: TrackAway, _ctx: &mut Context<Self>) {
+        self.away.insert(
+            track.session,
+            AwaySession {
+                generation: track.generation,
+                deadline: track.deadline,
+                addr: track.addr,
+            },
+        );
+    }
+}
+
+/// A session resumed or stopped: forget it. Sent by the session.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UntrackAway {
+    pub session: SessionId,
+}
+
+impl Handler<UntrackAway> for PurgeTimer {
+    type Result = ();
+
+    fn handle(&mut self, untrack: UntrackAway, _ctx: &mut Context<Self>) {
+        self.away.remove(&untrack.session);
+    }
+}

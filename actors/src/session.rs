@@ -1,0 +1,747 @@
+//! The session actor: one per client, from its first connection until it leaves or its resume
+//! grace runs out. It parses the client's frames, enforces the limits, keeps the session's
+//! state (idle, waiting, chatting) and its read position in the chat's log, and writes to the
+//! client through a bounded `ClientSink`. Talks to the matchmaker (queueing), to its chat's
+//! pair actor (everything said in a chat) and to the purge timer (resume grace).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use bytestring::ByteString;
+
+use crate::connection::{close_code, ClientFrame, ClientSink, Outgoing};
+use crate::event_log::Side;
+use crate::hub::{FrameStream, Hub};
+use crate::matchmaker::JoinQueue;
+use crate::metrics::{Disconnect, Refusal};
+use crate::pair::{ChatId, EndCause, EndChat, MemberAway, MemberBack, Pair, Post, Relay, TAG_MEDIA, TAG_MSG};
+use crate::protocol::{
+    fixed, parse_client_frame, render_error, render_hello, render_waiting, ClientRequest,
+    ErrorCode, FindRequest, HelloFrame, ProtocolError,
+};
+use crate::purge::{TrackAway, UntrackAway};
+use crate::registry::{ResumeToken, SessionId, SessionSlot, TokenHash};
+
+/// How long a client that was refused for a full chat mailbox should wait.
+const CHAT_BUSY_RETRY_MS: u64 = 100;
+
+#[derive(Debug)]
+enum State {
+    Idle,
+    Waiting,
+    Chatting {
+        chat: ChatId,
+        pair: Addr<Pair>,
+        side: Side,
+    },
+    /// This member asked to end the chat; the pair's `ended` is on its way.
+    Ending {
+        chat: ChatId,
+        pair: Addr<Pair>,
+        side: Side,
+        requeue: bool,
+    },
+}
+
+impl State {
+    fn name(&self) -> &'static str {
+        match self {
+            State::Idle => "idle",
+            State::Waiting => "waiting",
+            State::Chatting { .. } | State::Ending { .. } => "chatting",
+        }
+    }
+
+    fn chat(&self) -> Option<(ChatId, &Addr<Pair>, Side)> {
+        match self {
+            State::Chatting { chat, pair, side } | State::Ending { chat, pair, side, .. } => {
+                Some((*chat, pair, *side))
+            }
+            State::Idle | State::Waiting => None,
+        }
+    }
+}
+
+struct Connection {
+    sink: Box<dyn ClientSink>,
+    frames: SpawnHandle,
+}
+
+pub struct Session {
+    id: SessionId,
+    token_hash: TokenHash,
+    /// Handed to the client in the first `hello`, then wiped; resumes only ever see the hash.
+    token: Option<ResumeToken>,
+    hub: Arc<Hub>,
+    _slot: SessionSlot,
+    connection: Option<Connection>,
+    /// Set between `start_new` and `started`, where the first connection is attached.
+    pending_connection: Option<(Box<dyn ClientSink>, FrameStream)>,
+    state: State,
+    /// The last `find`, so that `next` queues again with the same preferences.
+    preferences: Option<FindRequest>,
+    /// The highest chat `seq` delivered on the current connection.
+    delivered_seq: u64,
+    /// The last chat's `ended`, kept so a client that was away when it came still gets it.
+    last_ended: Option<(u64, ByteString)>,
+    last_heard: Instant,
+    /// Bumped on every drop and resume, so a stale grace expiry is recognised.
+    away_generation: u64,
+    protocol_errors: VecDeque<Instant>,
+    shutting_down: bool,
+    /// What the chat is told when this actor stops.
+    stop_cause: EndCause,
+}
+
+impl Session {
+    /// Starts a session for a new client on the current arbiter.
+    pub fn start_new(
+        hub: Arc<Hub>,
+        slot: SessionSlot,
+        sink: Box<dyn ClientSink>,
+        frames: FrameStream,
+    ) -> Addr<Session> {
+        let (token, token_hash) = ResumeToken::generate();
+        let session = Session {
+            id: hub.registry.next_session_id(),
+            token_hash,
+            token: Some(token),
+            _slot: slot,
+            connection: None,
+            pending_connection: Some((sink, frames)),
+            state: State::Idle,
+            preferences: None,
+            delivered_seq: 0,
+            last_ended: None,
+            last_heard: Instant::now(),
+            away_generation: 0,
+            protocol_errors: VecDeque::new(),
+            shutting_down: false,
+            stop_cause: EndCause::Left,
+            hub,
+        };
+        session.start()
+    }
+
+    fn set_state(&mut self, state: State) {
+        let gauge = |state: &State| match state {
+            State::Idle => None,
+            State::Waiting => Some(&self.hub.stats.waiting),
+            State::Chatting { .. } | State::Ending { .. } => Some(&self.hub.stats.chatting),
+        };
+        if let Some(old) = gauge(&self.state) {
+            old.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        if let Some(new) = gauge(&state) {
+            new.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.state = state;
+    }
+
+    fn attach(
+        &mut self,
+        sink: Box<dyn ClientSink>,
+        frames: FrameStream,
+        ctx: &mut Context<Self>,
+    ) {
+        let frames = ctx.add_stream(frames);
+        self.connection = Some(Connection { sink, frames });
+        self.last_heard = Instant::now();
+    }
+
+    /// Detaches the current connection without a close frame (its peer is gone or too slow).
+    fn detach(&mut self, ctx: &mut Context<Self>) {
+        if let Some(mut connection) = self.connection.take() {
+            ctx.cancel_future(connection.frames);
+            connection.sink.abort();
+        }
+    }
+
+    fn send_hello(&mut self, token: &ResumeToken, resumed: bool, ctx: &mut Context<Self>) {
+        let online = self.hub.stats.snapshot().online;
+        let hub = self.hub.clone();
+        let state = self.state.name();
+        let frame = render_hello(HelloFrame {
+            token: token.as_str(),
+            resumed,
+            state,
+            online,
+            limits: &hub.config.limits,
+            ice_servers: &hub.config.ice_servers,
+            pow: None,
+        });
+        self.push(frame, ctx);
+    }
+
+    /// Queues a frame for the client. A client whose outbox passes the bound is cut off, as if
+    /// its connection had dropped, so a reader that stopped reading costs bounded memory.
+    fn push(&mut self, frame: ByteString, ctx: &mut Context<Self>) {
+        let Some(connection) = self.connection.as_mut() else {
+            return;
+        };
+        connection.sink.send(Outgoing::Text(frame));
+        if connection.sink.unsent_bytes() > self.hub.config.session_outbox_max_bytes {
+            self.hub.metrics.disconnected(Disconnect::SlowConsumer);
+            tracing::debug!(reason = "slow consumer", "connection cut off");
+            self.go_away(ctx);
+        }
+    }
+
+    fn close(&mut self, code: u16, reason: &'static str) {
+        if let Some(connection) = self.connection.as_mut() {
+            connection.sink.send(Outgoing::Close { code, reason });
+        }
+    }
+
+    fn refuse(&mut self, error: ProtocolError, ctx: &mut Context<Self>) {
+        let refusal = match error.code {
+            ErrorCode::BadRequest => Refusal::BadRequest,
+            ErrorCode::TooLarge => Refusal::TooLarge,
+            ErrorCode::NotChatting => Refusal::NotChatting,
+            ErrorCode::AlreadyChatting => Refusal::AlreadyChatting,
+            ErrorCode::AgeRequired => Refusal::AgeRequired,
+            _ => Refusal::Other,
+        };
+        self.hub.metrics.refused(refusal);
+        self.push(render_error(error.code, &error.message, None), ctx);
+        if matches!(error.code, ErrorCode::BadRequest | ErrorCode::TooLarge) {
+            self.count_protocol_error(ctx);
+        }
+    }
+
+    fn count_protocol_error(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        while self
+            .protocol_errors
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60))
+        {
+            self.protocol_errors.pop_front();
+        }
+        self.protocol_errors.push_back(now);
+        if self.protocol_errors.len() > self.hub.config.max_protocol_errors_per_minute {
+            self.hub.metrics.disconnected(Disconnect::ProtocolErrors);
+            self.close(close_code::POLICY_VIOLATION, "too many protocol errors");
+            ctx.stop();
+        }
+    }
+
+    fn not_chatting(&mut self, ctx: &mut Context<Self>) {
+        self.refuse(
+            ProtocolError {
+                code: ErrorCode::NotChatting,
+                message: "you are not in a chat".into(),
+            },
+            ctx,
+        );
+    }
+
+    fn handle_request(&mut self, request: ClientRequest, ctx: &mut Context<Self>) {
+        match request {
+            ClientRequest::Find(find) => self.find(find, ctx),
+            ClientRequest::Msg { body } => self.post(TAG_MSG, body, ctx),
+            ClientRequest::Media { body } => self.post(TAG_MEDIA, body, ctx),
+            ClientRequest::Typing { active } => {
+                let frame = if active {
+                    fixed::TYPING_ON
+                } else {
+                    fixed::TYPING_OFF
+                };
+                self.relay(ByteString::from_static(frame), ctx);
+            }
+            ClientRequest::Signal { frame } => self.relay(frame, ctx),
+            ClientRequest::Next => self.next(ctx),
+            ClientRequest::Leave => self.leave(ctx),
+            ClientRequest::Report { reason } => match &self.state {
+                State::Chatting { pair, side, .. } => {
+                    let (pair, side) = (pair.clone(), *side);
+                    pair.do_send(EndChat {
+                        side,
+                        cause: EndCause::Reported(reason),
+                    });
+                    self.begin_ending(false);
+                }
+                _ => self.not_chatting(ctx),
+            },
+        }
+    }
+
+    fn find(&mut self, find: FindRequest, ctx: &mut Context<Self>) {
+        if self.state.chat().is_some() {
+            return self.refuse(
+                ProtocolError {
+                    code: ErrorCode::AlreadyChatting,
+                    message: "you are already in a chat; send next or leave first".into(),
+                },
+                ctx,
+            );
+        }
+        if !find.adult {
+            return self.refuse(
+                ProtocolError {
+                    code: ErrorCode::AgeRequired,
+                    message: "confirm that you are an adult (\"adult\":true) to chat".into(),
+                },
+                ctx,
+            );
+        }
+        // Proof of work and rate limits are checked here once they exist.
+        if matches!(self.state, State::Waiting) {
+            self.hub.matchmaker.leave(self.id);
+        }
+        self.preferences = Some(find);
+        self.join_queue(ctx);
+    }
+
+    fn join_queue(&mut self, ctx: &mut Context<Self>) {
+        let Some(preferences) = self.preferences.as_ref() else {
+            return self.not_chatting(ctx);
+        };
+        let join = JoinQueue {
+            session: self.id,
+            addr: ctx.address(),
+            mode: preferences.mode,
+            interests: preferences.interests.clone(),
+            nick: preferences.nick.clone(),
+            arbiter: Arbiter::current(),
+        };
+        if self.hub.matchmaker.join(join).is_err() {
+            self.hub.metrics.refused(Refusal::QueueBusy);
+            self.set_state(State::Idle);
+            self.push(
+                render_error(ErrorCode::ServerBusy, "the queue is busy, try again", None),
+                ctx,
+            );
+            return;
+        }
+        self.set_state(State::Waiting);
+        let online = self.hub.stats.snapshot().online;
+        self.push(render_waiting(online), ctx);
+    }
+
+    fn post(&mut self, tag: u8, body: Vec<u8>, ctx: &mut Context<Self>) {
+        let State::Chatting { pair, side, .. } = &self.state else {
+            return self.not_chatting(ctx);
+        };
+        match pair.try_send(Post {
+            side: *side,
+            tag,
+            body,
+        }) {
+            Ok(()) => {}
+            Err(SendError::Full(_)) => {
+                self.hub.metrics.refused(Refusal::ChatBusy);
+                let error = render_error(
+                    ErrorCode::RateLimited,
+                    "you are sending faster than the chat can take",
+                    Some(CHAT_BUSY_RETRY_MS),
+                );
+                self.push(error, ctx);
+            }
+            // The chat just ended; its `ended` is already on the way to this session.
+            Err(SendError::Closed(_)) => self.not_chatting(ctx),
+        }
+    }
+
+    fn relay(&mut self, frame: ByteString, ctx: &mut Context<Self>) {
+        let State::Chatting { pair, side, .. } = &self.state else {
+            return self.not_chatting(ctx);
+        };
+        // Typing and signalling are best effort: dropped, and counted, when the chat is busy.
+        if pair.try_send(Relay { side: *side, frame }).is_err() {
+            self.hub.metrics.refused(Refusal::ChatBusy);
+        }
+    }
+
+    fn next(&mut self, ctx: &mut Context<Self>) {
+        match &mut self.state {
+            State::Chatting { pair, side, .. } => {
+                pair.do_send(EndChat {
+                    side: *side,
+                    cause: EndCause::Left,
+                });
+                self.begin_ending(true);
+            }
+            State::Ending { requeue, .. } => *requeue = true,
+            State::Waiting => {
+                self.hub.matchmaker.leave(self.id);
+                self.join_queue(ctx);
+            }
+            State::Idle => self.join_queue(ctx),
+        }
+    }
+
+    fn leave(&mut self, ctx: &mut Context<Self>) {
+        match &mut self.state {
+            State::Chatting { pair, side, .. } => {
+                pair.do_send(EndChat {
+                    side: *side,
+                    cause: EndCause::Left,
+                });
+                self.begin_ending(false);
+            }
+            State::Ending { requeue, .. } => *requeue = false,
+            State::Waiting => {
+                self.hub.matchmaker.leave(self.id);
+                self.set_state(State::Idle);
+            }
+            State::Idle => self.not_chatting(ctx),
+        }
+    }
+
+    fn begin_ending(&mut self, requeue: bool) {
+        if let State::Chatting { chat, pair, side } = &self.state {
+            let ending = State::Ending {
+                chat: *chat,
+                pair: pair.clone(),
+                side: *side,
+                requeue,
+            };
+            self.set_state(ending);
+        }
+    }
+
+    /// The connection dropped without a close frame: keep the session (and its place in a
+    /// chat or the queue) for the resume grace.
+    fn go_away(&mut self, ctx: &mut Context<Self>) {
+        self.detach(ctx);
+        self.away_generation += 1;
+        if let Some((_, pair, side)) = self.state.chat() {
+            pair.do_send(MemberAway { side });
+        }
+        self.hub.purge.do_send(TrackAway {
+            session: self.id,
+            generation: self.away_generation,
+            deadline: Instant::now() + self.hub.config.resume_grace,
+            addr: ctx.address(),
+        });
+    }
+
+    fn handle_frame(&mut self, frame: ClientFrame, ctx: &mut Context<Self>) {
+        self.last_heard = Instant::now();
+        match frame {
+            ClientFrame::Text(text) => match parse_client_frame(&text, &self.hub.config.limits) {
+                Ok(request) => self.handle_request(request, ctx),
+                Err(error) => self.refuse(error, ctx),
+            },
+            ClientFrame::Binary => self.refuse(
+                ProtocolError {
+                    code: ErrorCode::BadRequest,
+                    message: "binary frames are not supported; send JSON text frames".into(),
+                },
+                ctx,
+            ),
+            ClientFrame::Ping(payload) => {
+                if let Some(connection) = self.connection.as_mut() {
+                    connection.sink.send(Outgoing::Pong(payload));
+                }
+            }
+            ClientFrame::Pong => {}
+            ClientFrame::Close(_) => {
+                self.hub.metrics.disconnected(Disconnect::CloseFrame);
+                self.close(close_code::NORMAL, "bye");
+                ctx.stop();
+            }
+            ClientFrame::TooLarge => {
+                self.hub.metrics.disconnected(Disconnect::FrameTooLarge);
+                self.hub.metrics.refused(Refusal::TooLarge);
+                let message = format!(
+                    "frames may be at most {} bytes",
+                    self.hub.config.limits.max_frame_bytes
+                );
+                self.push(render_error(ErrorCode::TooLarge, &message, None), ctx);
+                self.close(close_code::MESSAGE_TOO_BIG, "frame too large");
+                ctx.stop();
+            }
+            ClientFrame::Dropped => {
+                self.hub.metrics.disconnected(Disconnect::Dropped);
+                self.go_away(ctx);
+            }
+        }
+    }
+
+    fn heartbeat(&mut self, ctx: &mut Context<Self>) {
+        if self.connection.is_none() {
+            return;
+        }
+        if self.last_heard.elapsed() > self.hub.config.client_timeout {
+            self.hub.metrics.disconnected(Disconnect::ClientTimeout);
+            self.go_away(ctx);
+        } else if let Some(connection) = self.connection.as_mut() {
+            connection.sink.send(Outgoing::Ping);
+        }
+    }
+}
+
+impl Actor for Session {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.hub.registry.insert(self.token_hash, ctx.address());
+        self.hub
+            .stats
+            .online
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.hub.metrics.sessions_started.increment(1);
+        if let Some((sink, frames)) = self.pending_connection.take() {
+            self.attach(sink, frames, ctx);
+        }
+        if let Some(token) = self.token.take() {
+            self.send_hello(&token, false, ctx);
+        }
+        ctx.run_interval(self.hub.config.heartbeat_interval, Self::heartbeat);
+    }
+
+    fn stopped(&mut self, ctx: &mut Context<Self>) {
+        match &self.state {
+            State::Waiting => self.hub.matchmaker.leave(self.id),
+            State::Chatting { pair, side, .. } | State::Ending { pair, side, .. } => {
+                pair.do_send(EndChat {
+                    side: *side,
+                    cause: self.stop_cause,
+                });
+            }
+            State::Idle => {}
+        }
+        self.set_state(State::Idle);
+        if self.connection.is_none() {
+            self.hub.purge.do_send(UntrackAway { session: self.id });
+        }
+        // Dropping the sink lets its writer send what is queued (a close frame included).
+        self.connection = None;
+        let _ = ctx;
+        self.hub.registry.remove(&self.token_hash);
+        self.hub
+            .stats
+            .online
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl StreamHandler<ClientFrame> for Session {
+    fn handle(&mut self, frame: ClientFrame, ctx: &mut Context<Self>) {
+        self.handle_frame(frame, ctx);
+    }
+
+    /// A connection's stream ends after its `Dropped` or `Close` item, which were handled;
+    /// the session itself lives on (the default would stop the actor).
+    fn finished(&mut self, _ctx: &mut Context<Self>) {}
+}
+
+/// Attach a new connection to this (usually away) session. Sent by `Hub::connect` when a
+/// client resumes with this session's token.
+#[derive(Message)]
+#[rtype(result = "Result<(), AttachRejected>")]
+pub struct Attach {
+    pub sink: Box<dyn ClientSink>,
+    pub frames: FrameStream,
+    /// The highest chat `seq` the client has seen.
+    pub last_seq: u64,
+    /// The token the client presented, echoed in `hello`.
+    pub token: ResumeToken,
+}
+
+/// The connection of a refused `Attach`, handed back so that a fresh session can use it.
+pub struct AttachRejected {
+    pub sink: Box<dyn ClientSink>,
+    pub frames: FrameStream,
+}
+
+impl Handler<Attach> for Session {
+    type Result = Result<(), AttachRejected>;
+
+    fn handle(&mut self, attach: Attach, ctx: &mut Context<Self>) -> Self::Result {
+        if self.shutting_down {
+            return Err(AttachRejected {
+                sink: attach.sink,
+                frames: attach.frames,
+            });
+        }
+        if self.connection.is_some() {
+            // The old connection has not been noticed dead yet; the new one wins.
+            self.hub.metrics.disconnected(Disconnect::ResumedElsewhere);
+            self.close(close_code::RESUMED_ELSEWHERE, "resumed on another connection");
+            if let Some(old) = self.connection.take() {
+                ctx.cancel_future(old.frames);
+            }
+        } else {
+            self.hub.purge.do_send(UntrackAway { session: self.id });
+        }
+        self.away_generation += 1;
+        self.hub.metrics.sessions_resumed.increment(1);
+        self.attach(attach.sink, attach.frames, ctx);
+        self.send_hello(&attach.token, true, ctx);
+        self.delivered_seq = attach.last_seq;
+        match self.state.chat() {
+            Some((chat, pair, side)) => {
+                let request = pair.send(MemberBack {
+                    side,
+                    after_seq: attach.last_seq,
+                });
+                // Nothing else is handled until the replay is queued, so live events that
+                // arrive meanwhile are filtered by `delivered_seq` and never doubled.
+                ctx.wait(request.into_actor(self).map(move |replay, session, ctx| {
+                    let Ok(replay) = replay else { return };
+                    if session.state.chat().map(|(c, _, _)| c) != Some(chat) {
+                        return;
+                    }
+                    session.hub.metrics.replayed_events.increment(replay.len() as u64);
+                    for (seq, frame) in replay {
+                        if seq > session.delivered_seq {
+                            session.delivered_seq = seq;
+                            session.push(frame, ctx);
+                        }
+                    }
+                }));
+            }
+            None => {
+                if let Some((seq, frame)) = self.last_ended.clone() {
+                    if seq > attach.last_seq {
+                        self.push(frame, ctx);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sent by a new pair actor to each member: you are now in chat `chat` as `side`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ChatStarted {
+    pub chat: ChatId,
+    pub pair: Addr<Pair>,
+    pub side: Side,
+}
+
+impl Handler<ChatStarted> for Session {
+    type Result = ();
+
+    fn handle(&mut self, started: ChatStarted, _ctx: &mut Context<Self>) {
+        if !matches!(self.state, State::Waiting) || self.shutting_down {
+            // This session left the queue while the match was being made.
+            started.pair.do_send(EndChat {
+                side: started.side,
+                cause: EndCause::Left,
+            });
+            return;
+        }
+        if self.connection.is_none() {
+            started.pair.do_send(MemberAway { side: started.side });
+        }
+        self.delivered_seq = 0;
+        self.last_ended = None;
+        self.set_state(State::Chatting {
+            chat: started.chat,
+            pair: started.pair,
+            side: started.side,
+        });
+    }
+}
+
+/// Sent by the pair actor: one frame for this member. `seq` is 0 for frames that are not
+/// chat events (typing, signal, stranger_away/back), which are never logged or replayed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ChatEvent {
+    pub chat: ChatId,
+    pub seq: u64,
+    pub frame: ByteString,
+}
+
+impl Handler<ChatEvent> for Session {
+    type Result = ();
+
+    fn handle(&mut self, event: ChatEvent, ctx: &mut Context<Self>) {
+        if self.state.chat().map(|(chat, _, _)| chat) != Some(event.chat) {
+            return;
+        }
+        if event.seq == 0 {
+            self.push(event.frame, ctx);
+        } else if event.seq > self.delivered_seq && self.connection.is_some() {
+            self.delivered_seq = event.seq;
+            self.push(event.frame, ctx);
+        }
+    }
+}
+
+/// Sent by the pair actor as its last word: the chat ended, here is this member's `ended`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ChatEnded {
+    pub chat: ChatId,
+    pub seq: u64,
+    pub frame: ByteString,
+}
+
+impl Handler<ChatEnded> for Session {
+    type Result = ();
+
+    fn handle(&mut self, ended: ChatEnded, ctx: &mut Context<Self>) {
+        let requeue = match &self.state {
+            State::Chatting { chat, .. } if *chat == ended.chat => false,
+            State::Ending { chat, requeue, .. } if *chat == ended.chat => *requeue,
+            _ => return,
+        };
+        if self.connection.is_some() && ended.seq > self.delivered_seq {
+            self.delivered_seq = ended.seq;
+            self.push(ended.frame.clone(), ctx);
+        }
+        self.last_ended = Some((ended.seq, ended.frame));
+        self.set_state(State::Idle);
+        if self.shutting_down {
+            self.close(close_code::GOING_AWAY, "server shutting down");
+            ctx.stop();
+        } else if requeue {
+            self.join_queue(ctx);
+        }
+    }
+}
+
+/// Sent by the purge timer when the resume grace of drop number `generation` ran out.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct GraceExpired {
+    pub generation: u64,
+}
+
+impl Handler<GraceExpired> for Session {
+    type Result = ();
+
+    fn handle(&mut self, expired: GraceExpired, ctx: &mut Context<Self>) {
+        if self.connection.is_none() && expired.generation == self.away_generation {
+            self.hub.metrics.sessions_expired.increment(1);
+            self.stop_cause = EndCause::Lost;
+            ctx.stop();
+        }
+    }
+}
+
+/// Sent by `Hub::shutdown` to every session: end your chat and close your connection.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+impl Handler<Shutdown> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+        self.shutting_down = true;
+        self.stop_cause = EndCause::Shutdown;
+        self.hub.metrics.disconnected(Disconnect::Shutdown);
+        match self.state.chat() {
+            // The pair answers with `ended` `server_shutdown`; the session closes then.
+            Some((_, pair, side)) if self.connection.is_some() => pair.do_send(EndChat {
+                side,
+                cause: EndCause::Shutdown,
+            }),
+            _ => {
+                self.close(close_code::GOING_AWAY, "server shutting down");
+                ctx.stop();
+            }
+        }
+    }
+}
