@@ -1,1 +1,17 @@
-pub fn x(){}
+//! Ephemera's server: settings, start-up, the HTTP routes and the WebSocket transport around
+//! the chat core in the `ephemera-actors` crate.
+//!
+//! Layout:
+//! - `settings`: every setting, layered from defaults, a TOML file, variables and flags.
+//! - `startup`: builds and runs the server, and drains it on shutdown.
+//! - `ws`: the /ws upgrade, Origin check and the socket adapter for session actors.
+//! - `routes`: /healthz, /readyz, /stats, /metrics.
+//! - `static_files`: the embedded web page.
+//! - `telemetry`: logging and the Prometheus recorder.
+
+pub mod routes;
+pub mod settings;
+pub mod startup;
+pub mod static_files;
+pub mod telemetry;
+pub mod ws;

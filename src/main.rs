@@ -1,1 +1,13 @@
-fn main(){}
+use clap::Parser;
+use ephemera::settings::{Overrides, Settings};
+
+fn main() -> anyhow::Result<()> {
+    let overrides = Overrides::parse();
+    if overrides.print_example_config {
+        print!("{}", Settings::example_toml());
+        return Ok(());
+    }
+    let settings = Settings::load(&overrides)?;
+    ephemera::telemetry::init_logging(&settings.log_level);
+    actix_web::rt::System::new().block_on(ephemera::startup::run(settings))
+}

@@ -1,0 +1,35 @@
+//! The small HTTP endpoints: health, readiness, live counts and Prometheus metrics.
+
+use actix_web::{http::header, web, HttpResponse};
+
+use crate::startup::AppState;
+
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().body("ok\n")
+}
+
+/// Not ready while draining, so a load balancer stops sending new clients.
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if state.hub.is_draining() {
+        HttpResponse::ServiceUnavailable().body("draining\n")
+    } else {
+        HttpResponse::Ok().body("ready\n")
+    }
+}
+
+pub async fn stats(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(state.hub.stats())
+}
+
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let Some(handle) = &state.metrics else {
+        return HttpResponse::NotFound().body("metrics are not enabled\n");
+    };
+    let stats = state.hub.stats();
+    metrics::gauge!("ephemera_sessions", "state" => "online").set(stats.online as f64);
+    metrics::gauge!("ephemera_sessions", "state" => "waiting").set(stats.waiting as f64);
+    metrics::gauge!("ephemera_sessions", "state" => "chatting").set(stats.chatting as f64);
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/plain; version=0.0.4"))
+        .body(handle.render())
+}

@@ -1,0 +1,309 @@
+//! Settings: embedded defaults, then a TOML file (`--config`), then `EPHEMERA_*` environment
+//! variables, then command-line flags, each layer overriding the one before. Every setting
+//! `some_name` is the TOML key `some_name`, the flag `--some-name` and the variable
+//! `EPHEMERA_SOME_NAME`; units are part of the name.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use figment::providers::{Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Declares every setting once: the `Settings` struct and its defaults, the `Overrides` that
+/// clap fills from flags and environment variables, and the example file's lines.
+macro_rules! settings {
+    ($( $(#[doc = $doc:literal])+ $name:ident : $ty:ty = $default:expr, env = $env:literal; )+) => {
+        /// The server's settings, after all layers are applied.
+        #[derive(Debug, Clone, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct Settings {
+            $( $(#[doc = $doc])+ pub $name: $ty, )+
+        }
+
+        impl Default for Settings {
+            fn default() -> Self {
+                Self { $( $name: $default, )+ }
+            }
+        }
+
+        /// Flags and environment variables; only those given override the file.
+        #[derive(Debug, Default, Parser, Serialize)]
+        #[command(name = "ephemera", version, about = "Privacy-first anonymous random chat server")]
+        pub struct Overrides {
+            /// A TOML file of settings (see ops/config.example.toml).
+            #[arg(long, env = "EPHEMERA_CONFIG")]
+            #[serde(skip)]
+            pub config: Option<PathBuf>,
+            /// Print an example settings file with every default, and exit.
+            #[arg(long)]
+            #[serde(skip)]
+            pub print_example_config: bool,
+            $(
+                $(#[doc = $doc])+
+                #[arg(long, env = $env, value_delimiter = ',')]
+                #[serde(skip_serializing_if = "Option::is_none")]
+                pub $name: Option<$ty>,
+            )+
+        }
+
+        /// Every setting as (name, environment variable, doc line).
+        pub const SETTING_NAMES: &[(&str, &str, &str)] = &[
+            $( (stringify!($name), $env, concat!($($doc),+)), )+
+        ];
+    };
+}
+
+settings! {
+    /// Address and port to listen on.
+    listen_addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080)), env = "EPHEMERA_LISTEN_ADDR";
+    /// Origins allowed to open /ws besides the server's own (e.g. "https://chat.example").
+    allowed_origins: Vec<String> = Vec::new(), env = "EPHEMERA_ALLOWED_ORIGINS";
+    /// Seconds between WebSocket pings to each client.
+    heartbeat_interval_seconds: f64 = 15.0, env = "EPHEMERA_HEARTBEAT_INTERVAL_SECONDS";
+    /// Seconds of silence (not even a pong) after which a connection counts as dropped.
+    client_timeout_seconds: f64 = 45.0, env = "EPHEMERA_CLIENT_TIMEOUT_SECONDS";
+    /// Seconds a dropped session keeps its chat or queue place, waiting for a resume.
+    resume_grace_seconds: f64 = 30.0, env = "EPHEMERA_RESUME_GRACE_SECONDS";
+    /// Seconds a session with interests waits for a shared interest before anyone will do.
+    interest_timeout_seconds: f64 = 5.0, env = "EPHEMERA_INTEREST_TIMEOUT_SECONDS";
+    /// Seconds before two sessions that chatted may be matched again.
+    rematch_cooldown_seconds: f64 = 600.0, env = "EPHEMERA_REMATCH_COOLDOWN_SECONDS";
+    /// Seconds between purge ticks (resume grace and cooldown expiry).
+    purge_interval_seconds: f64 = 1.0, env = "EPHEMERA_PURGE_INTERVAL_SECONDS";
+    /// Most characters in one chat message.
+    max_text_chars: usize = 2000, env = "EPHEMERA_MAX_TEXT_CHARS";
+    /// Most characters in a nickname.
+    max_nick_chars: usize = 24, env = "EPHEMERA_MAX_NICK_CHARS";
+    /// Most interests in one find.
+    max_interests: usize = 10, env = "EPHEMERA_MAX_INTERESTS";
+    /// Most characters in one interest.
+    max_interest_chars: usize = 32, env = "EPHEMERA_MAX_INTEREST_CHARS";
+    /// Most bytes of one image or voice note, decoded.
+    max_media_bytes: usize = 1 << 20, env = "EPHEMERA_MAX_MEDIA_BYTES";
+    /// Most bytes of one signal's data, serialised.
+    max_signal_bytes: usize = 64 << 10, env = "EPHEMERA_MAX_SIGNAL_BYTES";
+    /// Most bytes of one WebSocket frame (or message of continuation frames).
+    max_frame_bytes: usize = 2 << 20, env = "EPHEMERA_MAX_FRAME_BYTES";
+    /// Most events a chat's log holds for replay.
+    event_log_max_events: usize = 256, env = "EPHEMERA_EVENT_LOG_MAX_EVENTS";
+    /// Most bytes a chat's log holds for replay.
+    event_log_max_bytes: usize = 4 << 20, env = "EPHEMERA_EVENT_LOG_MAX_BYTES";
+    /// Most sessions alive at once; beyond it new connections get server_busy.
+    max_sessions: usize = 100_000, env = "EPHEMERA_MAX_SESSIONS";
+    /// Bytes a client may leave unread before it is disconnected.
+    session_outbox_max_bytes: usize = 8 << 20, env = "EPHEMERA_SESSION_OUTBOX_MAX_BYTES";
+    /// Protocol errors a connection may cause within a minute before it is closed (1008).
+    max_protocol_errors_per_minute: usize = 20, env = "EPHEMERA_MAX_PROTOCOL_ERRORS_PER_MINUTE";
+    /// Messages a chat may have queued before a member's sends are refused.
+    pair_mailbox_capacity: usize = 256, env = "EPHEMERA_PAIR_MAILBOX_CAPACITY";
+    /// STUN/TURN URLs handed to clients for WebRTC (empty: direct connections only).
+    ice_urls: Vec<String> = Vec::new(), env = "EPHEMERA_ICE_URLS";
+    /// Seconds a shutdown waits for chats to end and connections to close.
+    shutdown_drain_seconds: f64 = 10.0, env = "EPHEMERA_SHUTDOWN_DRAIN_SECONDS";
+    /// HTTP worker threads (0: one per CPU core).
+    workers: usize = 0, env = "EPHEMERA_WORKERS";
+    /// Log filter (error, warn, info, debug, trace, or a tracing directive).
+    log_level: String = "info".to_owned(), env = "EPHEMERA_LOG_LEVEL";
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("invalid settings: {0}")]
+    Invalid(#[from] Box<figment::Error>),
+    #[error("invalid setting {name}: {reason}")]
+    OutOfRange { name: &'static str, reason: &'static str },
+}
+
+impl Settings {
+    /// Layers defaults, the file named by `overrides.config`, then the overrides.
+    pub fn load(overrides: &Overrides) -> Result<Self, SettingsError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = &overrides.config {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let settings: Settings = figment
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(Box::new)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        let durations = [
+            ("heartbeat_interval_seconds", self.heartbeat_interval_seconds),
+            ("client_timeout_seconds", self.client_timeout_seconds),
+            ("resume_grace_seconds", self.resume_grace_seconds),
+            ("interest_timeout_seconds", self.interest_timeout_seconds),
+            ("rematch_cooldown_seconds", self.rematch_cooldown_seconds),
+            ("purge_interval_seconds", self.purge_interval_seconds),
+            ("shutdown_drain_seconds", self.shutdown_drain_seconds),
+        ];
+        for (name, seconds) in durations {
+            if !seconds.is_finite() || seconds < 0.0 || seconds > 1e9 {
+                return Err(SettingsError::OutOfRange {
+                    name,
+                    reason: "must be a number of seconds between 0 and 1e9",
+                });
+            }
+        }
+        for (name, seconds) in [
+            ("heartbeat_interval_seconds", self.heartbeat_interval_seconds),
+            ("purge_interval_seconds", self.purge_interval_seconds),
+        ] {
+            if seconds < 0.01 {
+                return Err(SettingsError::OutOfRange {
+                    name,
+                    reason: "must be at least 0.01 seconds",
+                });
+            }
+        }
+        if self.max_frame_bytes < 1024 {
+            return Err(SettingsError::OutOfRange {
+                name: "max_frame_bytes",
+                reason: "must be at least 1024",
+            });
+        }
+        Ok(())
+    }
+
+    pub fn duration(seconds: f64) -> Duration {
+        Duration::from_secs_f64(seconds)
+    }
+
+    /// The actors' view of these settings.
+    pub fn chat_config(&self) -> ephemera_actors::ChatConfig {
+        use ephemera_actors::protocol::{IceServer, Limits, MEDIA_MIME_TYPES};
+        ephemera_actors::ChatConfig {
+            limits: Limits {
+                max_text_chars: self.max_text_chars,
+                max_nick_chars: self.max_nick_chars,
+                max_interests: self.max_interests,
+                max_interest_chars: self.max_interest_chars,
+                max_media_bytes: self.max_media_bytes,
+                max_signal_bytes: self.max_signal_bytes,
+                max_frame_bytes: self.max_frame_bytes,
+                event_log_max_events: self.event_log_max_events,
+                event_log_max_bytes: self.event_log_max_bytes,
+                media_mime_types: MEDIA_MIME_TYPES,
+            },
+            heartbeat_interval: Self::duration(self.heartbeat_interval_seconds),
+            client_timeout: Self::duration(self.client_timeout_seconds),
+            resume_grace: Self::duration(self.resume_grace_seconds),
+            interest_timeout: Self::duration(self.interest_timeout_seconds),
+            rematch_cooldown: Self::duration(self.rematch_cooldown_seconds),
+            purge_interval: Self::duration(self.purge_interval_seconds),
+            session_outbox_max_bytes: self.session_outbox_max_bytes,
+            max_sessions: self.max_sessions,
+            max_protocol_errors_per_minute: self.max_protocol_errors_per_minute,
+            pair_mailbox_capacity: self.pair_mailbox_capacity.max(2),
+            ice_servers: if self.ice_urls.is_empty() {
+                Vec::new()
+            } else {
+                vec![IceServer {
+                    urls: self.ice_urls.clone(),
+                    username: None,
+                    credential: None,
+                }]
+            },
+        }
+    }
+
+    /// The example settings file: every setting, its default and its doc line.
+    pub fn example_toml() -> String {
+        let defaults = toml_table(&Settings::default());
+        let mut out = String::from(
+            "# Ephemera settings, with their defaults. Every key is also the flag --key-with-dashes\n\
+             # and the environment variable EPHEMERA_KEY_IN_CAPITALS; flags win over variables,\n\
+             # variables over this file. Durations in seconds accept fractions (0.5).\n",
+        );
+        for (name, _, doc) in SETTING_NAMES {
+            let value = defaults
+                .get(*name)
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            out.push_str(&format!("\n#{doc}\n{name} = {value}\n"));
+        }
+        out
+    }
+}
+
+fn toml_table(settings: &Settings) -> toml::Table {
+    // A derived Serialize of strings, numbers and lists always yields a TOML table.
+    toml::Table::try_from(settings).expect("settings serialise to a TOML table")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_setting_has_the_conventional_variable_name() {
+        for (name, env, _) in SETTING_NAMES {
+            assert_eq!(*env, format!("EPHEMERA_{}", name.to_uppercase()));
+        }
+    }
+
+    #[test]
+    fn flags_beat_the_file_and_fractions_are_accepted() {
+        let dir = std::env::temp_dir().join(format!("ephemera-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("settings.toml");
+        std::fs::write(
+            &file,
+            "resume_grace_seconds = 0.5\nmax_text_chars = 100\nallowed_origins = [\"https://a.example\"]\n",
+        )
+        .unwrap();
+        let overrides = Overrides::try_parse_from([
+            "ephemera",
+            "--config",
+            file.to_str().unwrap(),
+            "--max-text-chars",
+            "50",
+            "--allowed-origins",
+            "https://b.example,https://c.example",
+        ])
+        .unwrap();
+        let settings = Settings::load(&overrides).unwrap();
+        assert_eq!(settings.resume_grace_seconds, 0.5);
+        assert_eq!(settings.max_text_chars, 50);
+        assert_eq!(
+            settings.allowed_origins,
+            vec!["https://b.example", "https://c.example"]
+        );
+        assert_eq!(settings.heartbeat_interval_seconds, 15.0);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        let dir = std::env::temp_dir().join(format!("ephemera-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bad.toml");
+        std::fs::write(&file, "resume_grace = 3\n").unwrap();
+        let overrides = Overrides {
+            config: Some(file),
+            ..Overrides::default()
+        };
+        assert!(Settings::load(&overrides).is_err());
+        let overrides = Overrides {
+            client_timeout_seconds: Some(-1.0),
+            ..Overrides::default()
+        };
+        assert!(Settings::load(&overrides).is_err());
+    }
+
+    #[test]
+    fn the_example_file_lists_every_setting_with_its_default() {
+        let example = include_str!("../ops/config.example.toml");
+        assert_eq!(
+            example,
+            Settings::example_toml(),
+            "ops/config.example.toml is stale; regenerate it with `ephemera --print-example-config`"
+        );
+        let parsed: Settings = Figment::from(Toml::string(example)).extract().unwrap();
+        assert_eq!(parsed.listen_addr, Settings::default().listen_addr);
+    }
+}

@@ -1,0 +1,124 @@
+//! The one place that wires the server: it starts the chat hub, builds the HTTP app, binds
+//! the listener, and runs until a shutdown signal, then drains.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::{dev::ServerHandle, middleware, web, App, HttpServer};
+use ephemera_actors::Hub;
+
+use crate::routes;
+use crate::settings::Settings;
+use crate::static_files;
+use crate::telemetry;
+use crate::ws;
+
+/// Shared with every request handler.
+pub struct AppState {
+    pub hub: Arc<Hub>,
+    pub allowed_origins: Vec<String>,
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+}
+
+/// A running server: where it listens, and how to stop it.
+pub struct Server {
+    pub local_addr: std::net::SocketAddr,
+    pub hub: Arc<Hub>,
+    http: ServerHandle,
+    drain: Duration,
+}
+
+impl Server {
+    /// Binds `settings.listen_addr` and starts serving. Must run inside an actix system.
+    pub fn start(settings: &Settings) -> std::io::Result<(Server, actix_web::dev::Server)> {
+        let listener = TcpListener::bind(settings.listen_addr)?;
+        Self::start_on(settings, listener)
+    }
+
+    pub fn start_on(
+        settings: &Settings,
+        listener: TcpListener,
+    ) -> std::io::Result<(Server, actix_web::dev::Server)> {
+        let local_addr = listener.local_addr()?;
+        let metrics = telemetry::prometheus_handle();
+        let hub = Hub::start(settings.chat_config());
+        let state = web::Data::new(AppState {
+            hub: hub.clone(),
+            allowed_origins: settings.allowed_origins.clone(),
+            metrics,
+        });
+        let drain = Settings::duration(settings.shutdown_drain_seconds);
+        let mut http = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .wrap(middleware::DefaultHeaders::new().add(("Referrer-Policy", "no-referrer")))
+                .route("/", web::get().to(static_files::index))
+                .route("/ws", web::get().to(ws::upgrade))
+                .route("/healthz", web::get().to(routes::healthz))
+                .route("/readyz", web::get().to(routes::readyz))
+                .route("/stats", web::get().to(routes::stats))
+                .route("/metrics", web::get().to(routes::metrics))
+                .route("/static/{file}", web::get().to(static_files::asset))
+        })
+        // Signals are ours: a shutdown first ends every chat, then stops the HTTP server.
+        .disable_signals()
+        .shutdown_timeout(drain.as_secs().max(1))
+        .client_request_timeout(Duration::from_secs(10))
+        .max_connections(settings.max_sessions.saturating_add(1024))
+        .listen(listener)?;
+        if settings.workers > 0 {
+            http = http.workers(settings.workers);
+        }
+        let http = http.run();
+        let server = Server {
+            local_addr,
+            hub,
+            http: http.handle(),
+            drain,
+        };
+        Ok((server, http))
+    }
+
+    /// Graceful shutdown: refuse new sessions, end every chat with `server_shutdown`, close
+    /// every socket with a close frame, then stop the HTTP server; all within the drain time.
+    pub async fn shutdown(&self) {
+        let deadline = Instant::now() + self.drain;
+        self.hub.shutdown();
+        while !self.hub.registry.is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Close frames are queued; give writers a moment to flush them before stopping.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.http.stop(true).await;
+    }
+}
+
+/// Runs the server until SIGINT or SIGTERM, then drains.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let (server, http) = Server::start(&settings)?;
+    let shown = if server.local_addr.ip().is_unspecified() {
+        format!("http://127.0.0.1:{}/", server.local_addr.port())
+    } else {
+        format!("http://{}/", server.local_addr)
+    };
+    println!("ephemera is listening; open {shown} in a browser");
+    tracing::info!(addr = %server.local_addr, "listening");
+    let http_task = actix_web::rt::spawn(http);
+    wait_for_signal().await;
+    tracing::info!("shutdown signal received, draining");
+    server.shutdown().await;
+    let _ = http_task.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Registering a handler only fails when signals are unavailable, which Linux never is.
+    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
