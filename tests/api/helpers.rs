@@ -1,0 +1,293 @@
+//! Shared test helpers: `spawn_server` runs the real server on its own actix system thread,
+//! and `Client` is a real WebSocket client speaking protocol v1.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ephemera::settings::Settings;
+use ephemera::startup::Server;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for a frame it expects before failing.
+pub const EXPECT_WITHIN: Duration = Duration::from_secs(10);
+
+/// Settings with short durations, so tests that wait on time take a fraction of a second.
+pub fn test_settings() -> Settings {
+    Settings {
+        listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        heartbeat_interval_seconds: 5.0,
+        client_timeout_seconds: 30.0,
+        resume_grace_seconds: 0.5,
+        interest_timeout_seconds: 0.5,
+        purge_interval_seconds: 0.05,
+        shutdown_drain_seconds: 5.0,
+        workers: 2,
+        ..Settings::default()
+    }
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    stopped: Option<oneshot::Receiver<()>>,
+}
+
+/// Starts the real server with `settings` on a port of its own.
+pub fn spawn_server(settings: Settings) -> TestServer {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+    let (stopped_tx, stopped_rx) = oneshot::channel();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let listener = std::net::TcpListener::bind(settings.listen_addr).unwrap();
+            let (server, http) = Server::start_on(&settings, listener).unwrap();
+            ready_tx.send(server.local_addr).unwrap();
+            let http = actix_web::rt::spawn(http);
+            if shutdown_rx.await.is_ok() {
+                server.shutdown().await;
+                let _ = http.await;
+                let _ = stopped_tx.send(());
+            }
+        })
+    });
+    let addr = ready_rx
+        .recv_timeout(EXPECT_WITHIN)
+        .expect("server starts");
+    TestServer {
+        addr,
+        shutdown: Some(shutdown_tx),
+        stopped: Some(stopped_rx),
+    }
+}
+
+impl TestServer {
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// Asks the server to shut down as on SIGTERM, and waits until it has stopped.
+    pub async fn shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(rx) = self.stopped.take() {
+            tokio::time::timeout(EXPECT_WITHIN, rx)
+                .await
+                .expect("server stops within the drain time")
+                .expect("server thread reports its stop");
+        }
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.ws_url()).await
+    }
+
+    /// A client with a `find` already answered by `waiting`.
+    pub async fn waiting_client(&self, find: Value) -> Client {
+        let mut client = self.client().await;
+        client.send(find).await;
+        client.expect("waiting").await;
+        client
+    }
+
+    /// Two clients matched with each other in text mode.
+    pub async fn matched_pair(&self) -> (Client, Client) {
+        let mut a = self.waiting_client(find_text()).await;
+        let mut b = self.client().await;
+        b.send(find_text()).await;
+        b.expect("waiting").await;
+        a.expect("matched").await;
+        b.expect("matched").await;
+        (a, b)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.addr, path).await
+    }
+}
+
+/// A `find` for text mode with the adult flag set.
+pub fn find_text() -> Value {
+    json!({"type": "find", "adult": true})
+}
+
+pub fn find_with(mode: &str, interests: &[&str]) -> Value {
+    json!({"type": "find", "adult": true, "mode": mode, "interests": interests})
+}
+
+/// A minimal HTTP/1.1 GET, enough for the small endpoints.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub hello: Value,
+    /// The highest chat seq received, as a real client would track it for resume.
+    pub last_seq: u64,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connects");
+        let mut client = Client {
+            ws,
+            hello: Value::Null,
+            last_seq: 0,
+        };
+        client.hello = client.expect("hello").await;
+        client
+    }
+
+    /// Connects with an Origin header; returns the HTTP status of a refused upgrade.
+    pub async fn connect_with_origin(url: &str, origin: &str) -> Result<Client, u16> {
+        let mut request = url.into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().unwrap());
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((ws, _)) => {
+                let mut client = Client {
+                    ws,
+                    hello: Value::Null,
+                    last_seq: 0,
+                };
+                client.hello = client.expect("hello").await;
+                Ok(client)
+            }
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                Err(response.status().as_u16())
+            }
+            Err(other) => panic!("unexpected connect error: {other}"),
+        }
+    }
+
+    pub fn token(&self) -> String {
+        self.hello["session"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn resume(server: &TestServer, token: &str, last_seq: u64) -> Client {
+        let url = format!("{}?resume={token}&last_seq={last_seq}", server.ws_url());
+        let mut client = Client::connect(&url).await;
+        client.last_seq = last_seq;
+        client
+    }
+
+    pub async fn send(&mut self, frame: Value) {
+        self.ws
+            .send(Message::Text(frame.to_string()))
+            .await
+            .expect("frame sent");
+    }
+
+    pub async fn send_raw(&mut self, message: Message) {
+        self.ws.send(message).await.expect("frame sent");
+    }
+
+    pub async fn say(&mut self, text: &str) {
+        self.send(json!({"type": "msg", "text": text})).await;
+    }
+
+    /// The next JSON frame, or `None` when the connection closed.
+    pub async fn next_frame(&mut self, within: Duration) -> Option<Result<Value, Option<CloseFrame<'static>>>> {
+        // One deadline for the whole wait: pings arriving must not extend it.
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let message = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()??;
+            match message {
+                Ok(Message::Text(text)) => {
+                    let value: Value = serde_json::from_str(&text).expect("server sends JSON");
+                    if let Some(seq) = value["seq"].as_u64() {
+                        self.last_seq = self.last_seq.max(seq);
+                    }
+                    return Some(Ok(value));
+                }
+                Ok(Message::Close(frame)) => return Some(Err(frame)),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// The next frame, which must be of type `frame_type`.
+    pub async fn expect(&mut self, frame_type: &str) -> Value {
+        match self.next_frame(EXPECT_WITHIN).await {
+            Some(Ok(frame)) => {
+                assert_eq!(frame["type"], frame_type, "unexpected frame {frame}");
+                frame
+            }
+            other => panic!("expected {frame_type}, got {other:?}"),
+        }
+    }
+
+    /// The next frame, which must be an error with `code`.
+    pub async fn expect_error(&mut self, code: &str) -> Value {
+        let frame = self.expect("error").await;
+        assert_eq!(frame["code"], code, "unexpected error {frame}");
+        assert!(frame["message"].as_str().is_some_and(|m| !m.is_empty()));
+        frame
+    }
+
+    /// The connection must close with a close frame of `code`.
+    pub async fn expect_close(&mut self, code: u16) {
+        loop {
+            match self.next_frame(EXPECT_WITHIN).await {
+                Some(Ok(_)) => continue,
+                Some(Err(Some(frame))) => {
+                    assert_eq!(u16::from(frame.code), code, "close code");
+                    return;
+                }
+                other => panic!("expected a close frame {code}, got {other:?}"),
+            }
+        }
+    }
+
+    /// Nothing arrives for `quiet` (pings aside).
+    pub async fn expect_nothing(&mut self, quiet: Duration) {
+        if let Some(frame) = self.next_frame(quiet).await {
+            panic!("expected silence, got {frame:?}");
+        }
+    }
+
+    /// Closes politely with a close frame.
+    pub async fn close(mut self) {
+        let _ = self
+            .ws
+            .close(Some(CloseFrame {
+                code: CloseCode::Normal,
+                reason: "bye".into(),
+            }))
+            .await;
+        // Read until the server's close comes back, so the close is complete.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(Ok(_)) = self.ws.next().await {}
+        })
+        .await;
+    }
+
+    /// Drops the TCP connection without a close frame, as a network failure would.
+    pub fn drop_connection(self) {
+        drop(self.ws);
+    }
+}

@@ -1,0 +1,72 @@
+//! The server around the chats: health, readiness, counts, and graceful shutdown.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn health_and_readiness_answer() {
+    let server = spawn_server(test_settings());
+    assert_eq!(server.get("/healthz").await.0, 200);
+    assert_eq!(server.get("/readyz").await.0, 200);
+    let (status, body) = server.get("/").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("<html"));
+}
+
+#[tokio::test]
+async fn stats_count_sessions_by_state() {
+    let server = spawn_server(test_settings());
+    let stats = |body: String| -> Value { serde_json::from_str(&body).unwrap() };
+    let (_a, _b) = server.matched_pair().await;
+    let _c = server.waiting_client(find_text()).await;
+    let _d = server.client().await;
+    let (status, body) = server.get("/stats").await;
+    assert_eq!(status, 200);
+    let counts = stats(body);
+    assert_eq!(counts["online"], 4);
+    assert_eq!(counts["waiting"], 1);
+    assert_eq!(counts["chatting"], 2);
+}
+
+#[tokio::test]
+async fn metrics_are_exposed_for_prometheus() {
+    let server = spawn_server(test_settings());
+    let (mut a, mut b) = server.matched_pair().await;
+    a.say("counted, never logged").await;
+    b.expect("msg").await;
+    let (status, body) = server.get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("ephemera_matches_total"));
+    assert!(body.contains("ephemera_chat_events_total"));
+    assert!(body.contains("ephemera_sessions{state=\"online\"}"));
+    assert!(!body.contains("counted, never logged"));
+}
+
+#[tokio::test]
+async fn shutdown_ends_every_chat_and_closes_every_socket() {
+    let mut server = spawn_server(test_settings());
+    let (mut a, mut b) = server.matched_pair().await;
+    let mut idle = server.client().await;
+    let mut waiting = server.waiting_client(find_with("video", &[])).await;
+    let addr = server.addr;
+    let shutdown = tokio::spawn(async move {
+        server.shutdown().await;
+    });
+    for client in [&mut a, &mut b] {
+        let ended = client.expect("ended").await;
+        assert_eq!(ended["reason"], "server_shutdown");
+        client.expect_close(1001).await;
+    }
+    idle.expect_close(1001).await;
+    waiting.expect_close(1001).await;
+    tokio::time::timeout(EXPECT_WITHIN, shutdown)
+        .await
+        .expect("shutdown finishes within the drain time")
+        .unwrap();
+    // The listener is gone.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}

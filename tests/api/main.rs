@@ -1,0 +1,10 @@
+//! Integration tests: each starts the real server on 127.0.0.1:0 and speaks real WebSocket.
+
+mod helpers;
+
+mod chat;
+mod errors;
+mod lifecycle;
+mod load;
+mod matching;
+mod resume;

@@ -1,0 +1,165 @@
+//! Resume: a dropped client comes back within the grace and gets exactly what it missed.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::*;
+use ephemera::settings::Settings;
+
+#[tokio::test]
+async fn resume_within_grace_replays_exactly_the_missed_events() {
+    let server = spawn_server(Settings {
+        resume_grace_seconds: 5.0,
+        ..test_settings()
+    });
+    let (mut a, mut b) = server.matched_pair().await;
+    a.say("before the drop").await;
+    a.expect("msg").await;
+    b.expect("msg").await;
+    let (token, last_seq) = (a.token(), a.last_seq);
+    assert_eq!(last_seq, 2);
+    a.drop_connection();
+    b.expect("stranger_away").await;
+
+    for text in ["missed one", "missed two", "missed three"] {
+        b.say(text).await;
+        b.expect("msg").await;
+    }
+    // Typing while away is not logged and not replayed.
+    b.send(json!({"type":"typing","active":true})).await;
+
+    let mut a = Client::resume(&server, &token, last_seq).await;
+    assert_eq!(a.hello["resumed"], true);
+    assert_eq!(a.hello["state"], "chatting");
+    assert_eq!(a.token(), token);
+    let mut replayed = Vec::new();
+    for _ in 0..3 {
+        let frame = a.expect("msg").await;
+        assert_eq!(frame["from"], "stranger");
+        replayed.push((frame["seq"].as_u64().unwrap(), frame["text"].as_str().unwrap().to_owned()));
+    }
+    assert_eq!(
+        replayed,
+        vec![
+            (3, "missed one".to_owned()),
+            (4, "missed two".to_owned()),
+            (5, "missed three".to_owned())
+        ]
+    );
+    b.expect("stranger_back").await;
+
+    // The chat carries on live, with no gap and nothing doubled.
+    a.say("I'm back").await;
+    assert_eq!(a.expect("msg").await["seq"], 6);
+    assert_eq!(b.expect("msg").await["seq"], 6);
+    a.expect_nothing(Duration::from_millis(100)).await;
+}
+
+#[tokio::test]
+async fn resume_replays_own_echoes_the_client_never_saw() {
+    let server = spawn_server(Settings {
+        resume_grace_seconds: 5.0,
+        ..test_settings()
+    });
+    let (mut a, mut b) = server.matched_pair().await;
+    let token = a.token();
+    a.say("sent just before the drop").await;
+    b.expect("msg").await;
+    // The client drops before reading its echo; it resumes from seq 1 (matched).
+    a.drop_connection();
+    let mut a = Client::resume(&server, &token, 1).await;
+    let echo = a.expect("msg").await;
+    assert_eq!((echo["seq"].as_u64(), echo["from"].as_str()), (Some(2), Some("you")));
+}
+
+#[tokio::test]
+async fn resume_from_zero_replays_the_whole_log_including_matched() {
+    let server = spawn_server(Settings {
+        resume_grace_seconds: 5.0,
+        ..test_settings()
+    });
+    let (mut a, mut b) = server.matched_pair().await;
+    b.say("one").await;
+    a.expect("msg").await;
+    let token = a.token();
+    a.drop_connection();
+    let mut a = Client::resume(&server, &token, 0).await;
+    assert_eq!(a.expect("matched").await["seq"], 1);
+    assert_eq!(a.expect("msg").await["seq"], 2);
+}
+
+#[tokio::test]
+async fn a_client_that_was_away_when_the_chat_ended_learns_why_on_resume() {
+    let server = spawn_server(Settings {
+        resume_grace_seconds: 5.0,
+        ..test_settings()
+    });
+    let (a, mut b) = server.matched_pair().await;
+    let token = a.token();
+    a.drop_connection();
+    b.expect("stranger_away").await;
+    b.send(json!({"type":"leave"})).await;
+    b.expect("ended").await;
+    let mut a = Client::resume(&server, &token, 1).await;
+    assert_eq!(a.hello["state"], "idle");
+    assert_eq!(a.expect("ended").await["reason"], "stranger_left");
+}
+
+#[tokio::test]
+async fn a_resume_takes_over_a_connection_not_yet_noticed_dead() {
+    let server = spawn_server(Settings {
+        resume_grace_seconds: 5.0,
+        ..test_settings()
+    });
+    let (mut a, mut b) = server.matched_pair().await;
+    let token = a.token();
+    let mut a2 = Client::resume(&server, &token, 1).await;
+    assert_eq!(a2.hello["resumed"], true);
+    a.expect_close(4001).await;
+    b.say("to the new connection").await;
+    assert_eq!(a2.expect("msg").await["text"], "to the new connection");
+}
+
+#[tokio::test]
+async fn a_waiting_session_keeps_its_place_in_the_queue_while_away() {
+    let server = spawn_server(Settings {
+        resume_grace_seconds: 5.0,
+        ..test_settings()
+    });
+    let a = server.waiting_client(find_text()).await;
+    let token = a.token();
+    a.drop_connection();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut b = server.waiting_client(find_text()).await;
+    b.expect("matched").await;
+    b.expect("stranger_away").await;
+    let mut a = Client::resume(&server, &token, 0).await;
+    assert_eq!(a.hello["state"], "chatting");
+    assert_eq!(a.expect("matched").await["seq"], 1);
+    b.expect("stranger_back").await;
+}
+
+#[tokio::test]
+async fn resume_after_the_grace_gets_a_fresh_session() {
+    let server = spawn_server(test_settings());
+    let (a, mut b) = server.matched_pair().await;
+    let token = a.token();
+    a.drop_connection();
+    b.expect("stranger_away").await;
+    assert_eq!(b.expect("ended").await["reason"], "stranger_lost");
+    let a = Client::resume(&server, &token, 2).await;
+    assert_eq!(a.hello["resumed"], false);
+    assert_eq!(a.hello["state"], "idle");
+    assert_ne!(a.token(), token);
+}
+
+#[tokio::test]
+async fn an_unknown_or_malformed_token_gets_a_fresh_session() {
+    let server = spawn_server(test_settings());
+    for token in ["AAAAAAAAAAAAAAAAAAAAAA", "not-a-token", "%00%01"] {
+        let client = Client::resume(&server, token, 5).await;
+        assert_eq!(client.hello["resumed"], false);
+        assert_ne!(client.token(), token);
+    }
+}
