@@ -114,7 +114,10 @@ pub enum SettingsError {
     #[error("invalid settings: {0}")]
     Invalid(#[from] Box<figment::Error>),
     #[error("invalid setting {name}: {reason}")]
-    OutOfRange { name: &'static str, reason: &'static str },
+    OutOfRange {
+        name: &'static str,
+        reason: &'static str,
+    },
 }
 
 impl Settings {
@@ -134,7 +137,10 @@ impl Settings {
 
     fn validate(&self) -> Result<(), SettingsError> {
         let durations = [
-            ("heartbeat_interval_seconds", self.heartbeat_interval_seconds),
+            (
+                "heartbeat_interval_seconds",
+                self.heartbeat_interval_seconds,
+            ),
             ("client_timeout_seconds", self.client_timeout_seconds),
             ("resume_grace_seconds", self.resume_grace_seconds),
             ("interest_timeout_seconds", self.interest_timeout_seconds),
@@ -143,7 +149,7 @@ impl Settings {
             ("shutdown_drain_seconds", self.shutdown_drain_seconds),
         ];
         for (name, seconds) in durations {
-            if !seconds.is_finite() || seconds < 0.0 || seconds > 1e9 {
+            if !seconds.is_finite() || !(0.0..=1e9).contains(&seconds) {
                 return Err(SettingsError::OutOfRange {
                     name,
                     reason: "must be a number of seconds between 0 and 1e9",
@@ -151,7 +157,10 @@ impl Settings {
             }
         }
         for (name, seconds) in [
-            ("heartbeat_interval_seconds", self.heartbeat_interval_seconds),
+            (
+                "heartbeat_interval_seconds",
+                self.heartbeat_interval_seconds,
+            ),
             ("purge_interval_seconds", self.purge_interval_seconds),
         ] {
             if seconds < 0.01 {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError};
-use ephemera_actors::connection::{ClientFrame, ClientSink, Outgoing, OutboxGauge};
+use ephemera_actors::connection::{ClientFrame, ClientSink, OutboxGauge, Outgoing};
 use ephemera_actors::Hub;
 use futures_util::StreamExt as _;
 use serde::Deserialize;
@@ -31,7 +31,10 @@ pub async fn upgrade(
     state: web::Data<AppState>,
 ) -> actix_web::Result<HttpResponse> {
     if !origin_allowed(&req, &state.allowed_origins) {
-        state.hub.metrics.refused(ephemera_actors::metrics::Refusal::Other);
+        state
+            .hub
+            .metrics
+            .refused(ephemera_actors::metrics::Refusal::Other);
         return Ok(HttpResponse::Forbidden().body("origin not allowed\n"));
     }
     let (response, ws_session, messages) = actix_ws::handle(&req, body)?;

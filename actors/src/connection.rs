@@ -32,7 +32,10 @@ pub enum Outgoing {
     Ping,
     Pong(Bytes),
     /// Send a close frame and end the connection.
-    Close { code: u16, reason: &'static str },
+    Close {
+        code: u16,
+        reason: &'static str,
+    },
 }
 
 impl Outgoing {

@@ -89,14 +89,20 @@ impl EventLog {
 
     /// Sequence number of the newest event held.
     pub fn last_seq(&self) -> Option<u64> {
-        self.len.checked_sub(1).and_then(|i| self.get(i)).map(|e| e.seq)
+        self.len
+            .checked_sub(1)
+            .and_then(|i| self.get(i))
+            .map(|e| e.seq)
     }
 
     /// Appends an event, evicting the oldest ones until both bounds hold. Sequence numbers
     /// must increase; an event whose body alone exceeds `max_bytes` is not kept (it was
     /// delivered live, but cannot be replayed) and is wiped at once.
     pub fn append(&mut self, seq: u64, tag: u8, side: Side, mut body: Vec<u8>) {
-        debug_assert!(self.last_seq().is_none_or(|last| last < seq), "seqs must increase");
+        debug_assert!(
+            self.last_seq().is_none_or(|last| last < seq),
+            "seqs must increase"
+        );
         if body.len() > self.max_bytes {
             body.zeroize();
             self.evicted += 1;
@@ -107,7 +113,12 @@ impl EventLog {
         }
         let index = (self.head + self.len) % self.slots.len();
         self.bytes += body.len();
-        self.slots[index] = Some(LogEntry { seq, tag, side, body });
+        self.slots[index] = Some(LogEntry {
+            seq,
+            tag,
+            side,
+            body,
+        });
         self.len += 1;
     }
 

@@ -74,9 +74,8 @@ impl Hub {
     /// inside a running actix system.
     pub fn start(config: ChatConfig) -> Arc<Hub> {
         let metrics = ChatMetrics::register();
-        let matchmaker = MatchmakerHandle::new(
-            Matchmaker::new(&config, ChatMetrics::register()).start(),
-        );
+        let matchmaker =
+            MatchmakerHandle::new(Matchmaker::new(&config, ChatMetrics::register()).start());
         let purge = PurgeTimer::new(config.purge_interval, matchmaker.clone()).start();
         Arc::new(Hub {
             registry: Registry::new(config.max_sessions),
@@ -107,7 +106,8 @@ impl Hub {
         frames: FrameStream,
     ) {
         if let Some((token, last_seq)) = resume {
-            if let Some(session) = hash_presented_token(token).and_then(|h| self.registry.lookup(&h))
+            if let Some(session) =
+                hash_presented_token(token).and_then(|h| self.registry.lookup(&h))
             {
                 let attach = Attach {
                     sink,

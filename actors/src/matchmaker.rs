@@ -121,11 +121,18 @@ impl Matchmaker {
     }
 
     fn is_current(&self, (session, ticket): (SessionId, u64)) -> bool {
-        self.waiting.get(&session).is_some_and(|w| w.ticket == ticket)
+        self.waiting
+            .get(&session)
+            .is_some_and(|w| w.ticket == ticket)
     }
 
     /// The waiting session that shares most interests with `joiner` (oldest first on ties).
-    fn best_by_interest(&self, joiner: SessionId, mode: Mode, interests: &[String]) -> Option<SessionId> {
+    fn best_by_interest(
+        &self,
+        joiner: SessionId,
+        mode: Mode,
+        interests: &[String],
+    ) -> Option<SessionId> {
         let now = Instant::now();
         let queue = &self.queues[mode.index()];
         let mut shared: HashMap<SessionId, (usize, u64)> = HashMap::new();

@@ -51,7 +51,8 @@ pub struct ChatMetrics {
 impl ChatMetrics {
     /// Registers every series with the global recorder; call after the recorder is installed.
     pub fn register() -> Self {
-        let refusal = |reason: &'static str| counter!("ephemera_refusals_total", "reason" => reason);
+        let refusal =
+            |reason: &'static str| counter!("ephemera_refusals_total", "reason" => reason);
         let disconnect =
             |reason: &'static str| counter!("ephemera_disconnects_total", "reason" => reason);
         Self {

@@ -128,7 +128,8 @@ impl Pair {
             let frame = self.render(&entry, viewer);
             self.send_to(viewer, entry.seq, frame);
         }
-        self.log.append(entry.seq, entry.tag, entry.side, entry.body);
+        self.log
+            .append(entry.seq, entry.tag, entry.side, entry.body);
     }
 
     fn end(&mut self, by: Side, cause: EndCause, ctx: &mut Context<Self>) {
@@ -140,7 +141,10 @@ impl Pair {
         let seq = self.last_seq;
         let reasons = match cause {
             EndCause::Left => [Some(EndedReason::YouLeft), Some(EndedReason::StrangerLeft)],
-            EndCause::Reported(_) => [Some(EndedReason::YouReported), Some(EndedReason::StrangerLeft)],
+            EndCause::Reported(_) => [
+                Some(EndedReason::YouReported),
+                Some(EndedReason::StrangerLeft),
+            ],
             // The lost member's session is stopping; only the stranger hears of it.
             EndCause::Lost => [None, Some(EndedReason::StrangerLost)],
             EndCause::Shutdown => [

@@ -202,15 +202,25 @@ pub struct FindRequest {
 pub enum ClientRequest {
     Find(FindRequest),
     /// `body` is the frame's shared JSON tail, `"text":"…"}`, ready for the event log.
-    Msg { body: Vec<u8> },
-    Typing { active: bool },
+    Msg {
+        body: Vec<u8>,
+    },
+    Typing {
+        active: bool,
+    },
     /// `body` is `"kind":"…","mime":"…","data":"…"}`.
-    Media { body: Vec<u8> },
+    Media {
+        body: Vec<u8>,
+    },
     /// The whole outgoing `signal` frame, with `data` copied verbatim.
-    Signal { frame: ByteString },
+    Signal {
+        frame: ByteString,
+    },
     Next,
     Leave,
-    Report { reason: ReportReason },
+    Report {
+        reason: ReportReason,
+    },
 }
 
 /// Every field any client frame may carry; which are required depends on `type`. Parsing
@@ -642,10 +652,19 @@ mod tests {
         assert_eq!(code(r#"{"text":"no type"}"#), ErrorCode::BadRequest);
         assert_eq!(code(r#"{"type":"msg"}"#), ErrorCode::BadRequest);
         assert_eq!(code(r#"{"type":"msg","text":5}"#), ErrorCode::BadRequest);
-        assert_eq!(code(r#"{"type":"msg","text":"   "}"#), ErrorCode::BadRequest);
+        assert_eq!(
+            code(r#"{"type":"msg","text":"   "}"#),
+            ErrorCode::BadRequest
+        );
         assert_eq!(code(r#"{"type":"typing"}"#), ErrorCode::BadRequest);
-        assert_eq!(code(r#"{"type":"report","reason":"meh"}"#), ErrorCode::BadRequest);
-        assert_eq!(code(r#"{"type":"find","mode":"audio"}"#), ErrorCode::BadRequest);
+        assert_eq!(
+            code(r#"{"type":"report","reason":"meh"}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(r#"{"type":"find","mode":"audio"}"#),
+            ErrorCode::BadRequest
+        );
         assert_eq!(code(r#"[1,2]"#), ErrorCode::BadRequest);
     }
 
@@ -666,7 +685,10 @@ mod tests {
         );
         let many: Vec<String> = (0..11).map(|i| format!("\"i{i}\"")).collect();
         assert_eq!(
-            code(&format!(r#"{{"type":"find","interests":[{}]}}"#, many.join(","))),
+            code(&format!(
+                r#"{{"type":"find","interests":[{}]}}"#,
+                many.join(",")
+            )),
             ErrorCode::TooLarge
         );
         let big_signal = "a".repeat(64 << 10);

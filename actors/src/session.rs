@@ -16,7 +16,9 @@ use crate::event_log::Side;
 use crate::hub::{FrameStream, Hub};
 use crate::matchmaker::JoinQueue;
 use crate::metrics::{Disconnect, Refusal};
-use crate::pair::{ChatId, EndCause, EndChat, MemberAway, MemberBack, Pair, Post, Relay, TAG_MEDIA, TAG_MSG};
+use crate::pair::{
+    ChatId, EndCause, EndChat, MemberAway, MemberBack, Pair, Post, Relay, TAG_MEDIA, TAG_MSG,
+};
 use crate::protocol::{
     fixed, parse_client_frame, render_error, render_hello, render_waiting, ClientRequest,
     ErrorCode, FindRequest, HelloFrame, ProtocolError,
@@ -56,9 +58,10 @@ impl State {
 
     fn chat(&self) -> Option<(ChatId, &Addr<Pair>, Side)> {
         match self {
-            State::Chatting { chat, pair, side } | State::Ending { chat, pair, side, .. } => {
-                Some((*chat, pair, *side))
-            }
+            State::Chatting { chat, pair, side }
+            | State::Ending {
+                chat, pair, side, ..
+            } => Some((*chat, pair, *side)),
             State::Idle | State::Waiting => None,
         }
     }
@@ -140,12 +143,7 @@ impl Session {
         self.state = state;
     }
 
-    fn attach(
-        &mut self,
-        sink: Box<dyn ClientSink>,
-        frames: FrameStream,
-        ctx: &mut Context<Self>,
-    ) {
+    fn attach(&mut self, sink: Box<dyn ClientSink>, frames: FrameStream, ctx: &mut Context<Self>) {
         let frames = ctx.add_stream(frames);
         self.connection = Some(Connection { sink, frames });
         self.last_heard = Instant::now();
@@ -562,7 +560,10 @@ impl Handler<Attach> for Session {
         if self.connection.is_some() {
             // The old connection has not been noticed dead yet; the new one wins.
             self.hub.metrics.disconnected(Disconnect::ResumedElsewhere);
-            self.close(close_code::RESUMED_ELSEWHERE, "resumed on another connection");
+            self.close(
+                close_code::RESUMED_ELSEWHERE,
+                "resumed on another connection",
+            );
             if let Some(old) = self.connection.take() {
                 ctx.cancel_future(old.frames);
             }
@@ -587,7 +588,11 @@ impl Handler<Attach> for Session {
                     if session.state.chat().map(|(c, _, _)| c) != Some(chat) {
                         return;
                     }
-                    session.hub.metrics.replayed_events.increment(replay.len() as u64);
+                    session
+                        .hub
+                        .metrics
+                        .replayed_events
+                        .increment(replay.len() as u64);
                     for (seq, frame) in replay {
                         if seq > session.delivered_seq {
                             session.delivered_seq = seq;

@@ -34,7 +34,8 @@ async fn two_clients_match_and_chat_with_echoes_carrying_the_same_seq() {
         .waiting_client(json!({"type":"find","adult":true,"nick":"Ann"}))
         .await;
     let mut b = server.client().await;
-    b.send(json!({"type":"find","adult":true,"nick":"Bo"})).await;
+    b.send(json!({"type":"find","adult":true,"nick":"Bo"}))
+        .await;
     b.expect("waiting").await;
     let matched_a = a.expect("matched").await;
     let matched_b = b.expect("matched").await;
@@ -61,7 +62,10 @@ async fn two_clients_match_and_chat_with_echoes_carrying_the_same_seq() {
     b.say("hi!").await;
     assert_eq!(b.expect("msg").await["seq"], 3);
     let reply = a.expect("msg").await;
-    assert_eq!((reply["seq"].as_u64(), reply["text"].as_str()), (Some(3), Some("hi!")));
+    assert_eq!(
+        (reply["seq"].as_u64(), reply["text"].as_str()),
+        (Some(3), Some("hi!"))
+    );
 }
 
 #[tokio::test]
@@ -70,14 +74,16 @@ async fn a_stranger_without_a_nick_is_shown_as_null() {
     let (mut a, _b) = {
         let mut a = server.waiting_client(find_text()).await;
         let mut b = server.client().await;
-        b.send(json!({"type":"find","adult":true,"nick":"   "})).await;
+        b.send(json!({"type":"find","adult":true,"nick":"   "}))
+            .await;
         b.expect("waiting").await;
         let matched = a.expect("matched").await;
         assert!(matched["stranger"]["nick"].is_null());
         assert_eq!(matched["common"], json!([]));
         (a, b)
     };
-    a.expect_nothing(std::time::Duration::from_millis(100)).await;
+    a.expect_nothing(std::time::Duration::from_millis(100))
+        .await;
 }
 
 #[tokio::test]
@@ -91,7 +97,8 @@ async fn typing_and_signal_are_relayed_without_seq_and_not_echoed() {
     a.send(json!({"type":"typing","active":false})).await;
     assert_eq!(b.expect("typing").await["active"], false);
 
-    let offer = json!({"sdp": "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n", "type": "offer", "n": [1, 2.5, null]});
+    let offer =
+        json!({"sdp": "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n", "type": "offer", "n": [1, 2.5, null]});
     b.send(json!({"type":"signal","data": offer})).await;
     let signal = a.expect("signal").await;
     assert_eq!(signal["data"], offer);
@@ -155,7 +162,8 @@ async fn next_ends_the_chat_and_queues_again_at_once() {
     c.expect("waiting").await;
     a.expect("matched").await;
     c.expect("matched").await;
-    b.expect_nothing(std::time::Duration::from_millis(100)).await;
+    b.expect_nothing(std::time::Duration::from_millis(100))
+        .await;
 }
 
 #[tokio::test]
@@ -175,7 +183,8 @@ async fn leave_while_waiting_takes_the_session_out_of_the_queue() {
     // Let the matchmaker take the leave before anyone else arrives.
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     let mut b = server.waiting_client(find_text()).await;
-    b.expect_nothing(std::time::Duration::from_millis(200)).await;
+    b.expect_nothing(std::time::Duration::from_millis(200))
+        .await;
     a.expect_nothing(std::time::Duration::from_millis(10)).await;
 }
 

@@ -49,15 +49,19 @@ async fn oversized_fields_get_too_large() {
     a.send(json!({"type":"media","kind":"image","mime":"image/png","data":"AAAAAAAAAAAA"}))
         .await;
     a.expect_error("too_large").await;
-    a.send(json!({"type":"signal","data":"s".repeat(64 << 10)})).await;
+    a.send(json!({"type":"signal","data":"s".repeat(64 << 10)}))
+        .await;
     a.expect_error("too_large").await;
     let mut c = server.client().await;
-    c.send(json!({"type":"find","adult":true,"nick":"n".repeat(25)})).await;
+    c.send(json!({"type":"find","adult":true,"nick":"n".repeat(25)}))
+        .await;
     c.expect_error("too_large").await;
     let interests: Vec<String> = (0..11).map(|i| format!("i{i}")).collect();
-    c.send(json!({"type":"find","adult":true,"interests":interests})).await;
+    c.send(json!({"type":"find","adult":true,"interests":interests}))
+        .await;
     c.expect_error("too_large").await;
-    c.send(json!({"type":"find","adult":true,"interests":["i".repeat(33)]})).await;
+    c.send(json!({"type":"find","adult":true,"interests":["i".repeat(33)]}))
+        .await;
     c.expect_error("too_large").await;
     // A message at the limit is fine.
     a.say(&"y".repeat(2000)).await;
@@ -127,7 +131,9 @@ async fn beyond_max_sessions_new_connections_get_server_busy() {
     });
     let _a = server.client().await;
     let b = server.client().await;
-    let (ws, _) = tokio_tungstenite::connect_async(server.ws_url()).await.unwrap();
+    let (ws, _) = tokio_tungstenite::connect_async(server.ws_url())
+        .await
+        .unwrap();
     let mut refused = Client {
         ws,
         hello: serde_json::Value::Null,
@@ -163,12 +169,16 @@ async fn origins_other_than_the_server_and_the_allowed_ones_are_refused_with_403
     });
     let url = server.ws_url();
     assert_eq!(
-        Client::connect_with_origin(&url, "https://evil.example").await.err(),
+        Client::connect_with_origin(&url, "https://evil.example")
+            .await
+            .err(),
         Some(403)
     );
     let own = format!("http://{}", server.addr);
     assert!(Client::connect_with_origin(&url, &own).await.is_ok());
-    assert!(Client::connect_with_origin(&url, "https://chat.example").await.is_ok());
+    assert!(Client::connect_with_origin(&url, "https://chat.example")
+        .await
+        .is_ok());
     // Non-browser clients send no Origin at all.
     assert!(tokio_tungstenite::connect_async(&url).await.is_ok());
 }

@@ -58,9 +58,7 @@ pub fn spawn_server(settings: Settings) -> TestServer {
             }
         })
     });
-    let addr = ready_rx
-        .recv_timeout(EXPECT_WITHIN)
-        .expect("server starts");
+    let addr = ready_rx.recv_timeout(EXPECT_WITHIN).expect("server starts");
     TestServer {
         addr,
         shutdown: Some(shutdown_tx),
@@ -210,11 +208,16 @@ impl Client {
     }
 
     /// The next JSON frame, or `None` when the connection closed.
-    pub async fn next_frame(&mut self, within: Duration) -> Option<Result<Value, Option<CloseFrame<'static>>>> {
+    pub async fn next_frame(
+        &mut self,
+        within: Duration,
+    ) -> Option<Result<Value, Option<CloseFrame<'static>>>> {
         // One deadline for the whole wait: pings arriving must not extend it.
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            let message = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()??;
+            let message = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()??;
             match message {
                 Ok(Message::Text(text)) => {
                     let value: Value = serde_json::from_str(&text).expect("server sends JSON");

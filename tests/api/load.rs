@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::future::join_all;
-use tokio::sync::Barrier;
 use serde_json::json;
+use tokio::sync::Barrier;
 
 use crate::helpers::*;
 use ephemera::settings::Settings;
@@ -40,11 +40,16 @@ async fn a_thousand_concurrent_sessions_pair_and_chat_with_nothing_lost_or_doubl
     // sender's id carried in every text.
     let mut delivered = 0;
     for (me, received) in &received_by {
-        let Some(partner) = received.first().map(|t| t.split(':').next().unwrap().to_owned())
+        let Some(partner) = received
+            .first()
+            .map(|t| t.split(':').next().unwrap().to_owned())
         else {
             panic!("{me} received nothing");
         };
-        assert_eq!(&sent_to[&partner], received, "what {partner} sent reached {me} intact");
+        assert_eq!(
+            &sent_to[&partner], received,
+            "what {partner} sent reached {me} intact"
+        );
         delivered += received.len();
     }
     assert_eq!(delivered, SESSIONS * MESSAGES_EACH as usize);
@@ -89,7 +94,9 @@ async fn run_client(url: &str, index: usize, all_done: &Barrier) -> Report {
     // Once everyone has all they expected, nothing more may arrive (no duplicate); only
     // then do clients start leaving, which would tell their strangers.
     all_done.wait().await;
-    client.expect_nothing(std::time::Duration::from_millis(100)).await;
+    client
+        .expect_nothing(std::time::Duration::from_millis(100))
+        .await;
     all_done.wait().await;
     Report {
         me,

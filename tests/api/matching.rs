@@ -23,7 +23,10 @@ async fn shared_interests_are_matched_first() {
     // Interests are compared after trimming and lowercasing; both see the same list.
     let matched = joiner.expect("matched").await;
     assert_eq!(matched["common"], json!(["go", "rust"]));
-    assert_eq!(chess.expect("matched").await["common"], json!(["go", "rust"]));
+    assert_eq!(
+        chess.expect("matched").await["common"],
+        json!(["go", "rust"])
+    );
     music.expect_nothing(Duration::from_millis(200)).await;
 }
 
@@ -34,8 +37,12 @@ async fn the_stranger_sharing_most_interests_wins() {
         ..test_settings()
     });
     let mut one = server.waiting_client(find_with("text", &["a", "x"])).await;
-    let mut two = server.waiting_client(find_with("text", &["b", "c", "y"])).await;
-    let mut joiner = server.waiting_client(find_with("text", &["a", "b", "c"])).await;
+    let mut two = server
+        .waiting_client(find_with("text", &["b", "c", "y"]))
+        .await;
+    let mut joiner = server
+        .waiting_client(find_with("text", &["a", "b", "c"]))
+        .await;
     assert_eq!(joiner.expect("matched").await["common"], json!(["b", "c"]));
     two.expect("matched").await;
     one.expect_nothing(Duration::from_millis(200)).await;
@@ -44,7 +51,9 @@ async fn the_stranger_sharing_most_interests_wins() {
 #[tokio::test]
 async fn without_shared_interests_anyone_will_do_after_the_interest_timeout() {
     let server = spawn_server(test_settings());
-    let mut a = server.waiting_client(find_with("text", &["knitting"])).await;
+    let mut a = server
+        .waiting_client(find_with("text", &["knitting"]))
+        .await;
     let mut b = server.waiting_client(find_with("text", &["surfing"])).await;
     // Not at once: each first waits for someone who shares an interest.
     a.expect_nothing(Duration::from_millis(150)).await;

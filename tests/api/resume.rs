@@ -37,7 +37,10 @@ async fn resume_within_grace_replays_exactly_the_missed_events() {
     for _ in 0..3 {
         let frame = a.expect("msg").await;
         assert_eq!(frame["from"], "stranger");
-        replayed.push((frame["seq"].as_u64().unwrap(), frame["text"].as_str().unwrap().to_owned()));
+        replayed.push((
+            frame["seq"].as_u64().unwrap(),
+            frame["text"].as_str().unwrap().to_owned(),
+        ));
     }
     assert_eq!(
         replayed,
@@ -70,7 +73,10 @@ async fn resume_replays_own_echoes_the_client_never_saw() {
     a.drop_connection();
     let mut a = Client::resume(&server, &token, 1).await;
     let echo = a.expect("msg").await;
-    assert_eq!((echo["seq"].as_u64(), echo["from"].as_str()), (Some(2), Some("you")));
+    assert_eq!(
+        (echo["seq"].as_u64(), echo["from"].as_str()),
+        (Some(2), Some("you"))
+    );
 }
 
 #[tokio::test]

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The project's one test command (README's "test it"; .ci/run calls exactly this).
+# Installs what it needs, then checks formatting and lints and runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null 2>&1; then
+  # A machine without Rust: install the toolchain from the distribution.
+  if command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq cargo rustc rustfmt >/dev/null
+  else
+    echo "cargo is required (https://rustup.rs)" >&2
+    exit 1
+  fi
+fi
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+echo "== cargo fmt"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --workspace --locked
