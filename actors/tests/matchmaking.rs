@@ -1,0 +1,166 @@
+//! The matchmaker and the actor pipeline, driven through the hub with channel sinks and no
+//! sockets, on a paused clock: timeouts pass when the test says so, not by sleeping.
+
+use std::time::Duration;
+
+use ephemera_actors::connection::{channel_sink, ChannelSinkReceiver, ClientFrame, Outgoing};
+use ephemera_actors::{ChatConfig, Hub};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+struct TestClient {
+    frames: mpsc::Sender<ClientFrame>,
+    out: ChannelSinkReceiver,
+}
+
+impl TestClient {
+    async fn connect(hub: &std::sync::Arc<Hub>) -> TestClient {
+        let (sink, out) = channel_sink();
+        let (frames, mut rx) = mpsc::channel(64);
+        let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        hub.connect(None, Box::new(sink), Box::pin(stream)).await;
+        let mut client = TestClient { frames, out };
+        assert_eq!(client.next().await["type"], "hello");
+        client
+    }
+
+    async fn send(&self, frame: Value) {
+        self.frames
+            .send(ClientFrame::Text(frame.to_string().into()))
+            .await
+            .unwrap();
+    }
+
+    /// The next text frame; lets the actors run until one is there.
+    async fn next(&mut self) -> Value {
+        for _ in 0..10_000 {
+            match self.out.try_recv() {
+                Some(Outgoing::Text(text)) => return serde_json::from_str(&text).unwrap(),
+                Some(_) => continue,
+                None => tokio::task::yield_now().await,
+            }
+        }
+        panic!("no frame arrived");
+    }
+
+    /// Lets the actors run a while and checks nothing was sent.
+    async fn nothing(&mut self) {
+        for _ in 0..200 {
+            tokio::task::yield_now().await;
+        }
+        assert!(self.out.is_empty(), "unexpected frame: {:?}", self.out.try_recv());
+    }
+
+    async fn find(&mut self, interests: &[&str]) {
+        self.send(json!({"type":"find","adult":true,"interests":interests}))
+            .await;
+        assert_eq!(self.next().await["type"], "waiting");
+    }
+}
+
+fn config() -> ChatConfig {
+    ChatConfig {
+        interest_timeout: Duration::from_secs(5),
+        heartbeat_interval: Duration::from_secs(3600),
+        ..ChatConfig::default()
+    }
+}
+
+#[actix_rt::test]
+async fn interests_are_matched_first_and_most_shared_wins() {
+    let hub = Hub::start(config());
+    let mut one = TestClient::connect(&hub).await;
+    let mut two = TestClient::connect(&hub).await;
+    let mut joiner = TestClient::connect(&hub).await;
+    one.find(&["a", "x"]).await;
+    two.find(&["b", "c"]).await;
+    joiner.find(&["c", "b", "a"]).await;
+    let matched = joiner.next().await;
+    assert_eq!(matched["type"], "matched");
+    assert_eq!(matched["common"], json!(["b", "c"]));
+    assert_eq!(two.next().await["type"], "matched");
+    one.nothing().await;
+}
+
+#[actix_rt::test]
+async fn without_shared_interests_sessions_meet_only_after_the_interest_timeout() {
+    tokio::time::pause();
+    let hub = Hub::start(config());
+    let mut a = TestClient::connect(&hub).await;
+    let mut b = TestClient::connect(&hub).await;
+    a.find(&["knitting"]).await;
+    b.find(&["surfing"]).await;
+    tokio::time::advance(Duration::from_millis(4900)).await;
+    a.nothing().await;
+    b.nothing().await;
+    tokio::time::advance(Duration::from_millis(200)).await;
+    let matched = a.next().await;
+    assert_eq!(matched["type"], "matched");
+    assert_eq!(matched["common"], json!([]));
+    assert_eq!(b.next().await["type"], "matched");
+}
+
+#[actix_rt::test]
+async fn modes_never_mix_and_cooldown_blocks_a_rematch() {
+    let hub = Hub::start(config());
+    let mut text = TestClient::connect(&hub).await;
+    let mut video = TestClient::connect(&hub).await;
+    text.find(&[]).await;
+    video
+        .send(json!({"type":"find","adult":true,"mode":"video"}))
+        .await;
+    assert_eq!(video.next().await["type"], "waiting");
+    text.nothing().await;
+    video.nothing().await;
+
+    let mut other = TestClient::connect(&hub).await;
+    other.find(&[]).await;
+    assert_eq!(text.next().await["type"], "matched");
+    assert_eq!(other.next().await["type"], "matched");
+    text.send(json!({"type":"next"})).await;
+    assert_eq!(text.next().await["reason"], "you_left");
+    assert_eq!(text.next().await["type"], "waiting");
+    assert_eq!(other.next().await["reason"], "stranger_left");
+    other.find(&[]).await;
+    text.nothing().await;
+    other.nothing().await;
+    assert_eq!(hub.matchmaker.waiting().await, 3);
+}
+
+#[actix_rt::test]
+async fn many_chats_relay_every_message_once_with_gap_free_seqs() {
+    const CHATS: usize = 50;
+    const MESSAGES: usize = 40;
+    let hub = Hub::start(config());
+    let mut clients = Vec::new();
+    for _ in 0..CHATS * 2 {
+        let mut client = TestClient::connect(&hub).await;
+        client.find(&[]).await;
+        clients.push(client);
+    }
+    for client in &mut clients {
+        assert_eq!(client.next().await["type"], "matched");
+    }
+    for n in 0..MESSAGES {
+        for (i, client) in clients.iter().enumerate() {
+            client
+                .send(json!({"type":"msg","text":format!("{i}:{n}")}))
+                .await;
+        }
+    }
+    for client in &mut clients {
+        let mut from_stranger = Vec::new();
+        for expected_seq in 2..2 + 2 * MESSAGES as u64 {
+            let frame = client.next().await;
+            assert_eq!(frame["seq"], expected_seq);
+            if frame["from"] == "stranger" {
+                from_stranger.push(frame["text"].as_str().unwrap().to_owned());
+            }
+        }
+        // The stranger's messages arrived in the order sent, each once.
+        let sender = from_stranger[0].split(':').next().unwrap().to_owned();
+        let expected: Vec<String> = (0..MESSAGES).map(|n| format!("{sender}:{n}")).collect();
+        assert_eq!(from_stranger, expected);
+        client.nothing().await;
+    }
+}
