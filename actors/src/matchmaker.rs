@@ -257,6 +257,7 @@ impl Matchmaker {
             log_max_bytes: self.log_max_bytes,
             mailbox_capacity: self.pair_mailbox_capacity,
             matchmaker: MatchmakerHandle::new(self.self_addr()),
+            counters: self.metrics.pair_counters(),
         };
         self.metrics.matches.increment(1);
         // The chat lives on the arbiter of the member who waited, next to its session.

@@ -90,6 +90,17 @@ impl ChatMetrics {
         }
     }
 
+    /// The handles a pair actor increments.
+    pub fn pair_counters(&self) -> PairCounters {
+        PairCounters {
+            messages: self.messages.clone(),
+            media: self.media.clone(),
+            relayed: self.relayed.clone(),
+            chats_ended: self.chats_ended.clone(),
+            event_log_evictions: self.event_log_evictions.clone(),
+        }
+    }
+
     pub fn refused(&self, refusal: Refusal) {
         self.refusals[refusal as usize].increment(1);
     }
@@ -97,4 +108,14 @@ impl ChatMetrics {
     pub fn disconnected(&self, disconnect: Disconnect) {
         self.disconnects[disconnect as usize].increment(1);
     }
+}
+
+/// The series a chat updates, cloned into each pair actor.
+#[derive(Clone)]
+pub struct PairCounters {
+    pub messages: Counter,
+    pub media: Counter,
+    pub relayed: Counter,
+    pub chats_ended: Counter,
+    pub event_log_evictions: Counter,
 }

@@ -11,6 +11,7 @@ use zeroize::Zeroize;
 
 use crate::event_log::{EventLog, LogEntry, Side};
 use crate::matchmaker::{ChatFinished, MatchmakerHandle};
+use crate::metrics::PairCounters;
 use crate::protocol::{
     fixed, render_chat_event, render_ended, render_matched, EndedReason, MatchedFrame, Mode,
     ReportReason,
@@ -55,6 +56,7 @@ pub struct PairSpec {
     pub log_max_bytes: usize,
     pub mailbox_capacity: usize,
     pub matchmaker: MatchmakerHandle,
+    pub counters: PairCounters,
 }
 
 pub struct Pair {
@@ -68,6 +70,7 @@ pub struct Pair {
     last_seq: u64,
     mailbox_capacity: usize,
     matchmaker: MatchmakerHandle,
+    counters: PairCounters,
     ended: bool,
 }
 
@@ -84,6 +87,7 @@ impl Pair {
             last_seq: 0,
             mailbox_capacity: spec.mailbox_capacity,
             matchmaker: spec.matchmaker,
+            counters: spec.counters,
             ended: false,
         }
     }
@@ -117,6 +121,11 @@ impl Pair {
 
     /// Numbers, logs and fans out one chat event.
     fn emit(&mut self, tag: u8, side: Side, body: Vec<u8>) {
+        match tag {
+            TAG_MSG => self.counters.messages.increment(1),
+            TAG_MEDIA => self.counters.media.increment(1),
+            _ => {}
+        }
         self.last_seq += 1;
         let entry = LogEntry {
             seq: self.last_seq,
@@ -161,6 +170,10 @@ impl Pair {
                 });
             }
         }
+        self.counters.chats_ended.increment(1);
+        self.counters
+            .event_log_evictions
+            .increment(self.log.evicted());
         self.matchmaker.chat_finished(ChatFinished {
             sessions: [self.members[0].session, self.members[1].session],
         });
@@ -231,6 +244,7 @@ impl Handler<Relay> for Pair {
     fn handle(&mut self, relay: Relay, _ctx: &mut Context<Self>) {
         let stranger = relay.side.other();
         if !self.ended && !self.away[stranger.index()] {
+            self.counters.relayed.increment(1);
             self.send_to(stranger, 0, relay.frame);
         }
     }

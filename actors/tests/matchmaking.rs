@@ -48,7 +48,11 @@ impl TestClient {
         for _ in 0..200 {
             tokio::task::yield_now().await;
         }
-        assert!(self.out.is_empty(), "unexpected frame: {:?}", self.out.try_recv());
+        assert!(
+            self.out.is_empty(),
+            "unexpected frame: {:?}",
+            self.out.try_recv()
+        );
     }
 
     async fn find(&mut self, interests: &[&str]) {

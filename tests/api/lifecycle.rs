@@ -42,6 +42,15 @@ async fn metrics_are_exposed_for_prometheus() {
     assert!(body.contains("ephemera_matches_total"));
     assert!(body.contains("ephemera_chat_events_total"));
     assert!(body.contains("ephemera_sessions{state=\"online\"}"));
+    let counted = |series: &str| -> f64 {
+        body.lines()
+            .find_map(|line| line.strip_prefix(series))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    // Incremented, not only registered (the recorder is shared by the tests in this process).
+    assert!(counted("ephemera_chat_events_total{kind=\"msg\"}") >= 1.0);
+    assert!(counted("ephemera_matches_total") >= 1.0);
     assert!(!body.contains("counted, never logged"));
 }
 
@@ -69,4 +78,33 @@ async fn shutdown_ends_every_chat_and_closes_every_socket() {
     // The listener is gone.
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn every_series_the_grafana_dashboard_queries_is_exported() {
+    let server = spawn_server(test_settings());
+    let (mut a, mut b) = server.matched_pair().await;
+    a.say("x").await;
+    a.expect("msg").await;
+    b.expect("msg").await;
+    a.send(serde_json::json!({"type":"leave"})).await;
+    a.expect("ended").await;
+    let (_, exported) = server.get("/metrics").await;
+    let dashboard = include_str!("../../dashboards/ephemera.json");
+    let mut queried: Vec<&str> = dashboard
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|word| word.starts_with("ephemera_"))
+        .collect();
+    queried.sort_unstable();
+    queried.dedup();
+    assert!(
+        queried.len() >= 8,
+        "the dashboard queries the server's series"
+    );
+    for series in queried {
+        assert!(
+            exported.contains(series),
+            "{series} is queried but not exported"
+        );
+    }
 }
