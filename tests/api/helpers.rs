@@ -158,6 +158,24 @@ impl Client {
         client
     }
 
+    /// Connects from a chosen loopback source address, as a distinct client would.
+    pub async fn connect_from(server: SocketAddr, source: std::net::IpAddr) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(source, 0)).unwrap();
+        let stream = socket.connect(server).await.expect("tcp connects");
+        let url = format!("ws://{server}/ws");
+        let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+            .await
+            .expect("websocket connects");
+        let mut client = Client {
+            ws,
+            hello: Value::Null,
+            last_seq: 0,
+        };
+        client.hello = client.expect("hello").await;
+        client
+    }
+
     /// Connects with an Origin header; returns the HTTP status of a refused upgrade.
     pub async fn connect_with_origin(url: &str, origin: &str) -> Result<Client, u16> {
         let mut request = url.into_client_request().unwrap();
@@ -241,6 +259,14 @@ impl Client {
                 frame
             }
             other => panic!("expected {frame_type}, got {other:?}"),
+        }
+    }
+
+    /// The next JSON frame, whatever its type.
+    pub async fn expect_any(&mut self) -> Value {
+        match self.next_frame(EXPECT_WITHIN).await {
+            Some(Ok(frame)) => frame,
+            other => panic!("expected a frame, got {other:?}"),
         }
     }
 

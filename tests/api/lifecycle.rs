@@ -108,3 +108,92 @@ async fn every_series_the_grafana_dashboard_queries_is_exported() {
         );
     }
 }
+
+/// The real binary, as an operator runs it: it prints where to point a browser, drains on
+/// SIGTERM (every chat gets `server_shutdown` and a close frame) and exits cleanly. Its whole
+/// output, at TRACE level, holds no message, nickname, interest, token or client address.
+#[tokio::test]
+async fn the_binary_drains_on_sigterm_and_logs_nothing_identifying_even_at_trace() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::{Command, Stdio};
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ephemera"))
+        .args(["--listen-addr", "127.0.0.1:0", "--log-level", "trace"])
+        .args(["--shutdown-drain-seconds", "5", "--workers", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut banner = String::new();
+    stdout.read_line(&mut banner).unwrap();
+    let url = banner
+        .split_whitespace()
+        .find(|word| word.starts_with("http://"))
+        .expect("the binary prints where to point a browser");
+    let addr: std::net::SocketAddr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let stderr_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        BufReader::new(stderr).read_to_string(&mut text).unwrap();
+        text
+    });
+
+    let source = "127.77.0.9".parse().unwrap();
+    let mut a = Client::connect_from(addr, source).await;
+    let mut b = Client::connect_from(addr, source).await;
+    a.send(serde_json::json!({"type":"find","adult":true,"nick":"NickMarkerQ7","interests":["InterestMarkerZ3"]}))
+        .await;
+    a.expect("waiting").await;
+    b.send(serde_json::json!({"type":"find","adult":true,"interests":["interestmarkerz3"]}))
+        .await;
+    b.expect("waiting").await;
+    a.expect("matched").await;
+    b.expect("matched").await;
+    a.say("MessageMarkerK9 secret words").await;
+    b.expect("msg").await;
+    let tokens = [a.token(), b.token()];
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for client in [&mut a, &mut b] {
+        let mut frame = client.expect_any().await;
+        if frame["type"] == "msg" {
+            frame = client.expect_any().await;
+        }
+        assert_eq!(frame["type"], "ended");
+        assert_eq!(frame["reason"], "server_shutdown");
+        client.expect_close(1001).await;
+    }
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "exits cleanly after draining: {exit}");
+
+    let mut output = banner.clone();
+    stdout.read_to_string(&mut output).unwrap();
+    output.push_str(&stderr_reader.join().unwrap());
+    assert!(output.contains("TRACE") || output.contains("DEBUG") || output.contains("INFO"));
+    for secret in [
+        "MessageMarkerK9",
+        "NickMarkerQ7",
+        "InterestMarkerZ3",
+        "interestmarkerz3",
+        "127.77.0.9",
+        tokens[0].as_str(),
+        tokens[1].as_str(),
+    ] {
+        assert!(
+            !output.contains(secret),
+            "the server's output contains {secret:?}"
+        );
+    }
+}
