@@ -60,6 +60,7 @@ impl Server {
                 .route("/stats", web::get().to(routes::stats))
                 .route("/metrics", web::get().to(routes::metrics))
                 .route("/static/{file}", web::get().to(static_files::asset))
+                .route("/favicon.ico", web::get().to(static_files::favicon))
         })
         // Signals are ours: a shutdown first ends every chat, then stops the HTTP server.
         .disable_signals()

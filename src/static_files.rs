@@ -36,6 +36,11 @@ pub async fn index() -> HttpResponse {
     serve("index.html")
 }
 
+/// No icon: answering 204 keeps browsers from logging a 404 on every visit.
+pub async fn favicon() -> HttpResponse {
+    HttpResponse::NoContent().finish()
+}
+
 pub async fn asset(path: web::Path<String>) -> HttpResponse {
     serve(&path)
 }

@@ -33,9 +33,13 @@ async function refreshOnline() {
 }
 
 client.addEventListener("hello", (e) => {
+  $("online").textContent = e.detail.online;
   if (e.detail.resumed) status(e.detail.state === "chatting" ? "Reconnected." : "");
 });
-client.addEventListener("waiting", () => status("Looking for a stranger…"));
+client.addEventListener("waiting", (e) => {
+  $("online").textContent = e.detail.online;
+  status("Looking for a stranger…");
+});
 client.addEventListener("matched", (e) => {
   $("log").replaceChildren();
   const { stranger, common } = e.detail;

@@ -67,6 +67,8 @@ struct Waiting {
     ticket: u64,
     /// Accepts a stranger without shared interests (none given, or the timeout passed).
     open: bool,
+    /// Has a reference in its mode's `open` deque.
+    in_open_queue: bool,
 }
 
 /// Per-mode indexes over the waiting sessions. Both hold `(session, ticket)` references that
@@ -74,6 +76,9 @@ struct Waiting {
 #[derive(Default)]
 struct ModeQueue {
     open: VecDeque<(SessionId, u64)>,
+    /// How many references in `open` are stale; past half the deque it is compacted, so a
+    /// long-waiting session at the front cannot make stale references pile up behind it.
+    stale_open: usize,
     by_interest: HashMap<String, Vec<(SessionId, u64)>>,
 }
 
@@ -169,12 +174,13 @@ impl Matchmaker {
         // Stale references at the front are dropped here, so the deque stays proportional to
         // the number of open sessions.
         let waiting = &self.waiting;
-        let open = &mut self.queues[mode.index()].open;
-        while let Some(&(session, ticket)) = open.front() {
+        let queue = &mut self.queues[mode.index()];
+        while let Some(&(session, ticket)) = queue.open.front() {
             if waiting.get(&session).is_some_and(|w| w.ticket == ticket) {
                 break;
             }
-            open.pop_front();
+            queue.open.pop_front();
+            queue.stale_open = queue.stale_open.saturating_sub(1);
         }
         found.map(|(session, _)| session)
     }
@@ -182,6 +188,16 @@ impl Matchmaker {
     fn remove(&mut self, session: SessionId) -> Option<Waiting> {
         let waiting = self.waiting.remove(&session)?;
         let queue = &mut self.queues[waiting.mode.index()];
+        if waiting.in_open_queue {
+            queue.stale_open += 1;
+            if queue.stale_open > 32 && queue.stale_open * 2 > queue.open.len() {
+                let current = &self.waiting;
+                queue
+                    .open
+                    .retain(|(s, t)| current.get(s).is_some_and(|w| w.ticket == *t));
+                queue.stale_open = 0;
+            }
+        }
         // Interest lists are short-lived and small; removing here keeps them from filling
         // with stale references under churn.
         for interest in &waiting.interests {
@@ -314,6 +330,7 @@ impl Handler<JoinQueue> for Matchmaker {
                 arbiter: join.arbiter,
                 ticket,
                 open,
+                in_open_queue: false,
             },
         );
         if self.try_match(join.session) {
@@ -333,6 +350,9 @@ impl Handler<JoinQueue> for Matchmaker {
         }
         if open {
             queue.open.push_back((join.session, ticket));
+            if let Some(waiting) = self.waiting.get_mut(&join.session) {
+                waiting.in_open_queue = true;
+            }
         } else {
             let session = join.session;
             ctx.run_later(self.interest_timeout, move |matchmaker, _| {
@@ -355,6 +375,9 @@ impl Matchmaker {
         let mode = waiting.mode;
         if !self.try_match(session) {
             self.queues[mode.index()].open.push_back((session, ticket));
+            if let Some(waiting) = self.waiting.get_mut(&session) {
+                waiting.in_open_queue = true;
+            }
         }
     }
 }

@@ -492,7 +492,7 @@ impl Actor for Session {
         ctx.run_interval(self.hub.config.heartbeat_interval, Self::heartbeat);
     }
 
-    fn stopped(&mut self, ctx: &mut Context<Self>) {
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
         match &self.state {
             State::Waiting => self.hub.matchmaker.leave(self.id),
             State::Chatting { pair, side, .. } | State::Ending { pair, side, .. } => {
@@ -509,7 +509,6 @@ impl Actor for Session {
         }
         // Dropping the sink lets its writer send what is queued (a close frame included).
         self.connection = None;
-        let _ = ctx;
         self.hub.registry.remove(&self.token_hash);
         self.hub
             .stats
