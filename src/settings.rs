@@ -287,6 +287,30 @@ mod tests {
     }
 
     #[test]
+    fn environment_variables_beat_the_file_and_flags_beat_both() {
+        let dir = std::env::temp_dir().join(format!("ephemera-env-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("settings.toml");
+        std::fs::write(&file, "max_nick_chars = 9\nmax_interests = 9\n").unwrap();
+        // Only this test sets these variables, and clap reads them during the parse below.
+        std::env::set_var("EPHEMERA_MAX_NICK_CHARS", "7");
+        std::env::set_var("EPHEMERA_MAX_INTERESTS", "7");
+        let overrides = Overrides::try_parse_from([
+            "ephemera",
+            "--config",
+            file.to_str().unwrap(),
+            "--max-interests",
+            "5",
+        ])
+        .unwrap();
+        std::env::remove_var("EPHEMERA_MAX_NICK_CHARS");
+        std::env::remove_var("EPHEMERA_MAX_INTERESTS");
+        let settings = Settings::load(&overrides).unwrap();
+        assert_eq!(settings.max_nick_chars, 7);
+        assert_eq!(settings.max_interests, 5);
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_are_refused() {
         let dir = std::env::temp_dir().join(format!("ephemera-bad-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -242,3 +242,45 @@ async fn a_client_that_stops_reading_is_cut_off_instead_of_buffered() {
     assert!(away, "the slow reader was never cut off");
     drop(slow);
 }
+
+#[tokio::test]
+async fn a_flood_is_acknowledged_or_refused_and_nothing_acknowledged_is_lost() {
+    let server = spawn_server(Settings {
+        pair_mailbox_capacity: 2,
+        ..test_settings()
+    });
+    let (mut a, mut b) = server.matched_pair().await;
+    const SENT: usize = 500;
+    // Write the whole flood before reading anything, so it reaches the server in bursts.
+    for n in 0..SENT {
+        a.ws.feed(Message::Text(
+            json!({"type":"msg","text":format!("flood {n}")}).to_string(),
+        ))
+        .await
+        .unwrap();
+    }
+    futures_util::SinkExt::flush(&mut a.ws).await.unwrap();
+    let (mut acknowledged, mut refused) = (Vec::new(), 0);
+    while acknowledged.len() + refused < SENT {
+        let frame = a.expect_any().await;
+        match frame["type"].as_str() {
+            Some("msg") => acknowledged.push(frame["text"].as_str().unwrap().to_owned()),
+            Some("error") => {
+                assert_eq!(frame["code"], "rate_limited");
+                assert!(frame["retry_after_ms"].as_u64().unwrap() > 0);
+                refused += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // With a chat mailbox of 2, a burst of 500 always overflows it (about 430 refused here).
+    assert!(refused > 0, "the flood never hit the chat's bound");
+    assert!(!acknowledged.is_empty());
+    // Everything acknowledged reached the stranger, in order, once.
+    let mut delivered = Vec::new();
+    for _ in 0..acknowledged.len() {
+        delivered.push(b.expect("msg").await["text"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(delivered, acknowledged);
+    b.expect_nothing(Duration::from_millis(100)).await;
+}

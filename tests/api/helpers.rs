@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use ephemera::settings::Settings;
 use ephemera::startup::Server;
+pub use futures_util::SinkExt as _;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
