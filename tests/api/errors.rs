@@ -134,11 +134,7 @@ async fn beyond_max_sessions_new_connections_get_server_busy() {
     let (ws, _) = tokio_tungstenite::connect_async(server.ws_url())
         .await
         .unwrap();
-    let mut refused = Client {
-        ws,
-        hello: serde_json::Value::Null,
-        last_seq: 0,
-    };
+    let mut refused = Client::ungreeted(ws);
     refused.expect_error("server_busy").await;
     refused.expect_close(1013).await;
     // A place frees up when a session ends.

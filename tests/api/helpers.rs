@@ -113,6 +113,14 @@ impl TestServer {
     }
 }
 
+/// Test settings with a resume grace long enough for a test to drop and come back.
+pub fn long_grace() -> Settings {
+    Settings {
+        resume_grace_seconds: 5.0,
+        ..test_settings()
+    }
+}
+
 /// A `find` for text mode with the adult flag set.
 pub fn find_text() -> Value {
     json!({"type": "find", "adult": true})
@@ -150,11 +158,21 @@ impl Client {
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("websocket connects");
-        let mut client = Client {
+        Client::greeted(ws).await
+    }
+
+    /// A client over an open socket, before the server's first frame is read.
+    pub fn ungreeted(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Client {
+        Client {
             ws,
             hello: Value::Null,
             last_seq: 0,
-        };
+        }
+    }
+
+    /// A client over an open socket, once the server's `hello` is read.
+    async fn greeted(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Client {
+        let mut client = Client::ungreeted(ws);
         client.hello = client.expect("hello").await;
         client
     }
@@ -168,13 +186,7 @@ impl Client {
         let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
             .await
             .expect("websocket connects");
-        let mut client = Client {
-            ws,
-            hello: Value::Null,
-            last_seq: 0,
-        };
-        client.hello = client.expect("hello").await;
-        client
+        Client::greeted(ws).await
     }
 
     /// Connects with an Origin header; returns the HTTP status of a refused upgrade.
@@ -184,15 +196,7 @@ impl Client {
             .headers_mut()
             .insert("origin", origin.parse().unwrap());
         match tokio_tungstenite::connect_async(request).await {
-            Ok((ws, _)) => {
-                let mut client = Client {
-                    ws,
-                    hello: Value::Null,
-                    last_seq: 0,
-                };
-                client.hello = client.expect("hello").await;
-                Ok(client)
-            }
+            Ok((ws, _)) => Ok(Client::greeted(ws).await),
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
                 Err(response.status().as_u16())
             }

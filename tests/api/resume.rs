@@ -5,14 +5,10 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::helpers::*;
-use ephemera::settings::Settings;
 
 #[tokio::test]
 async fn resume_within_grace_replays_exactly_the_missed_events() {
-    let server = spawn_server(Settings {
-        resume_grace_seconds: 5.0,
-        ..test_settings()
-    });
+    let server = spawn_server(long_grace());
     let (mut a, mut b) = server.matched_pair().await;
     a.say("before the drop").await;
     a.expect("msg").await;
@@ -61,10 +57,7 @@ async fn resume_within_grace_replays_exactly_the_missed_events() {
 
 #[tokio::test]
 async fn resume_replays_own_echoes_the_client_never_saw() {
-    let server = spawn_server(Settings {
-        resume_grace_seconds: 5.0,
-        ..test_settings()
-    });
+    let server = spawn_server(long_grace());
     let (mut a, mut b) = server.matched_pair().await;
     let token = a.token();
     a.say("sent just before the drop").await;
@@ -81,10 +74,7 @@ async fn resume_replays_own_echoes_the_client_never_saw() {
 
 #[tokio::test]
 async fn resume_from_zero_replays_the_whole_log_including_matched() {
-    let server = spawn_server(Settings {
-        resume_grace_seconds: 5.0,
-        ..test_settings()
-    });
+    let server = spawn_server(long_grace());
     let (mut a, mut b) = server.matched_pair().await;
     b.say("one").await;
     a.expect("msg").await;
@@ -97,10 +87,7 @@ async fn resume_from_zero_replays_the_whole_log_including_matched() {
 
 #[tokio::test]
 async fn a_client_that_was_away_when_the_chat_ended_learns_why_on_resume() {
-    let server = spawn_server(Settings {
-        resume_grace_seconds: 5.0,
-        ..test_settings()
-    });
+    let server = spawn_server(long_grace());
     let (a, mut b) = server.matched_pair().await;
     let token = a.token();
     a.drop_connection();
@@ -114,10 +101,7 @@ async fn a_client_that_was_away_when_the_chat_ended_learns_why_on_resume() {
 
 #[tokio::test]
 async fn a_resume_takes_over_a_connection_not_yet_noticed_dead() {
-    let server = spawn_server(Settings {
-        resume_grace_seconds: 5.0,
-        ..test_settings()
-    });
+    let server = spawn_server(long_grace());
     let (mut a, mut b) = server.matched_pair().await;
     let token = a.token();
     let mut a2 = Client::resume(&server, &token, 1).await;
@@ -129,10 +113,7 @@ async fn a_resume_takes_over_a_connection_not_yet_noticed_dead() {
 
 #[tokio::test]
 async fn a_waiting_session_keeps_its_place_in_the_queue_while_away() {
-    let server = spawn_server(Settings {
-        resume_grace_seconds: 5.0,
-        ..test_settings()
-    });
+    let server = spawn_server(long_grace());
     let a = server.waiting_client(find_text()).await;
     let token = a.token();
     a.drop_connection();
