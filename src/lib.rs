@@ -5,10 +5,12 @@
 //! - `settings`: every setting, layered from defaults, a TOML file, variables and flags.
 //! - `startup`: builds and runs the server, and drains it on shutdown.
 //! - `ws`: the /ws upgrade, Origin check and the socket adapter for session actors.
+//! - `hardening`: security headers, and core dumps off.
 //! - `routes`: /healthz, /readyz, /stats, /metrics.
 //! - `static_files`: the embedded web page.
 //! - `telemetry`: logging and the Prometheus recorder.
 
+pub mod hardening;
 pub mod routes;
 pub mod settings;
 pub mod startup;

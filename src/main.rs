@@ -9,5 +9,8 @@ fn main() -> anyhow::Result<()> {
     }
     let settings = Settings::load(&overrides)?;
     ephemera::telemetry::init_logging(&settings.log_level);
+    if !settings.allow_core_dumps {
+        ephemera::hardening::disable_core_dumps()?;
+    }
     actix_web::rt::System::new().block_on(ephemera::startup::run(settings))
 }

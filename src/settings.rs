@@ -105,6 +105,8 @@ settings! {
     shutdown_drain_seconds: f64 = 10.0, env = "EPHEMERA_SHUTDOWN_DRAIN_SECONDS";
     /// HTTP worker threads (0: one per CPU core).
     workers: usize = 0, env = "EPHEMERA_WORKERS";
+    /// Let a crash write a core file (it would hold chats); only for debugging.
+    allow_core_dumps: bool = false, env = "EPHEMERA_ALLOW_CORE_DUMPS";
     /// Log filter (error, warn, info, debug, trace, or a tracing directive).
     log_level: String = "info".to_owned(), env = "EPHEMERA_LOG_LEVEL";
 }

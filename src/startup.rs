@@ -5,9 +5,10 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::{dev::ServerHandle, middleware, web, App, HttpServer};
+use actix_web::{dev::ServerHandle, web, App, HttpServer};
 use ephemera_actors::Hub;
 
+use crate::hardening;
 use crate::routes;
 use crate::settings::Settings;
 use crate::static_files;
@@ -52,7 +53,7 @@ impl Server {
         let mut http = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
-                .wrap(middleware::DefaultHeaders::new().add(("Referrer-Policy", "no-referrer")))
+                .wrap(hardening::security_headers())
                 .route("/", web::get().to(static_files::index))
                 .route("/ws", web::get().to(ws::upgrade))
                 .route("/healthz", web::get().to(routes::healthz))

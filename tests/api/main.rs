@@ -4,6 +4,7 @@ mod helpers;
 
 mod chat;
 mod errors;
+mod hardening;
 mod lifecycle;
 mod load;
 mod matching;
