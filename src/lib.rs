@@ -6,11 +6,13 @@
 //! - `startup`: builds and runs the server, and drains it on shutdown.
 //! - `ws`: the /ws upgrade, Origin check and the socket adapter for session actors.
 //! - `hardening`: security headers, and core dumps off.
+//! - `privacy_page`: /privacy, generated from the running settings.
 //! - `routes`: /healthz, /readyz, /stats, /metrics.
 //! - `static_files`: the embedded web page.
 //! - `telemetry`: logging and the Prometheus recorder.
 
 pub mod hardening;
+pub mod privacy_page;
 pub mod routes;
 pub mod settings;
 pub mod startup;

@@ -9,6 +9,7 @@ use actix_web::{dev::ServerHandle, web, App, HttpServer};
 use ephemera_actors::Hub;
 
 use crate::hardening;
+use crate::privacy_page;
 use crate::routes;
 use crate::settings::Settings;
 use crate::static_files;
@@ -49,13 +50,16 @@ impl Server {
             allowed_origins: settings.allowed_origins.clone(),
             metrics,
         });
+        let privacy = web::Data::new(privacy_page::PrivacyPage(privacy_page::render(settings)));
         let drain = Settings::duration(settings.shutdown_drain_seconds);
         let mut http = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .app_data(privacy.clone())
                 .wrap(hardening::security_headers())
                 .route("/", web::get().to(static_files::index))
                 .route("/ws", web::get().to(ws::upgrade))
+                .route("/privacy", web::get().to(privacy_page::privacy))
                 .route("/healthz", web::get().to(routes::healthz))
                 .route("/readyz", web::get().to(routes::readyz))
                 .route("/stats", web::get().to(routes::stats))

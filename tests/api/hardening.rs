@@ -92,3 +92,27 @@ fn the_server_turns_core_dumps_off_unless_allowed() {
     );
     assert_eq!(core_limit_of_binary(&[]), "0");
 }
+
+#[tokio::test]
+async fn the_privacy_page_follows_the_running_settings() {
+    let server = spawn_server(ephemera::settings::Settings {
+        resume_grace_seconds: 42.0,
+        rematch_cooldown_seconds: 300.0,
+        max_text_chars: 1234,
+        ..test_settings()
+    });
+    let (status, page) = server.get("/privacy").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("42 seconds after your connection drops"),
+        "{page}"
+    );
+    assert!(page.contains("5 minutes, so you are not matched"));
+    assert!(page.contains("Messages up to 1234 characters"));
+    assert!(page.contains("no STUN or TURN server"));
+    let (_, home) = server.get("/").await;
+    assert!(
+        home.contains("href=\"/privacy\""),
+        "the lobby links the privacy page"
+    );
+}

@@ -1,0 +1,75 @@
+//! GET /privacy: the privacy policy in plain words, generated from the running settings so it
+//! can never drift from what this server actually does.
+
+use actix_web::{http::header, web, HttpResponse};
+
+use crate::settings::Settings;
+
+/// Renders the policy once at start-up; the settings do not change while the server runs.
+pub fn render(settings: &Settings) -> String {
+    let seconds = |s: f64| -> String {
+        if s >= 120.0 && s % 60.0 == 0.0 {
+            format!("{} minutes", s / 60.0)
+        } else {
+            format!("{s} seconds")
+        }
+    };
+    let ice = if settings.ice_urls.is_empty() {
+        "Video calls connect your browser directly to the stranger's; no STUN or TURN server \
+         is configured, so no third party takes part."
+            .to_owned()
+    } else {
+        "For video calls your browser may contact the STUN/TURN servers this operator \
+         configured, which see your network address."
+            .to_owned()
+    };
+    format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Privacy: Ephemera</title><link rel="stylesheet" href="/static/style.css"></head>
+<body><main>
+<h1>Privacy</h1>
+<p>This page is generated from the settings this server is running with right now.</p>
+<h2>What we keep, and for how long</h2>
+<table>
+<tr><th>What</th><th>Where</th><th>How long</th></tr>
+<tr><td>Your messages, images and voice notes</td><td>server memory, in your chat's log (at most the last {events} events, {log_mib} MiB)</td><td>until the chat ends; then wiped (overwritten with zeros) and freed</td></tr>
+<tr><td>Your nickname and interests</td><td>server memory</td><td>while your session lasts</td></tr>
+<tr><td>Your session</td><td>server memory: its state and a hash of its resume token (never the token)</td><td>until you leave, or {grace} after your connection drops</td></tr>
+<tr><td>That two sessions have met</td><td>server memory: two internal numbers, nothing about you</td><td>{cooldown}, so you are not matched with the same stranger again</td></tr>
+<tr><td>Your network address</td><td>nowhere: it is never logged or stored</td><td>-</td></tr>
+<tr><td>Counts of sessions, chats and messages</td><td>server memory, as anonymous totals for the operator's statistics</td><td>until the server restarts</td></tr>
+</table>
+<p>Nothing is written to disk. No cookie is set. The page loads nothing from any other site.
+Your browser keeps your resume token in this tab's session storage only; closing the tab
+ends everything. A restart of the server forgets everything.</p>
+<h2>Limits</h2>
+<p>Messages up to {text} characters; images and voice notes up to {media_kib} KiB.
+Connections silent for {timeout} count as dropped.</p>
+<h2>Video</h2>
+<p>{ice}</p>
+<h2>Age</h2>
+<p>This service is for adults only: you must confirm you are 18 or older to chat.</p>
+<p><a href="/">Back to the chat</a></p>
+</main></body></html>
+"#,
+        events = settings.event_log_max_events,
+        log_mib = settings.event_log_max_bytes as f64 / (1 << 20) as f64,
+        grace = seconds(settings.resume_grace_seconds),
+        cooldown = seconds(settings.rematch_cooldown_seconds),
+        text = settings.max_text_chars,
+        media_kib = settings.max_media_bytes / 1024,
+        timeout = seconds(settings.client_timeout_seconds),
+        ice = ice,
+    )
+}
+
+pub async fn privacy(page: web::Data<PrivacyPage>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/html; charset=utf-8"))
+        .body(page.0.clone())
+}
+
+/// The rendered page, shared by the workers.
+pub struct PrivacyPage(pub String);
