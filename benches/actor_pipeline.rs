@@ -11,6 +11,8 @@ use ephemera_actors::connection::{channel_sink, ChannelSinkReceiver, ClientFrame
 use ephemera_actors::{ChatConfig, Hub};
 use tokio::sync::mpsc;
 
+const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -49,6 +51,7 @@ fn actor_pipeline(chats: usize, messages: usize) -> f64 {
     actix_rt::System::new().block_on(async move {
         let hub = Hub::start(ChatConfig {
             heartbeat_interval: Duration::from_secs(3600),
+            max_sessions_per_client: usize::MAX,
             // The bench profile: no back-pressure refusals while flooding.
             pair_mailbox_capacity: 1 << 20,
             ..ChatConfig::default()
@@ -58,7 +61,7 @@ fn actor_pipeline(chats: usize, messages: usize) -> f64 {
             let (sink, out) = channel_sink();
             let (frames, mut rx) = mpsc::channel(1024);
             let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
-            hub.connect(None, Box::new(sink), Box::pin(stream)).await;
+            hub.connect(LOOPBACK, None, Box::new(sink), Box::pin(stream)).await;
             let member = Member { frames, out };
             member
                 .frames

@@ -10,6 +10,8 @@ use ephemera_actors::connection::{channel_sink, ClientFrame};
 use ephemera_actors::{ChatConfig, Hub};
 use tokio::sync::mpsc;
 
+const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -22,7 +24,8 @@ async fn join(hub: &std::sync::Arc<Hub>, interests: &str, keep: &mut Vec<Box<dyn
     let (sink, out) = channel_sink();
     let (frames, mut rx) = mpsc::channel(4);
     let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    hub.connect(None, Box::new(sink), Box::pin(stream)).await;
+    hub.connect(LOOPBACK, None, Box::new(sink), Box::pin(stream))
+        .await;
     let find = format!(r#"{{"type":"find","adult":true,"interests":[{interests}]}}"#);
     frames.send(ClientFrame::Text(find.into())).await.unwrap();
     keep.push(Box::new((frames, out)));
@@ -33,6 +36,7 @@ fn pairs_per_second(waiting: usize, pairs: usize, with_interests: bool) -> f64 {
     actix_rt::System::new().block_on(async move {
         let hub = Hub::start(ChatConfig {
             heartbeat_interval: Duration::from_secs(3600),
+            max_sessions_per_client: usize::MAX,
             // The waiting crowd never opens up to strangers during the run.
             interest_timeout: Duration::from_secs(3600),
             ..ChatConfig::default()

@@ -1,6 +1,7 @@
-//! The small HTTP endpoints: health, readiness, live counts and Prometheus metrics.
+//! The small HTTP endpoints: health, readiness, live counts, Prometheus metrics, and what the
+//! server holds about the caller.
 
-use actix_web::{http::header, web, HttpResponse};
+use actix_web::{http::header, web, HttpRequest, HttpResponse};
 
 use crate::startup::AppState;
 
@@ -15,6 +16,14 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     } else {
         HttpResponse::Ok().body("ready\n")
     }
+}
+
+/// Everything the server holds about the caller's client key, and nothing about anyone else.
+pub async fn privacy_me(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let client_ip = crate::ws::client_ip(&req, &state.trusted_proxies);
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(state.hub.privacy_report(client_ip))
 }
 
 pub async fn stats(state: web::Data<AppState>) -> HttpResponse {

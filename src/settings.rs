@@ -93,6 +93,12 @@ settings! {
     event_log_max_bytes: usize = 4 << 20, env = "EPHEMERA_EVENT_LOG_MAX_BYTES";
     /// Most sessions alive at once; beyond it new connections get server_busy.
     max_sessions: usize = 100_000, env = "EPHEMERA_MAX_SESSIONS";
+    /// Most sessions alive at once from one client key (one IPv4 address or IPv6 /64).
+    max_sessions_per_client: usize = 32, env = "EPHEMERA_MAX_SESSIONS_PER_CLIENT";
+    /// Seconds between replacements of the in-memory salt behind client keys.
+    salt_rotation_seconds: f64 = 86_400.0, env = "EPHEMERA_SALT_ROTATION_SECONDS";
+    /// Proxies (CIDR list) whose X-Forwarded-For / Forwarded headers are believed.
+    trusted_proxies: Vec<String> = Vec::new(), env = "EPHEMERA_TRUSTED_PROXIES";
     /// Bytes a client may leave unread before it is disconnected.
     session_outbox_max_bytes: usize = 8 << 20, env = "EPHEMERA_SESSION_OUTBOX_MAX_BYTES";
     /// Protocol errors a connection may cause within a minute before it is closed (1008).
@@ -149,6 +155,7 @@ impl Settings {
             ("rematch_cooldown_seconds", self.rematch_cooldown_seconds),
             ("purge_interval_seconds", self.purge_interval_seconds),
             ("shutdown_drain_seconds", self.shutdown_drain_seconds),
+            ("salt_rotation_seconds", self.salt_rotation_seconds),
         ];
         for (name, seconds) in durations {
             if !seconds.is_finite() || !(0.0..=1e9).contains(&seconds) {
@@ -172,6 +179,12 @@ impl Settings {
                 });
             }
         }
+        if self.trusted_proxy_networks().is_err() {
+            return Err(SettingsError::OutOfRange {
+                name: "trusted_proxies",
+                reason: "must be a list of addresses or CIDR networks",
+            });
+        }
         if self.max_frame_bytes < 1024 {
             return Err(SettingsError::OutOfRange {
                 name: "max_frame_bytes",
@@ -179,6 +192,21 @@ impl Settings {
             });
         }
         Ok(())
+    }
+
+    /// `trusted_proxies` parsed; a bare address is a network of one.
+    pub fn trusted_proxy_networks(&self) -> Result<Vec<ipnet::IpNet>, ipnet::AddrParseError> {
+        self.trusted_proxies
+            .iter()
+            .map(|entry| {
+                entry.parse::<ipnet::IpNet>().or_else(|err| {
+                    entry
+                        .parse::<std::net::IpAddr>()
+                        .map(ipnet::IpNet::from)
+                        .map_err(|_| err)
+                })
+            })
+            .collect()
     }
 
     pub fn duration(seconds: f64) -> Duration {
@@ -209,6 +237,8 @@ impl Settings {
             purge_interval: Self::duration(self.purge_interval_seconds),
             session_outbox_max_bytes: self.session_outbox_max_bytes,
             max_sessions: self.max_sessions,
+            max_sessions_per_client: self.max_sessions_per_client,
+            salt_rotation: Self::duration(self.salt_rotation_seconds),
             max_protocol_errors_per_minute: self.max_protocol_errors_per_minute,
             pair_mailbox_capacity: self.pair_mailbox_capacity.max(2),
             ice_servers: if self.ice_urls.is_empty() {

@@ -20,6 +20,7 @@ use crate::ws;
 pub struct AppState {
     pub hub: Arc<Hub>,
     pub allowed_origins: Vec<String>,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
@@ -48,6 +49,8 @@ impl Server {
         let state = web::Data::new(AppState {
             hub: hub.clone(),
             allowed_origins: settings.allowed_origins.clone(),
+            // Validated when the settings were loaded.
+            trusted_proxies: settings.trusted_proxy_networks().unwrap_or_default(),
             metrics,
         });
         let privacy = web::Data::new(privacy_page::PrivacyPage(privacy_page::render(settings)));
@@ -60,6 +63,7 @@ impl Server {
                 .route("/", web::get().to(static_files::index))
                 .route("/ws", web::get().to(ws::upgrade))
                 .route("/privacy", web::get().to(privacy_page::privacy))
+                .route("/api/privacy/me", web::get().to(routes::privacy_me))
                 .route("/healthz", web::get().to(routes::healthz))
                 .route("/readyz", web::get().to(routes::readyz))
                 .route("/stats", web::get().to(routes::stats))

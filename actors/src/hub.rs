@@ -2,6 +2,7 @@
 //! session registry and gauges, and is the one entry point a transport uses to connect a
 //! client (`Hub::connect`) or to shut everything down (`Hub::shutdown`).
 
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -10,12 +11,13 @@ use std::time::Duration;
 use actix::{Actor, Addr};
 use futures_core::Stream;
 
+use crate::client_key::KeyRing;
 use crate::connection::{close_code, ClientFrame, ClientSink, Outgoing};
 use crate::matchmaker::{Matchmaker, MatchmakerHandle};
 use crate::metrics::{ChatMetrics, Refusal};
 use crate::protocol::{render_error, ErrorCode, IceServer, Limits};
 use crate::purge::PurgeTimer;
-use crate::registry::{hash_presented_token, Registry, ResumeToken, Stats, StatsSnapshot};
+use crate::registry::{hash_presented_token, NoPlace, Registry, ResumeToken, Stats, StatsSnapshot};
 use crate::session::{Attach, Session, Shutdown};
 
 /// What the actors need to know of the server's settings.
@@ -29,6 +31,9 @@ pub struct ChatConfig {
     pub purge_interval: Duration,
     pub session_outbox_max_bytes: usize,
     pub max_sessions: usize,
+    pub max_sessions_per_client: usize,
+    /// How often the salt behind client keys is replaced.
+    pub salt_rotation: Duration,
     /// Protocol errors (bad_request, too_large) a connection may cause within a minute.
     pub max_protocol_errors_per_minute: usize,
     /// Messages a chat may have queued before a member's sends are refused.
@@ -48,11 +53,24 @@ impl Default for ChatConfig {
             purge_interval: Duration::from_secs(1),
             session_outbox_max_bytes: 8 << 20,
             max_sessions: 100_000,
+            max_sessions_per_client: 32,
+            salt_rotation: Duration::from_secs(24 * 3600),
             max_protocol_errors_per_minute: 20,
             pair_mailbox_capacity: 256,
             ice_servers: Vec::new(),
         }
     }
+}
+
+/// How long a client at its session bound is asked to wait.
+const CLIENT_LIMIT_RETRY_MS: u64 = 1000;
+
+/// Everything the server holds about one client key.
+#[derive(Debug, serde::Serialize)]
+pub struct PrivacyReport {
+    /// The first bytes of the key, in hex: enough to see it change when the salt rotates.
+    pub client_key_prefix: String,
+    pub open_sessions: usize,
 }
 
 /// A client connection's incoming frames; must end with `ClientFrame::Dropped` or a close.
@@ -66,6 +84,7 @@ pub struct Hub {
     pub metrics: ChatMetrics,
     pub matchmaker: MatchmakerHandle,
     pub purge: Addr<PurgeTimer>,
+    pub client_keys: Arc<KeyRing>,
     draining: AtomicBool,
 }
 
@@ -76,9 +95,16 @@ impl Hub {
         let metrics = ChatMetrics::register();
         let matchmaker =
             MatchmakerHandle::new(Matchmaker::new(&config, ChatMetrics::register()).start());
-        let purge = PurgeTimer::new(config.purge_interval, matchmaker.clone()).start();
+        let client_keys = Arc::new(KeyRing::new(config.salt_rotation));
+        let purge = PurgeTimer::new(
+            config.purge_interval,
+            matchmaker.clone(),
+            client_keys.clone(),
+        )
+        .start();
         Arc::new(Hub {
-            registry: Registry::new(config.max_sessions),
+            registry: Registry::new(config.max_sessions, config.max_sessions_per_client),
+            client_keys,
             stats: Stats::default(),
             metrics,
             matchmaker,
@@ -96,11 +122,13 @@ impl Hub {
         self.draining.load(Ordering::Acquire)
     }
 
-    /// Connects a client: resumes the session of `resume` if it is still alive, otherwise
-    /// starts a new one. When the server is full or draining, the client gets `server_busy`
-    /// and its connection is closed.
+    /// Connects a client from `client_ip`: resumes the session of `resume` if it is still
+    /// alive, otherwise starts a new one. The address is turned into a client key here and
+    /// goes no further. When the server is full or draining, or this client holds its
+    /// maximum of sessions, the client is told so and its connection is closed.
     pub async fn connect(
         self: &Arc<Self>,
+        client_ip: IpAddr,
         resume: Option<(&str, u64)>,
         mut sink: Box<dyn ClientSink>,
         frames: FrameStream,
@@ -121,7 +149,7 @@ impl Hub {
                     // back its connection and start afresh.
                     Ok(Err(returned)) => {
                         sink = returned.sink;
-                        return self.start_session(sink, returned.frames);
+                        return self.start_session(client_ip, sink, returned.frames);
                     }
                     // The session stopped before it read the attach; the connection went with
                     // the message and closes, and the client's next try starts afresh.
@@ -129,29 +157,57 @@ impl Hub {
                 }
             }
         }
-        self.start_session(sink, frames);
+        self.start_session(client_ip, sink, frames);
     }
 
-    fn start_session(self: &Arc<Self>, mut sink: Box<dyn ClientSink>, frames: FrameStream) {
+    fn start_session(
+        self: &Arc<Self>,
+        client_ip: IpAddr,
+        mut sink: Box<dyn ClientSink>,
+        frames: FrameStream,
+    ) {
+        let (client, previous) = self.client_keys.keys(client_ip);
         let slot = if self.is_draining() {
-            None
+            Err(NoPlace::ServerFull)
         } else {
-            self.registry.try_reserve()
+            self.registry.try_reserve(client, previous)
         };
-        let Some(slot) = slot else {
-            self.metrics.refused(Refusal::ServerBusy);
-            sink.send(Outgoing::Text(render_error(
-                ErrorCode::ServerBusy,
-                "the server is full, try again later",
-                None,
-            )));
-            sink.send(Outgoing::Close {
-                code: close_code::TRY_AGAIN_LATER,
-                reason: "server busy",
-            });
-            return;
+        let refusal = match slot {
+            Ok(slot) => {
+                Session::start_new(self.clone(), slot, sink, frames);
+                return;
+            }
+            Err(NoPlace::ServerFull) => {
+                self.metrics.refused(Refusal::ServerBusy);
+                render_error(
+                    ErrorCode::ServerBusy,
+                    "the server is full, try again later",
+                    None,
+                )
+            }
+            Err(NoPlace::ClientLimit) => {
+                self.metrics.refused(Refusal::ClientSessions);
+                render_error(
+                    ErrorCode::RateLimited,
+                    "too many open sessions from your network; close one and try again",
+                    Some(CLIENT_LIMIT_RETRY_MS),
+                )
+            }
         };
-        Session::start_new(self.clone(), slot, sink, frames);
+        sink.send(Outgoing::Text(refusal));
+        sink.send(Outgoing::Close {
+            code: close_code::TRY_AGAIN_LATER,
+            reason: "try again later",
+        });
+    }
+
+    /// What the server holds about the client at `client_ip`, for GET /api/privacy/me.
+    pub fn privacy_report(&self, client_ip: IpAddr) -> PrivacyReport {
+        let (client, previous) = self.client_keys.keys(client_ip);
+        PrivacyReport {
+            client_key_prefix: client.short(),
+            open_sessions: self.registry.sessions_of(client, previous),
+        }
     }
 
     /// Starts draining: new connections are refused, every chat ends with `server_shutdown`

@@ -17,6 +17,8 @@ pub enum Refusal {
     ChatBusy,
     /// The matchmaker's mailbox was full.
     QueueBusy,
+    /// The client already holds `max_sessions_per_client`.
+    ClientSessions,
     Other,
 }
 
@@ -44,7 +46,7 @@ pub struct ChatMetrics {
     pub chats_ended: Counter,
     pub event_log_evictions: Counter,
     pub replayed_events: Counter,
-    refusals: [Counter; 9],
+    refusals: [Counter; 10],
     disconnects: [Counter; 8],
 }
 
@@ -75,6 +77,7 @@ impl ChatMetrics {
                 refusal("age_required"),
                 refusal("chat_busy"),
                 refusal("queue_busy"),
+                refusal("client_sessions"),
                 refusal("other"),
             ],
             disconnects: [

@@ -1,5 +1,5 @@
 //! The purge timer actor: on a fixed tick it ends sessions whose resume grace ran out and has
-//! the matchmaker drop expired cooldowns. Sessions register themselves when their connection
+//! the matchmaker drop expired cooldowns, and rotates the salt behind client keys when due. Sessions register themselves when their connection
 //! drops and unregister when they resume or stop.
 
 use std::collections::HashMap;
@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
+use std::sync::Arc;
+
+use crate::client_key::KeyRing;
 use crate::matchmaker::MatchmakerHandle;
 use crate::registry::SessionId;
 use crate::session::{GraceExpired, Session};
@@ -21,14 +24,16 @@ pub struct PurgeTimer {
     tick: Duration,
     away: HashMap<SessionId, AwaySession>,
     matchmaker: MatchmakerHandle,
+    client_keys: Arc<KeyRing>,
 }
 
 impl PurgeTimer {
-    pub fn new(tick: Duration, matchmaker: MatchmakerHandle) -> Self {
+    pub fn new(tick: Duration, matchmaker: MatchmakerHandle, client_keys: Arc<KeyRing>) -> Self {
         Self {
             tick,
             away: HashMap::new(),
             matchmaker,
+            client_keys,
         }
     }
 
@@ -45,6 +50,9 @@ impl PurgeTimer {
             false
         });
         self.matchmaker.purge_expired(now);
+        if self.client_keys.rotate_if_due(now) {
+            tracing::info!("client-key salt rotated");
+        }
     }
 }
 

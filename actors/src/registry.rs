@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use actix::Addr;
 use base64::Engine as _;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use zeroize::Zeroize;
 
+use crate::client_key::ClientKey;
 use crate::session::Session;
 
 pub type SessionId = u64;
@@ -89,41 +90,105 @@ pub struct StatsSnapshot {
     pub chatting: u64,
 }
 
-/// Live sessions by token hash, with a bound on how many may exist at once.
+/// Live sessions by token hash, with bounds on how many may exist at once, in all and per
+/// client key.
 pub struct Registry {
     sessions: RwLock<HashMap<TokenHash, Addr<Session>>>,
-    reserved: Arc<AtomicUsize>,
+    places: Arc<Places>,
     max_sessions: usize,
+    max_sessions_per_client: usize,
     next_id: AtomicU64,
 }
 
-/// A place under `max_sessions`, held by one session for its whole life.
-pub struct SessionSlot(Arc<AtomicUsize>);
+/// Sessions alive, in all and per client key.
+#[derive(Default)]
+struct Places {
+    total: AtomicUsize,
+    per_client: Mutex<HashMap<ClientKey, usize>>,
+}
 
-impl Drop for SessionSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+/// A place under `max_sessions` and the client's own bound, held by one session for its
+/// whole life.
+pub struct SessionSlot {
+    places: Arc<Places>,
+    client: ClientKey,
+}
+
+impl SessionSlot {
+    pub fn client(&self) -> ClientKey {
+        self.client
     }
 }
 
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        self.places.total.fetch_sub(1, Ordering::AcqRel);
+        let mut per_client = self.places.per_client.lock();
+        if let Some(count) = per_client.get_mut(&self.client) {
+            *count -= 1;
+            if *count == 0 {
+                per_client.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// Why no place was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoPlace {
+    /// `max_sessions` are alive.
+    ServerFull,
+    /// This client already holds `max_sessions_per_client`.
+    ClientLimit,
+}
+
 impl Registry {
-    pub fn new(max_sessions: usize) -> Self {
+    pub fn new(max_sessions: usize, max_sessions_per_client: usize) -> Self {
         Self {
             sessions: RwLock::new(HashMap::new()),
-            reserved: Arc::new(AtomicUsize::new(0)),
+            places: Arc::default(),
             max_sessions,
+            max_sessions_per_client,
             next_id: AtomicU64::new(1),
         }
     }
 
-    /// Takes a place for a new session, or `None` when `max_sessions` are alive.
-    pub fn try_reserve(&self) -> Option<SessionSlot> {
-        self.reserved
+    /// Takes a place for a new session of `client`. Sessions counted under the client's key
+    /// from before the last salt rotation (`previous`) count too.
+    pub fn try_reserve(
+        &self,
+        client: ClientKey,
+        previous: Option<ClientKey>,
+    ) -> Result<SessionSlot, NoPlace> {
+        let mut per_client = self.places.per_client.lock();
+        let held = per_client.get(&client).copied().unwrap_or(0)
+            + previous
+                .and_then(|key| per_client.get(&key).copied())
+                .unwrap_or(0);
+        if held >= self.max_sessions_per_client {
+            return Err(NoPlace::ClientLimit);
+        }
+        self.places
+            .total
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < self.max_sessions).then_some(n + 1)
             })
-            .ok()
-            .map(|_| SessionSlot(self.reserved.clone()))
+            .map_err(|_| NoPlace::ServerFull)?;
+        *per_client.entry(client).or_insert(0) += 1;
+        Ok(SessionSlot {
+            places: self.places.clone(),
+            client,
+        })
+    }
+
+    /// Sessions alive for `client` (under its current key and, if given, its previous one).
+    pub fn sessions_of(&self, client: ClientKey, previous: Option<ClientKey>) -> usize {
+        let per_client = self.places.per_client.lock();
+        [Some(client), previous]
+            .into_iter()
+            .flatten()
+            .filter_map(|key| per_client.get(&key))
+            .sum()
     }
 
     pub fn next_session_id(&self) -> SessionId {
@@ -177,13 +242,49 @@ mod tests {
         assert_eq!(hash_presented_token("aaaaaaaaaaaaaaaaaaaaa/"), None);
     }
 
+    fn keys() -> (ClientKey, ClientKey) {
+        let ring = crate::client_key::KeyRing::new(std::time::Duration::MAX);
+        (
+            ring.keys("127.0.0.1".parse().unwrap()).0,
+            ring.keys("127.0.0.2".parse().unwrap()).0,
+        )
+    }
+
     #[test]
     fn reservations_stop_at_max_sessions_and_come_back_when_dropped() {
-        let registry = Registry::new(2);
-        let first = registry.try_reserve().expect("first place");
-        let _second = registry.try_reserve().expect("second place");
-        assert!(registry.try_reserve().is_none());
+        let (a, b) = keys();
+        let registry = Registry::new(2, 10);
+        let first = registry.try_reserve(a, None).expect("first place");
+        let _second = registry.try_reserve(b, None).expect("second place");
+        assert_eq!(
+            registry.try_reserve(a, None).err(),
+            Some(NoPlace::ServerFull)
+        );
         drop(first);
-        assert!(registry.try_reserve().is_some());
+        assert!(registry.try_reserve(a, None).is_ok());
+    }
+
+    #[test]
+    fn each_client_has_its_own_bound_including_its_previous_key() {
+        let (a, b) = keys();
+        let registry = Registry::new(100, 2);
+        let _one = registry.try_reserve(a, None).unwrap();
+        let two = registry.try_reserve(a, None).unwrap();
+        assert_eq!(
+            registry.try_reserve(a, None).err(),
+            Some(NoPlace::ClientLimit)
+        );
+        assert!(
+            registry.try_reserve(b, None).is_ok(),
+            "others are not affected"
+        );
+        // After a salt rotation the same client has key b; its sessions under a still count.
+        assert_eq!(
+            registry.try_reserve(b, Some(a)).err(),
+            Some(NoPlace::ClientLimit)
+        );
+        assert_eq!(registry.sessions_of(a, None), 2);
+        drop(two);
+        assert_eq!(registry.sessions_of(a, None), 1);
     }
 }

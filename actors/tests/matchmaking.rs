@@ -8,6 +8,8 @@ use ephemera_actors::{ChatConfig, Hub};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
+const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
 struct TestClient {
     frames: mpsc::Sender<ClientFrame>,
     out: ChannelSinkReceiver,
@@ -18,7 +20,8 @@ impl TestClient {
         let (sink, out) = channel_sink();
         let (frames, mut rx) = mpsc::channel(64);
         let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
-        hub.connect(None, Box::new(sink), Box::pin(stream)).await;
+        hub.connect(LOOPBACK, None, Box::new(sink), Box::pin(stream))
+            .await;
         let mut client = TestClient { frames, out };
         assert_eq!(client.next().await["type"], "hello");
         client
@@ -66,6 +69,7 @@ fn config() -> ChatConfig {
     ChatConfig {
         interest_timeout: Duration::from_secs(5),
         heartbeat_interval: Duration::from_secs(3600),
+        max_sessions_per_client: usize::MAX,
         ..ChatConfig::default()
     }
 }

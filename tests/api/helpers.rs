@@ -31,6 +31,8 @@ pub fn test_settings() -> Settings {
         purge_interval_seconds: 0.05,
         shutdown_drain_seconds: 5.0,
         workers: 2,
+        // Every test client comes from loopback; the per-client bound has tests of its own.
+        max_sessions_per_client: 100_000,
         ..Settings::default()
     }
 }
@@ -138,9 +140,23 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 
 /// Like `http_get`, with the response's header block, lowercased.
 pub async fn http_get_with_headers(addr: SocketAddr, path: &str) -> (u16, String, String) {
+    http_request(addr, [127, 0, 0, 1].into(), path, "").await
+}
+
+/// A GET from a chosen loopback source address, with extra header lines (each ending in
+/// CRLF); returns status, lowercased headers and body.
+pub async fn http_request(
+    addr: SocketAddr,
+    source: std::net::IpAddr,
+    path: &str,
+    extra_headers: &str,
+) -> (u16, String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(source, 0)).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra_headers}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();

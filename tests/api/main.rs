@@ -8,4 +8,5 @@ mod hardening;
 mod lifecycle;
 mod load;
 mod matching;
+mod privacy;
 mod resume;

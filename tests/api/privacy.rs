@@ -1,0 +1,101 @@
+//! Client keys: sessions per client are bounded, the server shows a client what it holds about
+//! it, and forwarded addresses are believed only from trusted proxies.
+
+use std::net::IpAddr;
+
+use serde_json::Value;
+
+use crate::helpers::*;
+use ephemera::settings::Settings;
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+async fn privacy_me(server: &TestServer, from: &str, headers: &str) -> Value {
+    let (status, _, body) = http_request(server.addr, ip(from), "/api/privacy/me", headers).await;
+    assert_eq!(status, 200);
+    serde_json::from_str(&body).unwrap()
+}
+
+#[tokio::test]
+async fn one_client_may_hold_only_so_many_sessions_and_others_are_unaffected() {
+    let server = spawn_server(Settings {
+        max_sessions_per_client: 2,
+        ..test_settings()
+    });
+    let _one = Client::connect_from(server.addr, ip("127.10.0.1")).await;
+    let two = Client::connect_from(server.addr, ip("127.10.0.1")).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((ip("127.10.0.1"), 0).into()).unwrap();
+    let stream = socket.connect(server.addr).await.unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(
+        server.ws_url(),
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+    )
+    .await
+    .unwrap();
+    let mut third = Client::ungreeted(ws);
+    let refusal = third.expect_error("rate_limited").await;
+    assert!(refusal["retry_after_ms"].as_u64().unwrap() > 0);
+    third.expect_close(1013).await;
+    // Another address is its own client.
+    let other = Client::connect_from(server.addr, ip("127.10.0.2")).await;
+    assert_eq!(other.hello["type"], "hello");
+    // A closed session frees its place.
+    two.close().await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    Client::connect_from(server.addr, ip("127.10.0.1")).await;
+}
+
+#[tokio::test]
+async fn privacy_me_shows_the_caller_what_is_held_about_it_and_nothing_else() {
+    let server = spawn_server(test_settings());
+    let _a = Client::connect_from(server.addr, ip("127.20.0.1")).await;
+    let _b = Client::connect_from(server.addr, ip("127.20.0.1")).await;
+    let _c = Client::connect_from(server.addr, ip("127.20.0.2")).await;
+    let mine = privacy_me(&server, "127.20.0.1", "").await;
+    assert_eq!(mine["open_sessions"], 2);
+    let prefix = mine["client_key_prefix"].as_str().unwrap();
+    assert_eq!(prefix.len(), 8);
+    assert!(prefix.bytes().all(|b| b.is_ascii_hexdigit()));
+    let theirs = privacy_me(&server, "127.20.0.2", "").await;
+    assert_eq!(theirs["open_sessions"], 1);
+    assert_ne!(theirs["client_key_prefix"], mine["client_key_prefix"]);
+    let nobody = privacy_me(&server, "127.20.0.3", "").await;
+    assert_eq!(nobody["open_sessions"], 0);
+    // The response holds no address in any form.
+    let text = mine.to_string();
+    assert!(!text.contains("127.20.0.1") && !text.contains("7f140001"));
+}
+
+#[tokio::test]
+async fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
+    let server = spawn_server(Settings {
+        trusted_proxies: vec!["127.30.0.0/24".to_owned()],
+        ..test_settings()
+    });
+    let direct = privacy_me(&server, "127.40.0.9", "").await;
+    let via_proxy = privacy_me(
+        &server,
+        "127.30.0.1",
+        "X-Forwarded-For: 127.66.0.1, 127.40.0.9, 127.30.0.5\r\n",
+    )
+    .await;
+    assert_eq!(
+        via_proxy["client_key_prefix"], direct["client_key_prefix"],
+        "the nearest untrusted hop is the client"
+    );
+    let standard = privacy_me(
+        &server,
+        "127.30.0.1",
+        "Forwarded: for=\"127.40.0.9:5555\";proto=http\r\n",
+    )
+    .await;
+    assert_eq!(standard["client_key_prefix"], direct["client_key_prefix"]);
+    // An untrusted peer cannot pretend to be someone else.
+    let spoofed = privacy_me(&server, "127.50.0.1", "X-Forwarded-For: 127.40.0.9\r\n").await;
+    let itself = privacy_me(&server, "127.50.0.1", "").await;
+    assert_eq!(spoofed["client_key_prefix"], itself["client_key_prefix"]);
+    assert_ne!(spoofed["client_key_prefix"], direct["client_key_prefix"]);
+}
