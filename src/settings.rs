@@ -97,6 +97,14 @@ settings! {
     max_sessions_per_client: usize = 32, env = "EPHEMERA_MAX_SESSIONS_PER_CLIENT";
     /// Seconds between replacements of the in-memory salt behind client keys.
     salt_rotation_seconds: f64 = 86_400.0, env = "EPHEMERA_SALT_ROTATION_SECONDS";
+    /// New connections per minute from one client key (0: unlimited).
+    max_connections_per_minute: u32 = 30, env = "EPHEMERA_MAX_CONNECTIONS_PER_MINUTE";
+    /// Finds (and nexts) per minute from one client key (0: unlimited).
+    max_finds_per_minute: u32 = 60, env = "EPHEMERA_MAX_FINDS_PER_MINUTE";
+    /// Chat messages per second from one session (0: unlimited).
+    max_messages_per_second: u32 = 5, env = "EPHEMERA_MAX_MESSAGES_PER_SECOND";
+    /// Images and voice notes per minute from one session (0: unlimited).
+    max_media_per_minute: u32 = 10, env = "EPHEMERA_MAX_MEDIA_PER_MINUTE";
     /// Proxies (CIDR list) whose X-Forwarded-For / Forwarded headers are believed.
     trusted_proxies: Vec<String> = Vec::new(), env = "EPHEMERA_TRUSTED_PROXIES";
     /// Bytes a client may leave unread before it is disconnected.
@@ -239,6 +247,12 @@ impl Settings {
             max_sessions: self.max_sessions,
             max_sessions_per_client: self.max_sessions_per_client,
             salt_rotation: Self::duration(self.salt_rotation_seconds),
+            rate_limits: ephemera_actors::rate_limits::RateLimitConfig {
+                connections_per_minute: self.max_connections_per_minute,
+                finds_per_minute: self.max_finds_per_minute,
+                messages_per_second: self.max_messages_per_second,
+                media_per_minute: self.max_media_per_minute,
+            },
             max_protocol_errors_per_minute: self.max_protocol_errors_per_minute,
             pair_mailbox_capacity: self.pair_mailbox_capacity.max(2),
             ice_servers: if self.ice_urls.is_empty() {

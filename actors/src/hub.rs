@@ -17,6 +17,7 @@ use crate::matchmaker::{Matchmaker, MatchmakerHandle};
 use crate::metrics::{ChatMetrics, Refusal};
 use crate::protocol::{render_error, ErrorCode, IceServer, Limits};
 use crate::purge::PurgeTimer;
+use crate::rate_limits::{ClientLimiters, RateLimitConfig};
 use crate::registry::{hash_presented_token, NoPlace, Registry, ResumeToken, Stats, StatsSnapshot};
 use crate::session::{Attach, Session, Shutdown};
 
@@ -34,6 +35,7 @@ pub struct ChatConfig {
     pub max_sessions_per_client: usize,
     /// How often the salt behind client keys is replaced.
     pub salt_rotation: Duration,
+    pub rate_limits: RateLimitConfig,
     /// Protocol errors (bad_request, too_large) a connection may cause within a minute.
     pub max_protocol_errors_per_minute: usize,
     /// Messages a chat may have queued before a member's sends are refused.
@@ -55,11 +57,22 @@ impl Default for ChatConfig {
             max_sessions: 100_000,
             max_sessions_per_client: 32,
             salt_rotation: Duration::from_secs(24 * 3600),
+            rate_limits: RateLimitConfig {
+                connections_per_minute: 30,
+                finds_per_minute: 60,
+                messages_per_second: 5,
+                media_per_minute: 10,
+            },
             max_protocol_errors_per_minute: 20,
             pair_mailbox_capacity: 256,
             ice_servers: Vec::new(),
         }
     }
+}
+
+/// A wait as whole milliseconds, never 0 (0 would read as "retry now").
+pub fn retry_after_ms(wait: Duration) -> u64 {
+    (wait.as_millis() as u64).max(1)
 }
 
 /// How long a client at its session bound is asked to wait.
@@ -85,6 +98,7 @@ pub struct Hub {
     pub matchmaker: MatchmakerHandle,
     pub purge: Addr<PurgeTimer>,
     pub client_keys: Arc<KeyRing>,
+    pub client_limits: Arc<ClientLimiters>,
     draining: AtomicBool,
 }
 
@@ -96,15 +110,18 @@ impl Hub {
         let matchmaker =
             MatchmakerHandle::new(Matchmaker::new(&config, ChatMetrics::register()).start());
         let client_keys = Arc::new(KeyRing::new(config.salt_rotation));
+        let client_limits = Arc::new(ClientLimiters::new(&config.rate_limits));
         let purge = PurgeTimer::new(
             config.purge_interval,
             matchmaker.clone(),
             client_keys.clone(),
+            client_limits.clone(),
         )
         .start();
         Arc::new(Hub {
             registry: Registry::new(config.max_sessions, config.max_sessions_per_client),
             client_keys,
+            client_limits,
             stats: Stats::default(),
             metrics,
             matchmaker,
@@ -133,6 +150,21 @@ impl Hub {
         mut sink: Box<dyn ClientSink>,
         frames: FrameStream,
     ) {
+        let (client, previous) = self.client_keys.keys(client_ip);
+        if let Err(wait) = self.client_limits.check_connection(client, previous) {
+            self.metrics.refused(Refusal::RateLimited);
+            let mut sink = sink;
+            sink.send(Outgoing::Text(render_error(
+                ErrorCode::RateLimited,
+                "too many new connections from your network; wait a little",
+                Some(retry_after_ms(wait)),
+            )));
+            sink.send(Outgoing::Close {
+                code: close_code::TRY_AGAIN_LATER,
+                reason: "try again later",
+            });
+            return;
+        }
         if let Some((token, last_seq)) = resume {
             if let Some(session) =
                 hash_presented_token(token).and_then(|h| self.registry.lookup(&h))

@@ -12,6 +12,7 @@
 //! - `protocol`: protocol v1 frames: parsing, validation, rendering.
 //! - `connection`: the transport boundary (`ClientFrame`, `ClientSink`, a channel sink).
 //! - `client_key`: salted, rotating keys that stand for a client's address (never stored).
+//! - `rate_limits`: GCRA limits per client key and per session.
 //! - `registry`: live sessions by resume-token hash, the session bound, the /stats gauges.
 //! - `metrics`: the Prometheus series of the core.
 
@@ -24,6 +25,7 @@ pub mod metrics;
 pub mod pair;
 pub mod protocol;
 pub mod purge;
+pub mod rate_limits;
 pub mod registry;
 pub mod session;
 

@@ -19,6 +19,8 @@ pub enum Refusal {
     QueueBusy,
     /// The client already holds `max_sessions_per_client`.
     ClientSessions,
+    /// Over a rate limit.
+    RateLimited,
     Other,
 }
 
@@ -46,7 +48,7 @@ pub struct ChatMetrics {
     pub chats_ended: Counter,
     pub event_log_evictions: Counter,
     pub replayed_events: Counter,
-    refusals: [Counter; 10],
+    refusals: [Counter; 11],
     disconnects: [Counter; 8],
 }
 
@@ -78,6 +80,7 @@ impl ChatMetrics {
                 refusal("chat_busy"),
                 refusal("queue_busy"),
                 refusal("client_sessions"),
+                refusal("rate_limited"),
                 refusal("other"),
             ],
             disconnects: [

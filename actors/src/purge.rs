@@ -1,5 +1,5 @@
 //! The purge timer actor: on a fixed tick it ends sessions whose resume grace ran out and has
-//! the matchmaker drop expired cooldowns, and rotates the salt behind client keys when due. Sessions register themselves when their connection
+//! the matchmaker drop expired cooldowns, prunes the rate-limit stores, and rotates the salt behind client keys when due. Sessions register themselves when their connection
 //! drops and unregister when they resume or stop.
 
 use std::collections::HashMap;
@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use crate::client_key::KeyRing;
 use crate::matchmaker::MatchmakerHandle;
+use crate::rate_limits::ClientLimiters;
 use crate::registry::SessionId;
 use crate::session::{GraceExpired, Session};
 
@@ -25,15 +26,22 @@ pub struct PurgeTimer {
     away: HashMap<SessionId, AwaySession>,
     matchmaker: MatchmakerHandle,
     client_keys: Arc<KeyRing>,
+    client_limits: Arc<ClientLimiters>,
 }
 
 impl PurgeTimer {
-    pub fn new(tick: Duration, matchmaker: MatchmakerHandle, client_keys: Arc<KeyRing>) -> Self {
+    pub fn new(
+        tick: Duration,
+        matchmaker: MatchmakerHandle,
+        client_keys: Arc<KeyRing>,
+        client_limits: Arc<ClientLimiters>,
+    ) -> Self {
         Self {
             tick,
             away: HashMap::new(),
             matchmaker,
             client_keys,
+            client_limits,
         }
     }
 
@@ -50,6 +58,7 @@ impl PurgeTimer {
             false
         });
         self.matchmaker.purge_expired(now);
+        self.client_limits.prune();
         if self.client_keys.rotate_if_due(now) {
             tracing::info!("client-key salt rotated");
         }

@@ -13,6 +13,7 @@ use bytestring::ByteString;
 
 use crate::connection::{close_code, ClientFrame, ClientSink, Outgoing};
 use crate::event_log::Side;
+use crate::hub::retry_after_ms;
 use crate::hub::{FrameStream, Hub};
 use crate::matchmaker::JoinQueue;
 use crate::metrics::{Disconnect, Refusal};
@@ -24,6 +25,7 @@ use crate::protocol::{
     ErrorCode, FindRequest, HelloFrame, ProtocolError,
 };
 use crate::purge::{TrackAway, UntrackAway};
+use crate::rate_limits::SessionLimiters;
 use crate::registry::{ResumeToken, SessionId, SessionSlot, TokenHash};
 
 /// How long a client that was refused for a full chat mailbox should wait.
@@ -78,7 +80,8 @@ pub struct Session {
     /// Handed to the client in the first `hello`, then wiped; resumes only ever see the hash.
     token: Option<ResumeToken>,
     hub: Arc<Hub>,
-    _slot: SessionSlot,
+    /// This session's place under the session bounds; also says which client it is.
+    slot: SessionSlot,
     connection: Option<Connection>,
     /// Set between `start_new` and `started`, where the first connection is attached.
     pending_connection: Option<(Box<dyn ClientSink>, FrameStream)>,
@@ -93,6 +96,7 @@ pub struct Session {
     /// Bumped on every drop and resume, so a stale grace expiry is recognised.
     away_generation: u64,
     protocol_errors: VecDeque<Instant>,
+    limits: SessionLimiters,
     shutting_down: bool,
     /// What the chat is told when this actor stops.
     stop_cause: EndCause,
@@ -111,7 +115,7 @@ impl Session {
             id: hub.registry.next_session_id(),
             token_hash,
             token: Some(token),
-            _slot: slot,
+            slot,
             connection: None,
             pending_connection: Some((sink, frames)),
             state: State::Idle,
@@ -121,6 +125,7 @@ impl Session {
             last_heard: Instant::now(),
             away_generation: 0,
             protocol_errors: VecDeque::new(),
+            limits: SessionLimiters::new(&hub.config.rate_limits),
             shutting_down: false,
             stop_cause: EndCause::Left,
             hub,
@@ -226,6 +231,18 @@ impl Session {
         }
     }
 
+    /// Refuses a frame over a rate limit. Refusals count towards the protocol-error budget,
+    /// so a client that keeps going past its limit is disconnected.
+    fn rate_limited(&mut self, wait: Duration, what: &str, ctx: &mut Context<Self>) {
+        self.hub.metrics.refused(Refusal::RateLimited);
+        let message = format!("you are sending {what} too fast; wait a little");
+        self.push(
+            render_error(ErrorCode::RateLimited, &message, Some(retry_after_ms(wait))),
+            ctx,
+        );
+        self.count_protocol_error(ctx);
+    }
+
     fn not_chatting(&mut self, ctx: &mut Context<Self>) {
         self.refuse(
             ProtocolError {
@@ -239,8 +256,14 @@ impl Session {
     fn handle_request(&mut self, request: ClientRequest, ctx: &mut Context<Self>) {
         match request {
             ClientRequest::Find(find) => self.find(find, ctx),
-            ClientRequest::Msg { body } => self.post(TAG_MSG, body, ctx),
-            ClientRequest::Media { body } => self.post(TAG_MEDIA, body, ctx),
+            ClientRequest::Msg { body } => match self.limits.check_message() {
+                Ok(()) => self.post(TAG_MSG, body, ctx),
+                Err(wait) => self.rate_limited(wait, "messages", ctx),
+            },
+            ClientRequest::Media { body } => match self.limits.check_media() {
+                Ok(()) => self.post(TAG_MEDIA, body, ctx),
+                Err(wait) => self.rate_limited(wait, "images and voice notes", ctx),
+            },
             ClientRequest::Typing { active } => {
                 let frame = if active {
                     fixed::TYPING_ON
@@ -285,7 +308,10 @@ impl Session {
                 ctx,
             );
         }
-        // Proof of work and rate limits are checked here once they exist.
+        // Proof of work is checked here once it exists.
+        if let Err(wait) = self.hub.client_limits.check_find(self.slot.client()) {
+            return self.rate_limited(wait, "finds", ctx);
+        }
         if matches!(self.state, State::Waiting) {
             self.hub.matchmaker.leave(self.id);
         }
@@ -354,6 +380,12 @@ impl Session {
     }
 
     fn next(&mut self, ctx: &mut Context<Self>) {
+        // `next` queues again, so it spends a find.
+        if self.preferences.is_some() {
+            if let Err(wait) = self.hub.client_limits.check_find(self.slot.client()) {
+                return self.rate_limited(wait, "finds", ctx);
+            }
+        }
         match &mut self.state {
             State::Chatting { pair, side, .. } => {
                 pair.do_send(EndChat {

@@ -70,6 +70,7 @@ fn config() -> ChatConfig {
         interest_timeout: Duration::from_secs(5),
         heartbeat_interval: Duration::from_secs(3600),
         max_sessions_per_client: usize::MAX,
+        rate_limits: Default::default(),
         ..ChatConfig::default()
     }
 }

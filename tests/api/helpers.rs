@@ -33,6 +33,11 @@ pub fn test_settings() -> Settings {
         workers: 2,
         // Every test client comes from loopback; the per-client bound has tests of its own.
         max_sessions_per_client: 100_000,
+        // Rate limits are lifted (the bench profile) except in their own tests.
+        max_connections_per_minute: 0,
+        max_finds_per_minute: 0,
+        max_messages_per_second: 0,
+        max_media_per_minute: 0,
         ..Settings::default()
     }
 }

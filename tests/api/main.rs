@@ -9,4 +9,5 @@ mod lifecycle;
 mod load;
 mod matching;
 mod privacy;
+mod rate_limits;
 mod resume;

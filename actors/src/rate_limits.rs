@@ -1,0 +1,186 @@
+//! Rate limits (GCRA, from the governor crate): new connections and finds per minute per
+//! client key, messages per second and media per minute per session. A limit of 0 means
+//! unlimited (the bench profile). Keyed stores are pruned on the purge tick so they cannot
+//! grow without bound.
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
+
+use crate::client_key::ClientKey;
+
+/// The limits, as set by the operator.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RateLimitConfig {
+    pub connections_per_minute: u32,
+    pub finds_per_minute: u32,
+    pub messages_per_second: u32,
+    pub media_per_minute: u32,
+}
+
+fn per_minute(n: u32) -> Option<Quota> {
+    NonZeroU32::new(n).map(Quota::per_minute)
+}
+
+fn per_second(n: u32) -> Option<Quota> {
+    NonZeroU32::new(n).map(Quota::per_second)
+}
+
+/// Limits keyed by client key, shared by every session.
+pub struct ClientLimiters {
+    connections: Option<DefaultKeyedRateLimiter<ClientKey>>,
+    finds: Option<DefaultKeyedRateLimiter<ClientKey>>,
+    clock: DefaultClock,
+}
+
+impl ClientLimiters {
+    pub fn new(config: &RateLimitConfig) -> Self {
+        Self {
+            connections: per_minute(config.connections_per_minute)
+                .map(DefaultKeyedRateLimiter::keyed),
+            finds: per_minute(config.finds_per_minute).map(DefaultKeyedRateLimiter::keyed),
+            clock: DefaultClock::default(),
+        }
+    }
+
+    /// A new connection from `client`; `Err` holds how long to wait. The key from before the
+    /// last salt rotation is charged too, so a client's state carries over the rotation.
+    pub fn check_connection(
+        &self,
+        client: ClientKey,
+        previous: Option<ClientKey>,
+    ) -> Result<(), Duration> {
+        self.check(self.connections.as_ref(), client, previous)
+    }
+
+    pub fn check_find(&self, client: ClientKey) -> Result<(), Duration> {
+        self.check(self.finds.as_ref(), client, None)
+    }
+
+    fn check(
+        &self,
+        limiter: Option<&DefaultKeyedRateLimiter<ClientKey>>,
+        client: ClientKey,
+        previous: Option<ClientKey>,
+    ) -> Result<(), Duration> {
+        let Some(limiter) = limiter else {
+            return Ok(());
+        };
+        for key in [Some(client), previous].into_iter().flatten() {
+            limiter
+                .check_key(&key)
+                .map_err(|not_until| not_until.wait_time_from(self.clock.now()))?;
+        }
+        Ok(())
+    }
+
+    /// Drops state of keys whose limits have fully replenished. Called on the purge tick.
+    pub fn prune(&self) {
+        for limiter in [&self.connections, &self.finds].into_iter().flatten() {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    }
+
+    /// How many client keys have limiter state, for tests and the privacy report.
+    pub fn tracked_keys(&self) -> usize {
+        [&self.connections, &self.finds]
+            .into_iter()
+            .flatten()
+            .map(|limiter| limiter.len())
+            .sum()
+    }
+}
+
+/// Limits of one session; lives in the session actor.
+pub struct SessionLimiters {
+    messages: Option<DefaultDirectRateLimiter>,
+    media: Option<DefaultDirectRateLimiter>,
+    clock: DefaultClock,
+}
+
+impl SessionLimiters {
+    pub fn new(config: &RateLimitConfig) -> Self {
+        Self {
+            messages: per_second(config.messages_per_second).map(DefaultDirectRateLimiter::direct),
+            media: per_minute(config.media_per_minute).map(DefaultDirectRateLimiter::direct),
+            clock: DefaultClock::default(),
+        }
+    }
+
+    pub fn check_message(&self) -> Result<(), Duration> {
+        self.check(self.messages.as_ref())
+    }
+
+    pub fn check_media(&self) -> Result<(), Duration> {
+        self.check(self.media.as_ref())
+    }
+
+    fn check(&self, limiter: Option<&DefaultDirectRateLimiter>) -> Result<(), Duration> {
+        match limiter {
+            None => Ok(()),
+            Some(limiter) => limiter
+                .check()
+                .map_err(|not_until| not_until.wait_time_from(self.clock.now())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client_key::KeyRing;
+
+    fn key(ip: &str) -> ClientKey {
+        KeyRing::new(Duration::MAX).keys(ip.parse().unwrap()).0
+    }
+
+    #[test]
+    fn a_burst_up_to_the_limit_passes_and_the_next_waits() {
+        let limits = SessionLimiters::new(&RateLimitConfig {
+            messages_per_second: 3,
+            ..RateLimitConfig::default()
+        });
+        for _ in 0..3 {
+            assert!(limits.check_message().is_ok());
+        }
+        let wait = limits.check_message().unwrap_err();
+        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1));
+        assert!(limits.check_media().is_ok(), "0 means unlimited");
+    }
+
+    #[test]
+    fn keyed_limits_are_per_client() {
+        let limits = ClientLimiters::new(&RateLimitConfig {
+            finds_per_minute: 2,
+            ..RateLimitConfig::default()
+        });
+        let (a, b) = (key("127.0.0.1"), key("127.0.0.2"));
+        assert!(limits.check_find(a).is_ok());
+        assert!(limits.check_find(a).is_ok());
+        assert!(limits.check_find(a).is_err());
+        assert!(
+            limits.check_find(b).is_ok(),
+            "another client has its own budget"
+        );
+        assert_eq!(limits.tracked_keys(), 2);
+        assert!(
+            limits.check_connection(a, None).is_ok(),
+            "connections are unlimited"
+        );
+    }
+
+    #[test]
+    fn a_previous_key_carries_its_state_over_a_rotation() {
+        let limits = ClientLimiters::new(&RateLimitConfig {
+            connections_per_minute: 1,
+            ..RateLimitConfig::default()
+        });
+        let (old, new) = (key("127.0.0.1"), key("127.0.0.1"));
+        assert_ne!(old, new, "two rings, two keys for one address");
+        assert!(limits.check_connection(old, None).is_ok());
+        assert!(limits.check_connection(new, Some(old)).is_err());
+    }
+}
