@@ -109,7 +109,7 @@ settings! {
     trusted_proxies: Vec<String> = Vec::new(), env = "EPHEMERA_TRUSTED_PROXIES";
     /// Bytes a client may leave unread before it is disconnected.
     session_outbox_max_bytes: usize = 8 << 20, env = "EPHEMERA_SESSION_OUTBOX_MAX_BYTES";
-    /// Protocol errors a connection may cause within a minute before it is closed (1008).
+    /// Refusals (bad_request, too_large, rate_limited) a connection may cause per minute before it is closed (1008).
     max_protocol_errors_per_minute: usize = 20, env = "EPHEMERA_MAX_PROTOCOL_ERRORS_PER_MINUTE";
     /// Messages a chat may have queued before a member's sends are refused.
     pair_mailbox_capacity: usize = 256, env = "EPHEMERA_PAIR_MAILBOX_CAPACITY";

@@ -36,7 +36,7 @@ pub struct ChatConfig {
     /// How often the salt behind client keys is replaced.
     pub salt_rotation: Duration,
     pub rate_limits: RateLimitConfig,
-    /// Protocol errors (bad_request, too_large) a connection may cause within a minute.
+    /// Refusals (bad_request, too_large, rate_limited) a connection may cause within a minute.
     pub max_protocol_errors_per_minute: usize,
     /// Messages a chat may have queued before a member's sends are refused.
     pub pair_mailbox_capacity: usize,
