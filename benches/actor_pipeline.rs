@@ -53,6 +53,7 @@ fn actor_pipeline(chats: usize, messages: usize) -> f64 {
             heartbeat_interval: Duration::from_secs(3600),
             max_sessions_per_client: usize::MAX,
             rate_limits: Default::default(),
+            ban_policy: Default::default(),
             // The bench profile: no back-pressure refusals while flooding.
             pair_mailbox_capacity: 1 << 20,
             ..ChatConfig::default()

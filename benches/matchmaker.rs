@@ -38,6 +38,7 @@ fn pairs_per_second(waiting: usize, pairs: usize, with_interests: bool) -> f64 {
             heartbeat_interval: Duration::from_secs(3600),
             max_sessions_per_client: usize::MAX,
             rate_limits: Default::default(),
+            ban_policy: Default::default(),
             // The waiting crowd never opens up to strangers during the run.
             interest_timeout: Duration::from_secs(3600),
             ..ChatConfig::default()

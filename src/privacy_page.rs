@@ -38,7 +38,8 @@ pub fn render(settings: &Settings) -> String {
 <tr><td>Your nickname and interests</td><td>server memory</td><td>while your session lasts</td></tr>
 <tr><td>Your session</td><td>server memory: its state and a hash of its resume token (never the token)</td><td>until you leave, or {grace} after your connection drops</td></tr>
 <tr><td>That two sessions have met</td><td>server memory: two internal numbers, nothing about you</td><td>{cooldown}, so you are not matched with the same stranger again</td></tr>
-<tr><td>Your network address</td><td>nowhere: it is never logged or stored</td><td>-</td></tr>
+<tr><td>Your network address</td><td>nowhere: it is used once to compute a salted key (the salt lives only in memory and is replaced every {salt}) and then forgotten</td><td>-</td></tr>
+<tr><td>Reports against you, and any ban</td><td>server memory, under your salted key</td><td>while a ban lasts, and {report_window} after the last report</td></tr>
 <tr><td>Counts of sessions, chats and messages</td><td>server memory, as anonymous totals for the operator's statistics</td><td>until the server restarts</td></tr>
 </table>
 <p>Nothing is written to disk. No cookie is set. The page loads nothing from any other site.
@@ -61,6 +62,8 @@ Connections silent for {timeout} count as dropped.</p>
         text = settings.max_text_chars,
         media_kib = settings.max_media_bytes / 1024,
         timeout = seconds(settings.client_timeout_seconds),
+        salt = seconds(settings.salt_rotation_seconds),
+        report_window = seconds(settings.report_window_seconds),
         ice = ice,
     )
 }

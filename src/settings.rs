@@ -105,6 +105,16 @@ settings! {
     max_messages_per_second: u32 = 5, env = "EPHEMERA_MAX_MESSAGES_PER_SECOND";
     /// Images and voice notes per minute from one session (0: unlimited).
     max_media_per_minute: u32 = 10, env = "EPHEMERA_MAX_MEDIA_PER_MINUTE";
+    /// Reports from distinct clients within the window that ban the reported client (at least 2).
+    report_ban_threshold: usize = 3, env = "EPHEMERA_REPORT_BAN_THRESHOLD";
+    /// Seconds within which reports count towards a ban.
+    report_window_seconds: f64 = 3600.0, env = "EPHEMERA_REPORT_WINDOW_SECONDS";
+    /// Seconds of a client's first ban.
+    ban_first_seconds: f64 = 600.0, env = "EPHEMERA_BAN_FIRST_SECONDS";
+    /// How much longer each further ban of the same client is.
+    ban_multiplier: f64 = 2.0, env = "EPHEMERA_BAN_MULTIPLIER";
+    /// Longest ban, in seconds.
+    ban_max_seconds: f64 = 604_800.0, env = "EPHEMERA_BAN_MAX_SECONDS";
     /// Proxies (CIDR list) whose X-Forwarded-For / Forwarded headers are believed.
     trusted_proxies: Vec<String> = Vec::new(), env = "EPHEMERA_TRUSTED_PROXIES";
     /// Bytes a client may leave unread before it is disconnected.
@@ -164,6 +174,9 @@ impl Settings {
             ("purge_interval_seconds", self.purge_interval_seconds),
             ("shutdown_drain_seconds", self.shutdown_drain_seconds),
             ("salt_rotation_seconds", self.salt_rotation_seconds),
+            ("report_window_seconds", self.report_window_seconds),
+            ("ban_first_seconds", self.ban_first_seconds),
+            ("ban_max_seconds", self.ban_max_seconds),
         ];
         for (name, seconds) in durations {
             if !seconds.is_finite() || !(0.0..=1e9).contains(&seconds) {
@@ -186,6 +199,18 @@ impl Settings {
                     reason: "must be at least 0.01 seconds",
                 });
             }
+        }
+        if self.report_ban_threshold < 2 {
+            return Err(SettingsError::OutOfRange {
+                name: "report_ban_threshold",
+                reason: "must be at least 2, so that nobody can ban anyone alone",
+            });
+        }
+        if !self.ban_multiplier.is_finite() || !(1.0..=1000.0).contains(&self.ban_multiplier) {
+            return Err(SettingsError::OutOfRange {
+                name: "ban_multiplier",
+                reason: "must be between 1 and 1000",
+            });
         }
         if self.trusted_proxy_networks().is_err() {
             return Err(SettingsError::OutOfRange {
@@ -252,6 +277,13 @@ impl Settings {
                 finds_per_minute: self.max_finds_per_minute,
                 messages_per_second: self.max_messages_per_second,
                 media_per_minute: self.max_media_per_minute,
+            },
+            ban_policy: ephemera_actors::abuse::BanPolicy {
+                threshold: self.report_ban_threshold,
+                window: Self::duration(self.report_window_seconds),
+                first_ban: Self::duration(self.ban_first_seconds),
+                multiplier: self.ban_multiplier,
+                max_ban: Self::duration(self.ban_max_seconds),
             },
             max_protocol_errors_per_minute: self.max_protocol_errors_per_minute,
             pair_mailbox_capacity: self.pair_mailbox_capacity.max(2),

@@ -11,6 +11,7 @@ use std::time::Duration;
 use actix::{Actor, Addr};
 use futures_core::Stream;
 
+use crate::abuse::{AbuseDesk, AbuseStanding, BanPolicy};
 use crate::client_key::KeyRing;
 use crate::connection::{close_code, ClientFrame, ClientSink, Outgoing};
 use crate::matchmaker::{Matchmaker, MatchmakerHandle};
@@ -36,6 +37,7 @@ pub struct ChatConfig {
     /// How often the salt behind client keys is replaced.
     pub salt_rotation: Duration,
     pub rate_limits: RateLimitConfig,
+    pub ban_policy: BanPolicy,
     /// Refusals (bad_request, too_large, rate_limited) a connection may cause within a minute.
     pub max_protocol_errors_per_minute: usize,
     /// Messages a chat may have queued before a member's sends are refused.
@@ -63,6 +65,7 @@ impl Default for ChatConfig {
                 messages_per_second: 5,
                 media_per_minute: 10,
             },
+            ban_policy: BanPolicy::default(),
             max_protocol_errors_per_minute: 20,
             pair_mailbox_capacity: 256,
             ice_servers: Vec::new(),
@@ -84,6 +87,10 @@ pub struct PrivacyReport {
     /// The first bytes of the key, in hex: enough to see it change when the salt rotates.
     pub client_key_prefix: String,
     pub open_sessions: usize,
+    /// Reports counted against this key, bans so far, and any ban in force.
+    pub abuse: AbuseStanding,
+    /// The rate limits that apply to this client.
+    pub limits: RateLimitConfig,
 }
 
 /// A client connection's incoming frames; must end with `ClientFrame::Dropped` or a close.
@@ -99,6 +106,7 @@ pub struct Hub {
     pub purge: Addr<PurgeTimer>,
     pub client_keys: Arc<KeyRing>,
     pub client_limits: Arc<ClientLimiters>,
+    pub abuse: Arc<AbuseDesk>,
     draining: AtomicBool,
 }
 
@@ -107,8 +115,10 @@ impl Hub {
     /// inside a running actix system.
     pub fn start(config: ChatConfig) -> Arc<Hub> {
         let metrics = ChatMetrics::register();
-        let matchmaker =
-            MatchmakerHandle::new(Matchmaker::new(&config, ChatMetrics::register()).start());
+        let abuse = Arc::new(AbuseDesk::new(config.ban_policy));
+        let matchmaker = MatchmakerHandle::new(
+            Matchmaker::new(&config, ChatMetrics::register(), abuse.clone()).start(),
+        );
         let client_keys = Arc::new(KeyRing::new(config.salt_rotation));
         let client_limits = Arc::new(ClientLimiters::new(&config.rate_limits));
         let purge = PurgeTimer::new(
@@ -116,12 +126,14 @@ impl Hub {
             matchmaker.clone(),
             client_keys.clone(),
             client_limits.clone(),
+            abuse.clone(),
         )
         .start();
         Arc::new(Hub {
             registry: Registry::new(config.max_sessions, config.max_sessions_per_client),
             client_keys,
             client_limits,
+            abuse,
             stats: Stats::default(),
             metrics,
             matchmaker,
@@ -199,6 +211,10 @@ impl Hub {
         frames: FrameStream,
     ) {
         let (client, previous) = self.client_keys.keys(client_ip);
+        // Moves a ban from the client's pre-rotation key to its current one.
+        let _ = self
+            .abuse
+            .banned_for(client, previous, std::time::Instant::now());
         let slot = if self.is_draining() {
             Err(NoPlace::ServerFull)
         } else {
@@ -239,6 +255,8 @@ impl Hub {
         PrivacyReport {
             client_key_prefix: client.short(),
             open_sessions: self.registry.sessions_of(client, previous),
+            abuse: self.abuse.standing(client, std::time::Instant::now()),
+            limits: self.config.rate_limits,
         }
     }
 

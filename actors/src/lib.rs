@@ -11,11 +11,13 @@
 //! - `event_log`: the bounded, wiped-on-end ring buffer of one chat's events.
 //! - `protocol`: protocol v1 frames: parsing, validation, rendering.
 //! - `connection`: the transport boundary (`ClientFrame`, `ClientSink`, a channel sink).
+//! - `abuse`: reports and escalating bans by client key.
 //! - `client_key`: salted, rotating keys that stand for a client's address (never stored).
 //! - `rate_limits`: GCRA limits per client key and per session.
 //! - `registry`: live sessions by resume-token hash, the session bound, the /stats gauges.
 //! - `metrics`: the Prometheus series of the core.
 
+pub mod abuse;
 pub mod client_key;
 pub mod connection;
 pub mod event_log;

@@ -6,7 +6,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use actix::prelude::*;
+
+use crate::abuse::AbuseDesk;
+use crate::client_key::ClientKey;
 
 use crate::event_log::Side;
 use crate::hub::ChatConfig;
@@ -59,6 +64,7 @@ impl MatchmakerHandle {
 
 struct Waiting {
     addr: Addr<Session>,
+    client: ClientKey,
     mode: Mode,
     interests: Vec<String>,
     nick: Option<String>,
@@ -94,6 +100,8 @@ pub struct Matchmaker {
     log_max_bytes: usize,
     pair_mailbox_capacity: usize,
     metrics: ChatMetrics,
+    /// Handed to every pair, which files reports there.
+    abuse: Arc<AbuseDesk>,
     /// Handed to every pair it starts, so the pair can report the chat finished.
     addr: Option<Addr<Matchmaker>>,
 }
@@ -103,7 +111,7 @@ fn pair_key(a: SessionId, b: SessionId) -> (SessionId, SessionId) {
 }
 
 impl Matchmaker {
-    pub fn new(config: &ChatConfig, metrics: ChatMetrics) -> Self {
+    pub fn new(config: &ChatConfig, metrics: ChatMetrics, abuse: Arc<AbuseDesk>) -> Self {
         Self {
             waiting: HashMap::new(),
             queues: Default::default(),
@@ -115,6 +123,7 @@ impl Matchmaker {
             log_max_bytes: config.limits.event_log_max_bytes,
             pair_mailbox_capacity: config.pair_mailbox_capacity,
             metrics,
+            abuse,
             addr: None,
         }
     }
@@ -259,11 +268,13 @@ impl Matchmaker {
                 Member {
                     session: a_id,
                     addr: a.addr,
+                    client: a.client,
                     nick: a.nick,
                 },
                 Member {
                     session: b_id,
                     addr: b.addr,
+                    client: b.client,
                     nick: b.nick,
                 },
             ],
@@ -274,6 +285,7 @@ impl Matchmaker {
             mailbox_capacity: self.pair_mailbox_capacity,
             matchmaker: MatchmakerHandle::new(self.self_addr()),
             counters: self.metrics.pair_counters(),
+            abuse: self.abuse.clone(),
         };
         self.metrics.matches.increment(1);
         // The chat lives on the arbiter of the member who waited, next to its session.
@@ -305,6 +317,7 @@ impl Actor for Matchmaker {
 pub struct JoinQueue {
     pub session: SessionId,
     pub addr: Addr<Session>,
+    pub client: ClientKey,
     pub mode: Mode,
     pub interests: Vec<String>,
     pub nick: Option<String>,
@@ -324,6 +337,7 @@ impl Handler<JoinQueue> for Matchmaker {
             join.session,
             Waiting {
                 addr: join.addr,
+                client: join.client,
                 mode: join.mode,
                 interests: join.interests,
                 nick: join.nick,

@@ -21,6 +21,8 @@ pub enum Refusal {
     ClientSessions,
     /// Over a rate limit.
     RateLimited,
+    /// Banned after reports.
+    Banned,
     Other,
 }
 
@@ -48,7 +50,8 @@ pub struct ChatMetrics {
     pub chats_ended: Counter,
     pub event_log_evictions: Counter,
     pub replayed_events: Counter,
-    refusals: [Counter; 11],
+    pub reports: Counter,
+    refusals: [Counter; 12],
     disconnects: [Counter; 8],
 }
 
@@ -70,6 +73,7 @@ impl ChatMetrics {
             chats_ended: counter!("ephemera_chats_ended_total"),
             event_log_evictions: counter!("ephemera_event_log_evictions_total"),
             replayed_events: counter!("ephemera_replayed_events_total"),
+            reports: counter!("ephemera_reports_total"),
             refusals: [
                 refusal("server_busy"),
                 refusal("bad_request"),
@@ -81,6 +85,7 @@ impl ChatMetrics {
                 refusal("queue_busy"),
                 refusal("client_sessions"),
                 refusal("rate_limited"),
+                refusal("banned"),
                 refusal("other"),
             ],
             disconnects: [
@@ -104,6 +109,7 @@ impl ChatMetrics {
             relayed: self.relayed.clone(),
             chats_ended: self.chats_ended.clone(),
             event_log_evictions: self.event_log_evictions.clone(),
+            reports: self.reports.clone(),
         }
     }
 
@@ -124,4 +130,5 @@ pub struct PairCounters {
     pub relayed: Counter,
     pub chats_ended: Counter,
     pub event_log_evictions: Counter,
+    pub reports: Counter,
 }

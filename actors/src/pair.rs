@@ -4,11 +4,14 @@
 //! when the chat ends it sends each member its `ended`, wipes the log and stops.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use actix::prelude::*;
 use bytestring::ByteString;
 use zeroize::Zeroize;
 
+use crate::abuse::AbuseDesk;
+use crate::client_key::ClientKey;
 use crate::event_log::{EventLog, LogEntry, Side};
 use crate::matchmaker::{ChatFinished, MatchmakerHandle};
 use crate::metrics::PairCounters;
@@ -43,6 +46,8 @@ pub enum EndCause {
 pub struct Member {
     pub session: SessionId,
     pub addr: Addr<Session>,
+    /// Whom a report against this member counts against.
+    pub client: ClientKey,
     pub nick: Option<String>,
 }
 
@@ -57,6 +62,7 @@ pub struct PairSpec {
     pub mailbox_capacity: usize,
     pub matchmaker: MatchmakerHandle,
     pub counters: PairCounters,
+    pub abuse: Arc<AbuseDesk>,
 }
 
 pub struct Pair {
@@ -71,6 +77,7 @@ pub struct Pair {
     mailbox_capacity: usize,
     matchmaker: MatchmakerHandle,
     counters: PairCounters,
+    abuse: Arc<AbuseDesk>,
     ended: bool,
 }
 
@@ -88,6 +95,7 @@ impl Pair {
             mailbox_capacity: spec.mailbox_capacity,
             matchmaker: spec.matchmaker,
             counters: spec.counters,
+            abuse: spec.abuse,
             ended: false,
         }
     }
@@ -146,6 +154,16 @@ impl Pair {
             return;
         }
         self.ended = true;
+        if let EndCause::Reported(_) = cause {
+            self.counters.reports.increment(1);
+            let (reported, reporter) = (self.member(by.other()).client, self.member(by).client);
+            if self
+                .abuse
+                .report(reported, reporter, std::time::Instant::now())
+            {
+                tracing::info!("a client key was banned after reports");
+            }
+        }
         self.last_seq += 1;
         let seq = self.last_seq;
         let reasons = match cause {

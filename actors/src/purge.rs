@@ -1,5 +1,5 @@
 //! The purge timer actor: on a fixed tick it ends sessions whose resume grace ran out and has
-//! the matchmaker drop expired cooldowns, prunes the rate-limit stores, and rotates the salt behind client keys when due. Sessions register themselves when their connection
+//! the matchmaker drop expired cooldowns, prunes the rate-limit and report stores, and rotates the salt behind client keys when due. Sessions register themselves when their connection
 //! drops and unregister when they resume or stop.
 
 use std::collections::HashMap;
@@ -9,6 +9,7 @@ use actix::prelude::*;
 
 use std::sync::Arc;
 
+use crate::abuse::AbuseDesk;
 use crate::client_key::KeyRing;
 use crate::matchmaker::MatchmakerHandle;
 use crate::rate_limits::ClientLimiters;
@@ -27,6 +28,7 @@ pub struct PurgeTimer {
     matchmaker: MatchmakerHandle,
     client_keys: Arc<KeyRing>,
     client_limits: Arc<ClientLimiters>,
+    abuse: Arc<AbuseDesk>,
 }
 
 impl PurgeTimer {
@@ -35,6 +37,7 @@ impl PurgeTimer {
         matchmaker: MatchmakerHandle,
         client_keys: Arc<KeyRing>,
         client_limits: Arc<ClientLimiters>,
+        abuse: Arc<AbuseDesk>,
     ) -> Self {
         Self {
             tick,
@@ -42,6 +45,7 @@ impl PurgeTimer {
             matchmaker,
             client_keys,
             client_limits,
+            abuse,
         }
     }
 
@@ -59,6 +63,7 @@ impl PurgeTimer {
         });
         self.matchmaker.purge_expired(now);
         self.client_limits.prune();
+        self.abuse.prune(now);
         if self.client_keys.rotate_if_due(now) {
             tracing::info!("client-key salt rotated");
         }

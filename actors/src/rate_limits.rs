@@ -12,7 +12,7 @@ use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
 use crate::client_key::ClientKey;
 
 /// The limits, as set by the operator.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct RateLimitConfig {
     pub connections_per_minute: u32,
     pub finds_per_minute: u32,

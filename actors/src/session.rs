@@ -243,6 +243,25 @@ impl Session {
         self.count_protocol_error(ctx);
     }
 
+    /// Tells a banned client so (with how long is left) and returns true.
+    fn refused_as_banned(&mut self, ctx: &mut Context<Self>) -> bool {
+        let banned = self
+            .hub
+            .abuse
+            .banned_for(self.slot.client(), None, Instant::now());
+        let Some(left) = banned else {
+            return false;
+        };
+        self.hub.metrics.refused(Refusal::Banned);
+        let error = render_error(
+            ErrorCode::Banned,
+            "strangers reported you; you cannot chat for a while",
+            Some(retry_after_ms(left)),
+        );
+        self.push(error, ctx);
+        true
+    }
+
     fn not_chatting(&mut self, ctx: &mut Context<Self>) {
         self.refuse(
             ProtocolError {
@@ -309,6 +328,9 @@ impl Session {
             );
         }
         // Proof of work is checked here once it exists.
+        if self.refused_as_banned(ctx) {
+            return;
+        }
         if let Err(wait) = self.hub.client_limits.check_find(self.slot.client()) {
             return self.rate_limited(wait, "finds", ctx);
         }
@@ -326,6 +348,7 @@ impl Session {
         let join = JoinQueue {
             session: self.id,
             addr: ctx.address(),
+            client: self.slot.client(),
             mode: preferences.mode,
             interests: preferences.interests.clone(),
             nick: preferences.nick.clone(),
@@ -380,8 +403,11 @@ impl Session {
     }
 
     fn next(&mut self, ctx: &mut Context<Self>) {
-        // `next` queues again, so it spends a find.
+        // `next` queues again, so it is refused to the banned and spends a find.
         if self.preferences.is_some() {
+            if self.refused_as_banned(ctx) {
+                return;
+            }
             if let Err(wait) = self.hub.client_limits.check_find(self.slot.client()) {
                 return self.rate_limited(wait, "finds", ctx);
             }

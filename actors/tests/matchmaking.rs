@@ -71,6 +71,7 @@ fn config() -> ChatConfig {
         heartbeat_interval: Duration::from_secs(3600),
         max_sessions_per_client: usize::MAX,
         rate_limits: Default::default(),
+        ban_policy: Default::default(),
         ..ChatConfig::default()
     }
 }

@@ -99,3 +99,72 @@ async fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
     assert_eq!(spoofed["client_key_prefix"], itself["client_key_prefix"]);
     assert_ne!(spoofed["client_key_prefix"], direct["client_key_prefix"]);
 }
+
+/// `target` and `reporter` meet (each from its own address) and the reporter reports.
+async fn report(server: &TestServer, target: &mut Client, reporter_ip: &str) {
+    target.send(find_text()).await;
+    target.expect("waiting").await;
+    let mut reporter = Client::connect_from(server.addr, ip(reporter_ip)).await;
+    reporter.send(find_text()).await;
+    reporter.expect("waiting").await;
+    target.expect("matched").await;
+    reporter.expect("matched").await;
+    reporter
+        .send(serde_json::json!({"type":"report","reason":"harassment"}))
+        .await;
+    assert_eq!(reporter.expect("ended").await["reason"], "you_reported");
+    assert_eq!(target.expect("ended").await["reason"], "stranger_left");
+}
+
+fn ban_settings() -> Settings {
+    Settings {
+        report_ban_threshold: 2,
+        rematch_cooldown_seconds: 0.0,
+        ..test_settings()
+    }
+}
+
+#[tokio::test]
+async fn reports_from_distinct_strangers_ban_the_reported_client() {
+    let server = spawn_server(ban_settings());
+    let mut target = Client::connect_from(server.addr, ip("127.80.0.9")).await;
+    report(&server, &mut target, "127.80.0.1").await;
+    let standing = privacy_me(&server, "127.80.0.9", "").await;
+    assert_eq!(standing["abuse"]["reports_in_window"], 1);
+    assert!(standing["abuse"]["banned_for_ms"].is_null());
+    report(&server, &mut target, "127.80.0.2").await;
+
+    target.send(find_text()).await;
+    let refusal = target.expect_error("banned").await;
+    let left = refusal["retry_after_ms"].as_u64().unwrap();
+    assert!(
+        left > 590_000 && left <= 600_000,
+        "the first ban lasts ban_first_seconds"
+    );
+    // A new connection from the same network is banned too.
+    let mut again = Client::connect_from(server.addr, ip("127.80.0.9")).await;
+    again.send(find_text()).await;
+    again.expect_error("banned").await;
+    let standing = privacy_me(&server, "127.80.0.9", "").await;
+    assert_eq!(standing["abuse"]["bans_so_far"], 1);
+    assert!(standing["abuse"]["banned_for_ms"].as_u64().unwrap() > 0);
+    // The reporters are not affected.
+    let mut reporter = Client::connect_from(server.addr, ip("127.80.0.1")).await;
+    reporter.send(find_text()).await;
+    reporter.expect("waiting").await;
+}
+
+#[tokio::test]
+async fn one_reporter_cannot_ban_anyone_alone() {
+    let server = spawn_server(ban_settings());
+    let mut target = Client::connect_from(server.addr, ip("127.81.0.9")).await;
+    report(&server, &mut target, "127.81.0.1").await;
+    report(&server, &mut target, "127.81.0.1").await;
+    target.send(find_text()).await;
+    target.expect("waiting").await;
+    let standing = privacy_me(&server, "127.81.0.9", "").await;
+    assert_eq!(
+        standing["abuse"]["reports_in_window"], 1,
+        "one key's reports count once"
+    );
+}

@@ -1,0 +1,267 @@
+//! Reports and bans, by client key. Reports from distinct reporters within `report_window`
+//! that reach `report_ban_threshold` ban the reported key for `ban_first`, each later ban
+//! `ban_multiplier` times longer, up to `ban_max`. One key's reports count once, and the
+//! threshold is at least 2, so nobody can ban anyone alone. Pair actors file reports; sessions
+//! check bans before queueing; the purge tick forgets what has run out.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::client_key::ClientKey;
+
+#[derive(Debug, Clone, Copy)]
+pub struct BanPolicy {
+    pub threshold: usize,
+    pub window: Duration,
+    pub first_ban: Duration,
+    pub multiplier: f64,
+    pub max_ban: Duration,
+}
+
+impl Default for BanPolicy {
+    fn default() -> Self {
+        Self {
+            threshold: 3,
+            window: Duration::from_secs(3600),
+            first_ban: Duration::from_secs(600),
+            multiplier: 2.0,
+            max_ban: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Record {
+    /// Distinct reporters within the window, with when each reported.
+    reporters: Vec<(ClientKey, Instant)>,
+    banned_until: Option<Instant>,
+    /// Bans so far, for escalation; forgotten once nothing has happened for a window past
+    /// the last ban.
+    bans: u32,
+    last_event: Option<Instant>,
+}
+
+/// What the desk holds about one key, for the privacy report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct AbuseStanding {
+    pub reports_in_window: usize,
+    pub bans_so_far: u32,
+    pub banned_for_ms: Option<u64>,
+}
+
+pub struct AbuseDesk {
+    policy: BanPolicy,
+    records: Mutex<HashMap<ClientKey, Record>>,
+}
+
+impl AbuseDesk {
+    pub fn new(mut policy: BanPolicy) -> Self {
+        policy.threshold = policy.threshold.max(2);
+        Self {
+            policy,
+            records: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `reporter` reports `reported`. Returns true if this report started a ban.
+    pub fn report(&self, reported: ClientKey, reporter: ClientKey, now: Instant) -> bool {
+        if reported == reporter {
+            // Two sessions from one network: a report cannot count against the reporter's own key.
+            return false;
+        }
+        let mut records = self.records.lock();
+        let record = records.entry(reported).or_default();
+        record.last_event = Some(now);
+        let window = self.policy.window;
+        record
+            .reporters
+            .retain(|(_, at)| now.saturating_duration_since(*at) < window);
+        if record.reporters.iter().any(|(key, _)| *key == reporter) {
+            return false;
+        }
+        record.reporters.push((reporter, now));
+        if record.reporters.len() < self.policy.threshold {
+            return false;
+        }
+        let factor = self.policy.multiplier.max(1.0).powi(record.bans as i32);
+        let ban = self
+            .policy
+            .first_ban
+            .mul_f64(factor.min(1e6))
+            .min(self.policy.max_ban);
+        record.banned_until = Some(now + ban);
+        record.bans += 1;
+        record.reporters.clear();
+        true
+    }
+
+    /// How long `client` is still banned, if it is. State under the key from before the last
+    /// salt rotation is moved to the current key first, so a ban outlives one rotation.
+    pub fn banned_for(
+        &self,
+        client: ClientKey,
+        previous: Option<ClientKey>,
+        now: Instant,
+    ) -> Option<Duration> {
+        let mut records = self.records.lock();
+        if let Some(old) = previous.and_then(|key| records.remove(&key)) {
+            records.entry(client).or_insert(old);
+        }
+        records
+            .get(&client)
+            .and_then(|record| record.banned_until)
+            .and_then(|until| until.checked_duration_since(now))
+            .filter(|left| !left.is_zero())
+    }
+
+    pub fn standing(&self, client: ClientKey, now: Instant) -> AbuseStanding {
+        let records = self.records.lock();
+        let record = records.get(&client);
+        AbuseStanding {
+            reports_in_window: record.map_or(0, |r| {
+                r.reporters
+                    .iter()
+                    .filter(|(_, at)| now.saturating_duration_since(*at) < self.policy.window)
+                    .count()
+            }),
+            bans_so_far: record.map_or(0, |r| r.bans),
+            banned_for_ms: record
+                .and_then(|r| r.banned_until)
+                .and_then(|until| until.checked_duration_since(now))
+                .map(|left| left.as_millis() as u64)
+                .filter(|ms| *ms > 0),
+        }
+    }
+
+    /// Forgets records with no ban in force and nothing within a window. Purge tick.
+    pub fn prune(&self, now: Instant) {
+        let window = self.policy.window;
+        self.records.lock().retain(|_, record| {
+            let banned = record.banned_until.is_some_and(|until| until > now);
+            let recent = record
+                .last_event
+                .is_some_and(|at| now.saturating_duration_since(at) < window);
+            let escalation_memory = record
+                .banned_until
+                .is_some_and(|until| now.saturating_duration_since(until) < window);
+            banned || recent || escalation_memory
+        });
+    }
+
+    pub fn tracked_keys(&self) -> usize {
+        self.records.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client_key::KeyRing;
+
+    fn keys(n: u8) -> Vec<ClientKey> {
+        let ring = KeyRing::new(Duration::MAX);
+        (0..n)
+            .map(|i| {
+                ring.keys(std::net::Ipv4Addr::new(127, 0, 0, i + 1).into())
+                    .0
+            })
+            .collect()
+    }
+
+    fn policy() -> BanPolicy {
+        BanPolicy {
+            threshold: 2,
+            window: Duration::from_secs(100),
+            first_ban: Duration::from_secs(10),
+            multiplier: 3.0,
+            max_ban: Duration::from_secs(50),
+        }
+    }
+
+    #[test]
+    fn distinct_reporters_within_the_window_ban_with_escalation_up_to_the_cap() {
+        let desk = AbuseDesk::new(policy());
+        let k = keys(5);
+        let (target, t0) = (k[0], Instant::now());
+        assert!(!desk.report(target, k[1], t0));
+        assert_eq!(desk.banned_for(target, None, t0), None);
+        assert!(desk.report(target, k[2], t0));
+        assert_eq!(
+            desk.banned_for(target, None, t0),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            desk.banned_for(target, None, t0 + Duration::from_secs(11)),
+            None
+        );
+        let t1 = t0 + Duration::from_secs(20);
+        desk.report(target, k[3], t1);
+        assert!(desk.report(target, k[4], t1));
+        assert_eq!(
+            desk.banned_for(target, None, t1),
+            Some(Duration::from_secs(30))
+        );
+        let t2 = t1 + Duration::from_secs(40);
+        desk.report(target, k[1], t2);
+        desk.report(target, k[2], t2);
+        assert_eq!(
+            desk.banned_for(target, None, t2),
+            Some(Duration::from_secs(50)),
+            "capped at ban_max"
+        );
+    }
+
+    #[test]
+    fn one_reporter_counts_once_and_cannot_ban_alone() {
+        let desk = AbuseDesk::new(BanPolicy {
+            threshold: 1,
+            ..policy()
+        });
+        let k = keys(2);
+        let now = Instant::now();
+        for _ in 0..10 {
+            assert!(!desk.report(k[0], k[1], now));
+        }
+        assert_eq!(desk.banned_for(k[0], None, now), None);
+        assert_eq!(desk.standing(k[0], now).reports_in_window, 1);
+        assert!(!desk.report(k[0], k[0], now), "a key cannot report itself");
+    }
+
+    #[test]
+    fn reports_older_than_the_window_do_not_count() {
+        let desk = AbuseDesk::new(policy());
+        let k = keys(3);
+        let t0 = Instant::now();
+        desk.report(k[0], k[1], t0);
+        assert!(!desk.report(k[0], k[2], t0 + Duration::from_secs(101)));
+    }
+
+    #[test]
+    fn a_ban_moves_to_the_new_key_after_a_rotation() {
+        let desk = AbuseDesk::new(policy());
+        let k = keys(4);
+        let now = Instant::now();
+        desk.report(k[0], k[1], now);
+        desk.report(k[0], k[2], now);
+        // k[3] stands for the same client's key under the new salt.
+        assert!(desk.banned_for(k[3], Some(k[0]), now).is_some());
+        assert!(desk.banned_for(k[3], None, now).is_some());
+    }
+
+    #[test]
+    fn prune_forgets_what_has_run_out() {
+        let desk = AbuseDesk::new(policy());
+        let k = keys(3);
+        let now = Instant::now();
+        desk.report(k[0], k[1], now);
+        desk.report(k[2], k[1], now);
+        desk.report(k[2], k[0], now);
+        assert_eq!(desk.tracked_keys(), 2);
+        desk.prune(now + Duration::from_secs(50));
+        assert_eq!(desk.tracked_keys(), 2, "recent reports and bans are kept");
+        desk.prune(now + Duration::from_secs(500));
+        assert_eq!(desk.tracked_keys(), 0);
+    }
+}
