@@ -8,7 +8,9 @@ use crate::settings::Settings;
 /// Renders the policy once at start-up; the settings do not change while the server runs.
 pub fn render(settings: &Settings) -> String {
     let seconds = |s: f64| -> String {
-        if s >= 120.0 && s % 60.0 == 0.0 {
+        if s >= 7200.0 && s % 3600.0 == 0.0 {
+            format!("{} hours", s / 3600.0)
+        } else if s >= 120.0 && s % 60.0 == 0.0 {
             format!("{} minutes", s / 60.0)
         } else {
             format!("{s} seconds")
