@@ -115,6 +115,12 @@ settings! {
     ban_multiplier: f64 = 2.0, env = "EPHEMERA_BAN_MULTIPLIER";
     /// Longest ban, in seconds.
     ban_max_seconds: f64 = 604_800.0, env = "EPHEMERA_BAN_MAX_SECONDS";
+    /// Proof-of-work difficulty (leading zero bits) every new session must solve (0: off).
+    pow_difficulty_bits: u32 = 0, env = "EPHEMERA_POW_DIFFICULTY_BITS";
+    /// New sessions per second past which proof of work starts by itself (0: never).
+    pow_auto_threshold_per_second: f64 = 100.0, env = "EPHEMERA_POW_AUTO_THRESHOLD_PER_SECOND";
+    /// Difficulty asked while the automatic threshold is passed.
+    pow_auto_difficulty_bits: u32 = 16, env = "EPHEMERA_POW_AUTO_DIFFICULTY_BITS";
     /// Proxies (CIDR list) whose X-Forwarded-For / Forwarded headers are believed.
     trusted_proxies: Vec<String> = Vec::new(), env = "EPHEMERA_TRUSTED_PROXIES";
     /// Bytes a client may leave unread before it is disconnected.
@@ -212,6 +218,12 @@ impl Settings {
                 reason: "must be between 1 and 1000",
             });
         }
+        if self.pow_difficulty_bits > 32 || self.pow_auto_difficulty_bits > 32 {
+            return Err(SettingsError::OutOfRange {
+                name: "pow_difficulty_bits",
+                reason: "must be at most 32",
+            });
+        }
         if self.trusted_proxy_networks().is_err() {
             return Err(SettingsError::OutOfRange {
                 name: "trusted_proxies",
@@ -278,6 +290,9 @@ impl Settings {
                 messages_per_second: self.max_messages_per_second,
                 media_per_minute: self.max_media_per_minute,
             },
+            pow_difficulty_bits: self.pow_difficulty_bits,
+            pow_auto_threshold_per_second: self.pow_auto_threshold_per_second.max(0.0),
+            pow_auto_difficulty_bits: self.pow_auto_difficulty_bits,
             ban_policy: ephemera_actors::abuse::BanPolicy {
                 threshold: self.report_ban_threshold,
                 window: Self::duration(self.report_window_seconds),

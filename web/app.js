@@ -36,6 +36,7 @@ client.addEventListener("hello", (e) => {
   $("online").textContent = e.detail.online;
   if (e.detail.resumed) status(e.detail.state === "chatting" ? "Reconnected." : "");
 });
+client.addEventListener("working", () => status("Checking you are not a bot…"));
 client.addEventListener("waiting", (e) => {
   $("online").textContent = e.detail.online;
   status("Looking for a stranger…");

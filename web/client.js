@@ -32,6 +32,7 @@ export class ChatClient extends EventTarget {
   receive(frame) {
     if (frame.type === "hello") {
       this.attempt = 0;
+      this.pow = frame.pow;
       sessionStorage.setItem(TOKEN_KEY, frame.session);
       if (!frame.resumed) this.lastSeq = 0;
     }
@@ -47,8 +48,14 @@ export class ChatClient extends EventTarget {
     if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(frame));
   }
 
-  find({ mode = "text", interests = [], nick = null }) {
-    this.send({ type: "find", adult: true, mode, interests, nick });
+  async find({ mode = "text", interests = [], nick = null }) {
+    const frame = { type: "find", adult: true, mode, interests, nick };
+    if (this.pow) {
+      this.emit("working", {});
+      frame.pow = await solvePow(this.pow);
+      this.pow = null;
+    }
+    this.send(frame);
   }
 
   say(text) { this.send({ type: "msg", text }); }
@@ -57,4 +64,31 @@ export class ChatClient extends EventTarget {
   leave() { this.send({ type: "leave" }); }
 
   emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
+}
+
+// Proof of work: the smallest decimal nonce such that SHA-256(challenge ‖ nonce) starts with
+// `difficulty` zero bits. Web Crypto needs a secure context (HTTPS, or localhost).
+export async function solvePow({ challenge, difficulty }) {
+  const b64 = challenge.replace(/-/g, "+").replace(/_/g, "/");
+  const raw = atob(b64 + "=".repeat((4 - (b64.length % 4)) % 4));
+  const prefix = Uint8Array.from(raw, (c) => c.charCodeAt(0));
+  const encoder = new TextEncoder();
+  for (let n = 0; ; n++) {
+    const nonce = String(n);
+    const tail = encoder.encode(nonce);
+    const input = new Uint8Array(prefix.length + tail.length);
+    input.set(prefix);
+    input.set(tail, prefix.length);
+    const hash = new Uint8Array(await crypto.subtle.digest("SHA-256", input));
+    if (leadingZeroBits(hash) >= difficulty) return nonce;
+  }
+}
+
+function leadingZeroBits(bytes) {
+  let bits = 0;
+  for (const byte of bytes) {
+    if (byte === 0) { bits += 8; continue; }
+    return bits + Math.clz32(byte) - 24;
+  }
+  return bits;
 }

@@ -16,6 +16,7 @@ use crate::client_key::KeyRing;
 use crate::connection::{close_code, ClientFrame, ClientSink, Outgoing};
 use crate::matchmaker::{Matchmaker, MatchmakerHandle};
 use crate::metrics::{ChatMetrics, Refusal};
+use crate::pow::PowPolicy;
 use crate::protocol::{render_error, ErrorCode, IceServer, Limits};
 use crate::purge::PurgeTimer;
 use crate::rate_limits::{ClientLimiters, RateLimitConfig};
@@ -38,6 +39,11 @@ pub struct ChatConfig {
     pub salt_rotation: Duration,
     pub rate_limits: RateLimitConfig,
     pub ban_policy: BanPolicy,
+    /// Proof of work for every new session (0: off).
+    pub pow_difficulty_bits: u32,
+    /// New sessions per second past which proof of work starts by itself (0: never).
+    pub pow_auto_threshold_per_second: f64,
+    pub pow_auto_difficulty_bits: u32,
     /// Refusals (bad_request, too_large, rate_limited) a connection may cause within a minute.
     pub max_protocol_errors_per_minute: usize,
     /// Messages a chat may have queued before a member's sends are refused.
@@ -66,6 +72,9 @@ impl Default for ChatConfig {
                 media_per_minute: 10,
             },
             ban_policy: BanPolicy::default(),
+            pow_difficulty_bits: 0,
+            pow_auto_threshold_per_second: 0.0,
+            pow_auto_difficulty_bits: 16,
             max_protocol_errors_per_minute: 20,
             pair_mailbox_capacity: 256,
             ice_servers: Vec::new(),
@@ -107,6 +116,7 @@ pub struct Hub {
     pub client_keys: Arc<KeyRing>,
     pub client_limits: Arc<ClientLimiters>,
     pub abuse: Arc<AbuseDesk>,
+    pub pow: PowPolicy,
     draining: AtomicBool,
 }
 
@@ -134,6 +144,11 @@ impl Hub {
             client_keys,
             client_limits,
             abuse,
+            pow: PowPolicy::new(
+                config.pow_difficulty_bits,
+                config.pow_auto_threshold_per_second,
+                config.pow_auto_difficulty_bits,
+            ),
             stats: Stats::default(),
             metrics,
             matchmaker,

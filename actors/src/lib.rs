@@ -13,6 +13,7 @@
 //! - `connection`: the transport boundary (`ClientFrame`, `ClientSink`, a channel sink).
 //! - `abuse`: reports and escalating bans by client key.
 //! - `client_key`: salted, rotating keys that stand for a client's address (never stored).
+//! - `pow`: proof-of-work challenges, fixed or adaptive.
 //! - `rate_limits`: GCRA limits per client key and per session.
 //! - `registry`: live sessions by resume-token hash, the session bound, the /stats gauges.
 //! - `metrics`: the Prometheus series of the core.
@@ -25,6 +26,7 @@ pub mod hub;
 pub mod matchmaker;
 pub mod metrics;
 pub mod pair;
+pub mod pow;
 pub mod protocol;
 pub mod purge;
 pub mod rate_limits;

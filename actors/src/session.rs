@@ -20,9 +20,10 @@ use crate::metrics::{Disconnect, Refusal};
 use crate::pair::{
     ChatId, EndCause, EndChat, MemberAway, MemberBack, Pair, Post, Relay, TAG_MEDIA, TAG_MSG,
 };
+use crate::pow::Challenge;
 use crate::protocol::{
     fixed, parse_client_frame, render_error, render_hello, render_waiting, ClientRequest,
-    ErrorCode, FindRequest, HelloFrame, ProtocolError,
+    ErrorCode, FindRequest, HelloFrame, PowChallenge, ProtocolError,
 };
 use crate::purge::{TrackAway, UntrackAway};
 use crate::rate_limits::SessionLimiters;
@@ -97,6 +98,8 @@ pub struct Session {
     away_generation: u64,
     protocol_errors: VecDeque<Instant>,
     limits: SessionLimiters,
+    /// The proof-of-work challenge this session must solve before its first `find`.
+    pow: Option<Challenge>,
     shutting_down: bool,
     /// What the chat is told when this actor stops.
     stop_cause: EndCause,
@@ -126,6 +129,10 @@ impl Session {
             away_generation: 0,
             protocol_errors: VecDeque::new(),
             limits: SessionLimiters::new(&hub.config.rate_limits),
+            pow: match hub.pow.difficulty_for_new_session(Instant::now()) {
+                0 => None,
+                bits => Some(Challenge::new(bits)),
+            },
             shutting_down: false,
             stop_cause: EndCause::Left,
             hub,
@@ -166,6 +173,7 @@ impl Session {
         let online = self.hub.stats.snapshot().online;
         let hub = self.hub.clone();
         let state = self.state.name();
+        let challenge = self.pow.as_ref().map(|c| (c.encoded(), c.difficulty));
         let frame = render_hello(HelloFrame {
             token: token.as_str(),
             resumed,
@@ -173,7 +181,13 @@ impl Session {
             online,
             limits: &hub.config.limits,
             ice_servers: &hub.config.ice_servers,
-            pow: None,
+            pow: challenge
+                .as_ref()
+                .map(|(challenge, difficulty)| PowChallenge {
+                    algorithm: "sha256",
+                    challenge,
+                    difficulty: *difficulty,
+                }),
         });
         self.push(frame, ctx);
     }
@@ -209,7 +223,10 @@ impl Session {
         };
         self.hub.metrics.refused(refusal);
         self.push(render_error(error.code, &error.message, None), ctx);
-        if matches!(error.code, ErrorCode::BadRequest | ErrorCode::TooLarge) {
+        if matches!(
+            error.code,
+            ErrorCode::BadRequest | ErrorCode::TooLarge | ErrorCode::PowInvalid
+        ) {
             self.count_protocol_error(ctx);
         }
     }
@@ -327,9 +344,32 @@ impl Session {
                 ctx,
             );
         }
-        // Proof of work is checked here once it exists.
         if self.refused_as_banned(ctx) {
             return;
+        }
+        if let Some(challenge) = &self.pow {
+            let error = match find.pow.as_deref() {
+                None => Some((
+                    ErrorCode::PowRequired,
+                    "solve the proof-of-work challenge in hello",
+                )),
+                Some(nonce) if !challenge.is_solved_by(nonce) => Some((
+                    ErrorCode::PowInvalid,
+                    "that nonce does not solve the challenge",
+                )),
+                Some(_) => None,
+            };
+            if let Some((code, message)) = error {
+                return self.refuse(
+                    ProtocolError {
+                        code,
+                        message: message.into(),
+                    },
+                    ctx,
+                );
+            }
+            // Solved: the challenge is spent, and the session admitted.
+            self.pow = None;
         }
         if let Err(wait) = self.hub.client_limits.check_find(self.slot.client()) {
             return self.rate_limited(wait, "finds", ctx);

@@ -38,6 +38,7 @@ pub fn test_settings() -> Settings {
         max_finds_per_minute: 0,
         max_messages_per_second: 0,
         max_media_per_minute: 0,
+        pow_auto_threshold_per_second: 0.0,
         ..Settings::default()
     }
 }
