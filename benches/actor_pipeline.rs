@@ -63,7 +63,7 @@ fn actor_pipeline(chats: usize, messages: usize) -> f64 {
             let (sink, out) = channel_sink();
             let (frames, mut rx) = mpsc::channel(1024);
             let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
-            hub.connect(LOOPBACK, None, Box::new(sink), Box::pin(stream)).await;
+            hub.connect(hub.client_keys.client_keys(LOOPBACK), None, Box::new(sink), Box::pin(stream)).await;
             let member = Member { frames, out };
             member
                 .frames

@@ -24,8 +24,13 @@ async fn join(hub: &std::sync::Arc<Hub>, interests: &str, keep: &mut Vec<Box<dyn
     let (sink, out) = channel_sink();
     let (frames, mut rx) = mpsc::channel(4);
     let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    hub.connect(LOOPBACK, None, Box::new(sink), Box::pin(stream))
-        .await;
+    hub.connect(
+        hub.client_keys.client_keys(LOOPBACK),
+        None,
+        Box::new(sink),
+        Box::pin(stream),
+    )
+    .await;
     let find = format!(r#"{{"type":"find","adult":true,"interests":[{interests}]}}"#);
     frames.send(ClientFrame::Text(find.into())).await.unwrap();
     keep.push(Box::new((frames, out)));

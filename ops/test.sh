@@ -14,11 +14,18 @@ if ! command -v cargo >/dev/null 2>&1; then
   fi
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+# gdb's gcore dumps the live server in the test that proves nothing of a chat is left behind.
+if ! command -v gcore >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gdb >/dev/null
+fi
 
 echo "== cargo fmt"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo build --release (the memory-dump test runs the release server)"
+cargo build --release --locked --bin ephemera
+export EPHEMERA_TEST_BINARY="$PWD/target/release/ephemera"
 echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

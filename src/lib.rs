@@ -2,6 +2,7 @@
 //! the chat core in the `ephemera-actors` crate.
 //!
 //! Layout:
+//! - `client_identity`: turns each request's address into client keys and forgets it.
 //! - `settings`: every setting, layered from defaults, a TOML file, variables and flags.
 //! - `startup`: builds and runs the server, and drains it on shutdown.
 //! - `ws`: the /ws upgrade, Origin check and the socket adapter for session actors.
@@ -10,7 +11,9 @@
 //! - `routes`: /healthz, /readyz, /stats, /metrics.
 //! - `static_files`: the embedded web page.
 //! - `telemetry`: logging and the Prometheus recorder.
+//! - `wiping_allocator`: the global allocator that zeroes every block it frees.
 
+pub mod client_identity;
 pub mod hardening;
 pub mod privacy_page;
 pub mod routes;
@@ -18,4 +21,5 @@ pub mod settings;
 pub mod startup;
 pub mod static_files;
 pub mod telemetry;
+pub mod wiping_allocator;
 pub mod ws;

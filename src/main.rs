@@ -1,5 +1,10 @@
 use clap::Parser;
 use ephemera::settings::{Overrides, Settings};
+use ephemera::wiping_allocator::WipingAllocator;
+
+/// Every freed block is zeroed: nothing of a chat survives in freed memory.
+#[global_allocator]
+static ALLOCATOR: WipingAllocator = WipingAllocator;
 
 fn main() -> anyhow::Result<()> {
     let overrides = Overrides::parse();

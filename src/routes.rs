@@ -20,10 +20,12 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 
 /// Everything the server holds about the caller's client key, and nothing about anyone else.
 pub async fn privacy_me(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let client_ip = crate::ws::client_ip(&req, &state.trusted_proxies);
+    let Some(keys) = crate::client_identity::client_keys(&req) else {
+        return HttpResponse::InternalServerError().finish();
+    };
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(state.hub.privacy_report(client_ip))
+        .json(state.hub.privacy_report(keys))
 }
 
 pub async fn stats(state: web::Data<AppState>) -> HttpResponse {

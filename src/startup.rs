@@ -5,9 +5,10 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::{dev::ServerHandle, web, App, HttpServer};
+use actix_web::{dev::ServerHandle, middleware, web, App, HttpServer};
 use ephemera_actors::Hub;
 
+use crate::client_identity;
 use crate::hardening;
 use crate::privacy_page;
 use crate::routes;
@@ -60,6 +61,7 @@ impl Server {
                 .app_data(state.clone())
                 .app_data(privacy.clone())
                 .wrap(hardening::security_headers())
+                .wrap(middleware::from_fn(client_identity::forget_client_address))
                 .route("/", web::get().to(static_files::index))
                 .route("/ws", web::get().to(ws::upgrade))
                 .route("/privacy", web::get().to(privacy_page::privacy))

@@ -2,7 +2,6 @@
 //! actors' transport boundary: incoming frames become a bounded stream of `ClientFrame`s, and
 //! a `WsSink` queues outgoing frames for one writer task that owns the `actix_ws::Session`.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -50,7 +49,9 @@ pub async fn upgrade(
     let sink = WsSink::spawn(ws_session);
     let frames = Box::pin(tokio_stream_from(frames_rx));
 
-    let client_ip = client_ip(&req, &state.trusted_proxies);
+    let Some(keys) = crate::client_identity::client_keys(&req) else {
+        return Ok(HttpResponse::InternalServerError().finish());
+    };
     let hub: Arc<Hub> = state.hub.clone();
     let query = query.into_inner();
     actix_web::rt::spawn(async move {
@@ -58,62 +59,9 @@ pub async fn upgrade(
             .resume
             .as_deref()
             .map(|token| (token, query.last_seq.unwrap_or(0)));
-        hub.connect(client_ip, resume, Box::new(sink), frames).await;
+        hub.connect(keys, resume, Box::new(sink), frames).await;
     });
     Ok(response)
-}
-
-/// The client's address: the peer's, unless the peer is a trusted proxy, in which case the
-/// nearest address in X-Forwarded-For (or Forwarded `for=`) that is not itself a trusted
-/// proxy. Used only to derive a client key, never stored.
-pub fn client_ip(req: &HttpRequest, trusted: &[ipnet::IpNet]) -> IpAddr {
-    let peer = req
-        .peer_addr()
-        .map(|addr| addr.ip())
-        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
-    if !is_trusted(&peer) {
-        return peer;
-    }
-    let headers = req.headers();
-    let forwarded_for = headers
-        .get_all("x-forwarded-for")
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(str::trim)
-        .map(str::to_owned)
-        .collect::<Vec<_>>();
-    let forwarded = headers
-        .get_all("forwarded")
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split([',', ';']))
-        .filter_map(|part| part.trim().strip_prefix("for="))
-        .map(|node| forwarded_node_address(node).to_owned())
-        .collect::<Vec<_>>();
-    let chain = if forwarded_for.is_empty() {
-        forwarded
-    } else {
-        forwarded_for
-    };
-    chain
-        .iter()
-        .rev()
-        .filter_map(|hop| hop.parse::<IpAddr>().ok())
-        .find(|ip| !is_trusted(ip))
-        .unwrap_or(peer)
-}
-
-/// The address part of a Forwarded `for=` node: `"[2001:db8::1]:4711"`, `192.0.2.1:80` or a
-/// bare address (an obfuscated node simply fails to parse later and is skipped).
-fn forwarded_node_address(node: &str) -> &str {
-    let node = node.trim_matches('"');
-    if let Some(bracketed) = node.strip_prefix('[') {
-        return bracketed.split(']').next().unwrap_or_default();
-    }
-    match node.split_once(':') {
-        Some((v4, port)) if !port.contains(':') => v4,
-        _ => node,
-    }
 }
 
 /// Browsers always send Origin; a page on another site must not open sockets here. The

@@ -28,6 +28,13 @@ impl std::fmt::Debug for ClientKey {
     }
 }
 
+/// A client's key under the current salt, and under the previous one while it is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientKeys {
+    pub current: ClientKey,
+    pub previous: Option<ClientKey>,
+}
+
 struct Salt([u8; 32]);
 
 impl Salt {
@@ -98,6 +105,12 @@ impl KeyRing {
             salts.current.key(ip),
             salts.previous.as_ref().map(|salt| salt.key(ip)),
         )
+    }
+
+    /// Both keys of the client at `ip`; the address goes no further than this call.
+    pub fn client_keys(&self, ip: IpAddr) -> ClientKeys {
+        let (current, previous) = self.keys(ip);
+        ClientKeys { current, previous }
     }
 
     /// Rotates if the rotation period has passed: the previous salt is destroyed, the current

@@ -2,7 +2,6 @@
 //! session registry and gauges, and is the one entry point a transport uses to connect a
 //! client (`Hub::connect`) or to shut everything down (`Hub::shutdown`).
 
-use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,7 +11,7 @@ use actix::{Actor, Addr};
 use futures_core::Stream;
 
 use crate::abuse::{AbuseDesk, AbuseStanding, BanPolicy};
-use crate::client_key::KeyRing;
+use crate::client_key::{ClientKeys, KeyRing};
 use crate::connection::{close_code, ClientFrame, ClientSink, Outgoing};
 use crate::matchmaker::{Matchmaker, MatchmakerHandle};
 use crate::metrics::{ChatMetrics, Refusal};
@@ -166,19 +165,21 @@ impl Hub {
         self.draining.load(Ordering::Acquire)
     }
 
-    /// Connects a client from `client_ip`: resumes the session of `resume` if it is still
-    /// alive, otherwise starts a new one. The address is turned into a client key here and
-    /// goes no further. When the server is full or draining, or this client holds its
-    /// maximum of sessions, the client is told so and its connection is closed.
+    /// Connects the client with keys `keys` (see `KeyRing::client_keys`; the transport turns
+    /// the address into keys and forgets it): resumes the session of `resume` if it is still
+    /// alive, otherwise starts a new one. When the server is full or draining, or this client
+    /// holds its maximum of sessions, the client is told so and its connection is closed.
     pub async fn connect(
         self: &Arc<Self>,
-        client_ip: IpAddr,
+        keys: ClientKeys,
         resume: Option<(&str, u64)>,
         mut sink: Box<dyn ClientSink>,
         frames: FrameStream,
     ) {
-        let (client, previous) = self.client_keys.keys(client_ip);
-        if let Err(wait) = self.client_limits.check_connection(client, previous) {
+        if let Err(wait) = self
+            .client_limits
+            .check_connection(keys.current, keys.previous)
+        {
             self.metrics.refused(Refusal::RateLimited);
             let mut sink = sink;
             sink.send(Outgoing::Text(render_error(
@@ -208,7 +209,7 @@ impl Hub {
                     // back its connection and start afresh.
                     Ok(Err(returned)) => {
                         sink = returned.sink;
-                        return self.start_session(client_ip, sink, returned.frames);
+                        return self.start_session(keys, sink, returned.frames);
                     }
                     // The session stopped before it read the attach; the connection went with
                     // the message and closes, and the client's next try starts afresh.
@@ -216,16 +217,19 @@ impl Hub {
                 }
             }
         }
-        self.start_session(client_ip, sink, frames);
+        self.start_session(keys, sink, frames);
     }
 
     fn start_session(
         self: &Arc<Self>,
-        client_ip: IpAddr,
+        keys: ClientKeys,
         mut sink: Box<dyn ClientSink>,
         frames: FrameStream,
     ) {
-        let (client, previous) = self.client_keys.keys(client_ip);
+        let ClientKeys {
+            current: client,
+            previous,
+        } = keys;
         // Moves a ban from the client's pre-rotation key to its current one.
         let _ = self
             .abuse
@@ -264,9 +268,12 @@ impl Hub {
         });
     }
 
-    /// What the server holds about the client at `client_ip`, for GET /api/privacy/me.
-    pub fn privacy_report(&self, client_ip: IpAddr) -> PrivacyReport {
-        let (client, previous) = self.client_keys.keys(client_ip);
+    /// What the server holds about the client with `keys`, for GET /api/privacy/me.
+    pub fn privacy_report(&self, keys: ClientKeys) -> PrivacyReport {
+        let ClientKeys {
+            current: client,
+            previous,
+        } = keys;
         PrivacyReport {
             client_key_prefix: client.short(),
             open_sessions: self.registry.sessions_of(client, previous),

@@ -20,8 +20,13 @@ impl TestClient {
         let (sink, out) = channel_sink();
         let (frames, mut rx) = mpsc::channel(64);
         let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
-        hub.connect(LOOPBACK, None, Box::new(sink), Box::pin(stream))
-            .await;
+        hub.connect(
+            hub.client_keys.client_keys(LOOPBACK),
+            None,
+            Box::new(sink),
+            Box::pin(stream),
+        )
+        .await;
         let mut client = TestClient { frames, out };
         assert_eq!(client.next().await["type"], "hello");
         client

@@ -8,6 +8,7 @@ mod hardening;
 mod lifecycle;
 mod load;
 mod matching;
+mod memory;
 mod pow;
 mod privacy;
 mod rate_limits;

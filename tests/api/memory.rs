@@ -1,0 +1,181 @@
+//! Nothing left behind: the server is dumped while a chat is open (the markers must be found,
+//! so the search is known to work) and again after the chat ended and every client left and
+//! its grace ran out (no marker and no client address may be found, in text or binary form).
+
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+/// The server under test: the release build when the test command provides it.
+fn server_binary() -> PathBuf {
+    std::env::var_os("EPHEMERA_TEST_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ephemera")))
+}
+
+fn start_server() -> (Child, SocketAddr) {
+    let mut child = Command::new(server_binary())
+        .args([
+            "--listen-addr",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--log-level",
+            "warn",
+        ])
+        .args([
+            "--allow-core-dumps",
+            "true",
+            "--resume-grace-seconds",
+            "0.3",
+        ])
+        .args(["--purge-interval-seconds", "0.05"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the server binary starts");
+    let mut banner = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut banner)
+        .unwrap();
+    let addr = banner
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("http://"))
+        .and_then(|rest| rest.trim_end_matches('/').parse().ok())
+        .expect("the banner names the address");
+    (child, addr)
+}
+
+/// Dumps the live process with gdb's gcore and returns the dump's bytes.
+fn dump(pid: u32) -> Vec<u8> {
+    let dir = std::env::temp_dir().join(format!("ephemera-dump-{}-{pid}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let prefix = dir.join("core");
+    let status = Command::new("gcore")
+        .arg("-o")
+        .arg(&prefix)
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("gcore (from gdb) is installed; the test command installs it");
+    assert!(status.success(), "gcore could dump the server");
+    let path = dir.join(format!("core.{pid}"));
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    bytes
+}
+
+struct Secret {
+    what: &'static str,
+    bytes: Vec<u8>,
+}
+
+fn found(dump: &[u8], secrets: &[Secret]) -> Vec<&'static str> {
+    secrets
+        .iter()
+        .filter(|secret| memchr::memmem::find(dump, &secret.bytes).is_some())
+        .map(|secret| secret.what)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dump_after_the_chat_holds_no_message_nick_interest_or_address() {
+    let (mut child, addr) = start_server();
+    // Unique per run, so nothing else in the process can hold them by chance.
+    let tag = format!(
+        "{:x}",
+        std::process::id() as u64 * 2_654_435_761 % 0xffff_ffff
+    );
+    let message = format!("MSGMARK{tag}hello-secret");
+    let reply = format!("RPLMARK{tag}bye-secret");
+    let nick = format!("NICK{tag}");
+    let interest = format!("intmark{tag}");
+    let client_ip: IpAddr = "127.83.211.47".parse().unwrap();
+    let IpAddr::V4(v4) = client_ip else {
+        unreachable!()
+    };
+
+    let mut a = Client::connect_from(addr, client_ip).await;
+    let mut b = Client::connect_from(addr, "127.0.0.1".parse().unwrap()).await;
+    a.send(json!({"type":"find","adult":true,"nick":nick,"interests":[interest]}))
+        .await;
+    a.expect("waiting").await;
+    b.send(json!({"type":"find","adult":true,"interests":[interest]}))
+        .await;
+    b.expect("waiting").await;
+    a.expect("matched").await;
+    b.expect("matched").await;
+    a.say(&message).await;
+    a.expect("msg").await;
+    b.expect("msg").await;
+    b.say(&reply).await;
+    b.expect("msg").await;
+    a.expect("msg").await;
+
+    let secrets = [
+        Secret {
+            what: "message",
+            bytes: message.clone().into_bytes(),
+        },
+        Secret {
+            what: "reply",
+            bytes: reply.clone().into_bytes(),
+        },
+        Secret {
+            what: "nick",
+            bytes: nick.clone().into_bytes(),
+        },
+        Secret {
+            what: "interest",
+            bytes: interest.clone().into_bytes(),
+        },
+        Secret {
+            what: "address as text",
+            bytes: b"127.83.211.47".to_vec(),
+        },
+        Secret {
+            what: "address as bytes",
+            bytes: v4.octets().to_vec(),
+        },
+    ];
+
+    // While the chat is open, the search finds what it looks for.
+    let pid = child.id();
+    let open = tokio::task::spawn_blocking(move || dump(pid))
+        .await
+        .unwrap();
+    let seen = found(&open, &secrets);
+    for what in ["message", "reply", "nick", "interest"] {
+        assert!(
+            seen.contains(&what),
+            "the open chat's {what} is in memory: the search works"
+        );
+    }
+    assert!(
+        seen.contains(&"address as bytes") || seen.contains(&"address as text"),
+        "the connected client's address is in memory while it is connected"
+    );
+    drop(open);
+
+    // B leaves with a close frame; A's connection drops, and its grace (0.3 s) runs out.
+    b.close().await;
+    a.drop_connection();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let after = tokio::task::spawn_blocking(move || dump(pid))
+        .await
+        .unwrap();
+    let left = found(&after, &secrets);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        left.is_empty(),
+        "left in the server's memory after the chat: {left:?}"
+    );
+}
