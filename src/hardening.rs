@@ -1,5 +1,5 @@
-//! Process and response hardening: security headers on every response, and no core dumps
-//! (which would hold chats) unless the operator allows them.
+//! Process and response hardening: TLS, security headers on every response, and no core
+//! dumps (which would hold chats) unless the operator allows them.
 
 use actix_web::middleware::DefaultHeaders;
 
@@ -44,4 +44,47 @@ pub fn disable_core_dumps() -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("no certificate in {0}")]
+    NoCertificate(String),
+    #[error("no private key in {0}")]
+    NoKey(String),
+    #[error("invalid TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
+}
+
+/// A rustls server configuration (TLS 1.3 and 1.2, ring crypto) from PEM files.
+pub fn tls_config(cert_path: &str, key_path: &str) -> Result<rustls::ServerConfig, TlsError> {
+    let read = |path: &str| {
+        std::fs::read(path).map_err(|source| TlsError::Read {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let cert_pem = read(cert_path)?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .filter_map(Result::ok)
+        .collect();
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate(cert_path.to_owned()));
+    }
+    let key_pem = read(key_path)?;
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .ok()
+        .flatten()
+        .ok_or_else(|| TlsError::NoKey(key_path.to_owned()))?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    Ok(config)
 }

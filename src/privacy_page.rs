@@ -50,6 +50,8 @@ ends everything. A restart of the server forgets everything.</p>
 <h2>Limits</h2>
 <p>Messages up to {text} characters; images and voice notes up to {media_kib} KiB.
 Connections silent for {timeout} count as dropped.</p>
+<h2>Encryption</h2>
+<p>{tls}</p>
 <h2>Video</h2>
 <p>{ice}</p>
 <h2>Age</h2>
@@ -67,6 +69,12 @@ Connections silent for {timeout} count as dropped.</p>
         salt = seconds(settings.salt_rotation_seconds),
         report_window = seconds(settings.report_window_seconds),
         ice = ice,
+        tls = if settings.tls_enabled() {
+            "This server encrypts every connection with TLS itself."
+        } else {
+            "This server does not encrypt connections itself; its operator must put it behind \
+             an HTTPS proxy. Check that the address bar shows https:// before you chat."
+        },
     )
 }
 

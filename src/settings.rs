@@ -121,6 +121,10 @@ settings! {
     pow_auto_threshold_per_second: f64 = 100.0, env = "EPHEMERA_POW_AUTO_THRESHOLD_PER_SECOND";
     /// Difficulty asked while the automatic threshold is passed.
     pow_auto_difficulty_bits: u32 = 16, env = "EPHEMERA_POW_AUTO_DIFFICULTY_BITS";
+    /// PEM certificate chain for TLS (wss://); with tls_key_path, turns TLS on.
+    tls_cert_path: String = String::new(), env = "EPHEMERA_TLS_CERT_PATH";
+    /// PEM private key for TLS.
+    tls_key_path: String = String::new(), env = "EPHEMERA_TLS_KEY_PATH";
     /// Proxies (CIDR list) whose X-Forwarded-For / Forwarded headers are believed.
     trusted_proxies: Vec<String> = Vec::new(), env = "EPHEMERA_TRUSTED_PROXIES";
     /// Bytes a client may leave unread before it is disconnected.
@@ -224,6 +228,12 @@ impl Settings {
                 reason: "must be at most 32",
             });
         }
+        if self.tls_cert_path.is_empty() != self.tls_key_path.is_empty() {
+            return Err(SettingsError::OutOfRange {
+                name: "tls_cert_path",
+                reason: "tls_cert_path and tls_key_path go together",
+            });
+        }
         if self.trusted_proxy_networks().is_err() {
             return Err(SettingsError::OutOfRange {
                 name: "trusted_proxies",
@@ -252,6 +262,10 @@ impl Settings {
                 })
             })
             .collect()
+    }
+
+    pub fn tls_enabled(&self) -> bool {
+        !self.tls_cert_path.is_empty()
     }
 
     pub fn duration(seconds: f64) -> Duration {

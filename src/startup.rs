@@ -28,6 +28,8 @@ pub struct AppState {
 /// A running server: where it listens, and how to stop it.
 pub struct Server {
     pub local_addr: std::net::SocketAddr,
+    /// "https" with TLS, else "http".
+    pub scheme: &'static str,
     pub hub: Arc<Hub>,
     http: ServerHandle,
     drain: Duration,
@@ -77,14 +79,25 @@ impl Server {
         .disable_signals()
         .shutdown_timeout(drain.as_secs().max(1))
         .client_request_timeout(Duration::from_secs(10))
-        .max_connections(settings.max_sessions.saturating_add(1024))
-        .listen(listener)?;
+        .max_connections(settings.max_sessions.saturating_add(1024));
+        http = if settings.tls_enabled() {
+            let tls = hardening::tls_config(&settings.tls_cert_path, &settings.tls_key_path)
+                .map_err(std::io::Error::other)?;
+            http.listen_rustls_0_23(listener, tls)?
+        } else {
+            http.listen(listener)?
+        };
         if settings.workers > 0 {
             http = http.workers(settings.workers);
         }
         let http = http.run();
         let server = Server {
             local_addr,
+            scheme: if settings.tls_enabled() {
+                "https"
+            } else {
+                "http"
+            },
             hub,
             http: http.handle(),
             drain,
@@ -110,9 +123,13 @@ impl Server {
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let (server, http) = Server::start(&settings)?;
     let shown = if server.local_addr.ip().is_unspecified() {
-        format!("http://127.0.0.1:{}/", server.local_addr.port())
+        format!(
+            "{}://127.0.0.1:{}/",
+            server.scheme,
+            server.local_addr.port()
+        )
     } else {
-        format!("http://{}/", server.local_addr)
+        format!("{}://{}/", server.scheme, server.local_addr)
     };
     println!("ephemera is listening; open {shown} in a browser");
     tracing::info!(addr = %server.local_addr, "listening");

@@ -13,3 +13,4 @@ mod pow;
 mod privacy;
 mod rate_limits;
 mod resume;
+mod tls;
