@@ -42,7 +42,7 @@ pub fn render(settings: &Settings) -> String {
 <tr><td>That two sessions have met</td><td>server memory: two internal numbers, nothing about you</td><td>{cooldown}, so you are not matched with the same stranger again</td></tr>
 <tr><td>Your network address</td><td>nowhere: it is used once to compute a salted key (the salt lives only in memory and is replaced every {salt}) and then forgotten</td><td>-</td></tr>
 <tr><td>Reports against you, and any ban</td><td>server memory, under your salted key</td><td>while a ban lasts, and {report_window} after the last report</td></tr>
-<tr><td>Counts of sessions, chats and messages</td><td>server memory, as anonymous totals for the operator's statistics</td><td>until the server restarts</td></tr>
+<tr><td>Counts of sessions, chats and messages</td><td>server memory, as anonymous totals for the operator's statistics; nothing by location</td><td>until the server restarts</td></tr>
 </table>
 <p>Nothing is written to disk. No cookie is set. The page loads nothing from any other site.
 Your browser keeps your resume token in this tab's session storage only; closing the tab

@@ -120,3 +120,82 @@ async fn the_privacy_page_follows_the_running_settings() {
         "the lobby links the privacy page"
     );
 }
+
+/// The chat path writes nothing to disk: the server runs as an unprivileged user in a
+/// read-only working directory, a whole chat goes through, and afterwards the directory is
+/// still empty and the process holds no regular file open.
+#[tokio::test]
+async fn a_chat_writes_nothing_to_disk() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+
+    let dir = std::env::temp_dir().join(format!("ephemera-ro-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ephemera"));
+    command
+        .current_dir(&dir)
+        .args(["--listen-addr", "127.0.0.1:0", "--workers", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    // SAFETY: getuid/setgid/setuid are async-signal-safe, as pre_exec requires.
+    unsafe {
+        command.pre_exec(|| {
+            // Root may write anywhere; as `nobody` the directory's mode is what holds.
+            if libc::getuid() == 0 && (libc::setgid(65534) != 0 || libc::setuid(65534) != 0) {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().expect("the server starts as nobody");
+    let mut banner = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut banner)
+        .unwrap();
+    let addr: std::net::SocketAddr = banner
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("http://"))
+        .and_then(|rest| rest.trim_end_matches('/').parse().ok())
+        .expect("the banner names the address");
+
+    let url = format!("ws://{addr}/ws");
+    let mut a = Client::connect(&url).await;
+    let mut b = Client::connect(&url).await;
+    a.send(serde_json::json!({"type":"find","adult":true,"nick":"Disk"}))
+        .await;
+    a.expect("waiting").await;
+    b.send(find_text()).await;
+    b.expect("waiting").await;
+    a.expect("matched").await;
+    b.expect("matched").await;
+    a.say("nothing of this touches a disk").await;
+    a.expect("msg").await;
+    b.expect("msg").await;
+    b.send(serde_json::json!({"type":"media","kind":"image","mime":"image/png","data":"aGk="}))
+        .await;
+    a.expect("media").await;
+
+    let open_files: Vec<_> = std::fs::read_dir(format!("/proc/{}/fd", child.id()))
+        .unwrap()
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter(|target| target.is_absolute() && target.is_file())
+        .collect();
+    a.close().await;
+    b.close().await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        open_files.is_empty(),
+        "the server holds files open: {open_files:?}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "nothing was written"
+    );
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
