@@ -418,6 +418,24 @@ mod tests {
     }
 
     #[test]
+    fn the_bench_profile_lifts_abuse_protection_and_nothing_else() {
+        let overrides = Overrides {
+            config: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/ops/bench.toml").into()),
+            ..Overrides::default()
+        };
+        let bench = Settings::load(&overrides).unwrap();
+        assert_eq!(bench.max_connections_per_minute, 0);
+        assert_eq!(bench.max_finds_per_minute, 0);
+        assert_eq!(bench.max_messages_per_second, 0);
+        assert_eq!(bench.max_media_per_minute, 0);
+        assert_eq!(bench.pow_auto_threshold_per_second, 0.0);
+        let defaults = Settings::default();
+        assert_eq!(bench.max_frame_bytes, defaults.max_frame_bytes);
+        assert_eq!(bench.session_outbox_max_bytes, defaults.session_outbox_max_bytes);
+        assert_eq!(bench.resume_grace_seconds, defaults.resume_grace_seconds);
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_are_refused() {
         let dir = std::env::temp_dir().join(format!("ephemera-bad-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

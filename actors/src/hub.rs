@@ -18,7 +18,7 @@ use crate::metrics::{ChatMetrics, Refusal};
 use crate::pow::PowPolicy;
 use crate::protocol::{render_error, ErrorCode, IceServer, Limits};
 use crate::purge::PurgeTimer;
-use crate::rate_limits::{ClientLimiters, RateLimitConfig};
+use crate::rate_limits::{ClientLimiters, HeldBack, RateLimitConfig};
 use crate::registry::{hash_presented_token, NoPlace, Registry, ResumeToken, Stats, StatsSnapshot};
 use crate::session::{Attach, Session, Shutdown};
 
@@ -99,6 +99,8 @@ pub struct PrivacyReport {
     pub abuse: AbuseStanding,
     /// The rate limits that apply to this client.
     pub limits: RateLimitConfig,
+    /// How long each limit still holds this client back (null: not at all).
+    pub rate_limited: HeldBack,
 }
 
 /// A client connection's incoming frames; must end with `ClientFrame::Dropped` or a close.
@@ -279,6 +281,9 @@ impl Hub {
             open_sessions: self.registry.sessions_of(client, previous),
             abuse: self.abuse.standing(client, std::time::Instant::now()),
             limits: self.config.rate_limits,
+            rate_limited: self
+                .client_limits
+                .held_back(client, std::time::Instant::now()),
         }
     }
 

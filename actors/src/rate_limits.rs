@@ -3,11 +3,13 @@
 //! unlimited (the bench profile). Keyed stores are pruned on the purge tick so they cannot
 //! grow without bound.
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
+use parking_lot::Mutex;
 
 use crate::client_key::ClientKey;
 
@@ -32,7 +34,23 @@ fn per_second(n: u32) -> Option<Quota> {
 pub struct ClientLimiters {
     connections: Option<DefaultKeyedRateLimiter<ClientKey>>,
     finds: Option<DefaultKeyedRateLimiter<ClientKey>>,
+    /// Until when each refused client is held back, per limit, so a client can be shown its
+    /// current state (governor cannot be asked without spending a cell). Pruned on the tick.
+    held_back: Mutex<HashMap<(ClientKey, LimitKind), Instant>>,
     clock: DefaultClock,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum LimitKind {
+    Connections,
+    Finds,
+}
+
+/// A client's current rate-limit state: how long each limit still holds it back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct HeldBack {
+    pub connections_for_ms: Option<u64>,
+    pub finds_for_ms: Option<u64>,
 }
 
 impl ClientLimiters {
@@ -41,6 +59,7 @@ impl ClientLimiters {
             connections: per_minute(config.connections_per_minute)
                 .map(DefaultKeyedRateLimiter::keyed),
             finds: per_minute(config.finds_per_minute).map(DefaultKeyedRateLimiter::keyed),
+            held_back: Mutex::new(HashMap::new()),
             clock: DefaultClock::default(),
         }
     }
@@ -52,32 +71,58 @@ impl ClientLimiters {
         client: ClientKey,
         previous: Option<ClientKey>,
     ) -> Result<(), Duration> {
-        self.check(self.connections.as_ref(), client, previous)
+        self.check(LimitKind::Connections, client, previous)
     }
 
     pub fn check_find(&self, client: ClientKey) -> Result<(), Duration> {
-        self.check(self.finds.as_ref(), client, None)
+        self.check(LimitKind::Finds, client, None)
     }
 
     fn check(
         &self,
-        limiter: Option<&DefaultKeyedRateLimiter<ClientKey>>,
+        kind: LimitKind,
         client: ClientKey,
         previous: Option<ClientKey>,
     ) -> Result<(), Duration> {
+        let limiter = match kind {
+            LimitKind::Connections => self.connections.as_ref(),
+            LimitKind::Finds => self.finds.as_ref(),
+        };
         let Some(limiter) = limiter else {
             return Ok(());
         };
         for key in [Some(client), previous].into_iter().flatten() {
-            limiter
-                .check_key(&key)
-                .map_err(|not_until| not_until.wait_time_from(self.clock.now()))?;
+            if let Err(not_until) = limiter.check_key(&key) {
+                let wait = not_until.wait_time_from(self.clock.now());
+                self.held_back
+                    .lock()
+                    .insert((client, kind), Instant::now() + wait);
+                return Err(wait);
+            }
         }
         Ok(())
     }
 
+    /// How long each limit still holds `client` back, as last refused.
+    pub fn held_back(&self, client: ClientKey, now: Instant) -> HeldBack {
+        let held_back = self.held_back.lock();
+        let left = |kind| {
+            held_back
+                .get(&(client, kind))
+                .and_then(|until: &Instant| until.checked_duration_since(now))
+                .map(|left| left.as_millis() as u64)
+                .filter(|ms| *ms > 0)
+        };
+        HeldBack {
+            connections_for_ms: left(LimitKind::Connections),
+            finds_for_ms: left(LimitKind::Finds),
+        }
+    }
+
     /// Drops state of keys whose limits have fully replenished. Called on the purge tick.
     pub fn prune(&self) {
+        let now = Instant::now();
+        self.held_back.lock().retain(|_, until| *until > now);
         for limiter in [&self.connections, &self.finds].into_iter().flatten() {
             limiter.retain_recent();
             limiter.shrink_to_fit();

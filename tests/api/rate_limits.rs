@@ -74,6 +74,18 @@ async fn finds_and_nexts_past_the_per_minute_limit_are_refused() {
     a.expect("waiting").await;
     a.send(find_text()).await;
     a.expect_error("rate_limited").await;
+    // The client can see its own state.
+    let (_, _, body) = http_request(
+        server.addr,
+        "127.0.0.1".parse().unwrap(),
+        "/api/privacy/me",
+        "",
+    )
+    .await;
+    let me: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(me["rate_limited"]["finds_for_ms"].as_u64().unwrap() > 0);
+    assert!(me["rate_limited"]["connections_for_ms"].is_null());
+    assert_eq!(me["limits"]["finds_per_minute"], 2);
 }
 
 #[tokio::test]
