@@ -431,7 +431,10 @@ mod tests {
         assert_eq!(bench.pow_auto_threshold_per_second, 0.0);
         let defaults = Settings::default();
         assert_eq!(bench.max_frame_bytes, defaults.max_frame_bytes);
-        assert_eq!(bench.session_outbox_max_bytes, defaults.session_outbox_max_bytes);
+        assert_eq!(
+            bench.session_outbox_max_bytes,
+            defaults.session_outbox_max_bytes
+        );
         assert_eq!(bench.resume_grace_seconds, defaults.resume_grace_seconds);
     }
 
