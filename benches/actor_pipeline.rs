@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ephemera_actors::connection::{channel_sink, ChannelSinkReceiver, ClientFrame, Outgoing};
+use ephemera_actors::connection::{ChannelSinkReceiver, ClientFrame, Outgoing};
 use ephemera_actors::{ChatConfig, Hub};
 use tokio::sync::mpsc;
 
@@ -66,11 +66,11 @@ fn actor_pipeline(chats: usize, messages: usize) -> f64 {
         });
         let mut members = Vec::new();
         for _ in 0..chats * 2 {
-            let (sink, out) = channel_sink();
-            let (frames, mut rx) = mpsc::channel(1024);
-            let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
-            hub.connect(hub.client_keys.client_keys(LOOPBACK), None, Box::new(sink), Box::pin(stream)).await;
-            let member = Member { frames, out };
+            let client = hub.connect_in_process(LOOPBACK, 1024).await;
+            let member = Member {
+                frames: client.frames,
+                out: client.out,
+            };
             member
                 .frames
                 .send(ClientFrame::Text(r#"{"type":"find","adult":true}"#.into()))

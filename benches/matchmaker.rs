@@ -6,9 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use ephemera_actors::connection::{channel_sink, ClientFrame};
+use ephemera_actors::connection::ClientFrame;
 use ephemera_actors::{ChatConfig, Hub};
-use tokio::sync::mpsc;
 
 const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
@@ -21,19 +20,11 @@ fn env_or(name: &str, default: usize) -> usize {
 
 /// Connects a session that sends `find` with `interests`; keeps its channels alive.
 async fn join(hub: &std::sync::Arc<Hub>, interests: &str, keep: &mut Vec<Box<dyn std::any::Any>>) {
-    let (sink, out) = channel_sink();
-    let (frames, mut rx) = mpsc::channel(4);
-    let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    hub.connect(
-        hub.client_keys.client_keys(LOOPBACK),
-        None,
-        Box::new(sink),
-        Box::pin(stream),
-    )
-    .await;
+    let client = hub.connect_in_process(LOOPBACK, 4).await;
+    let frames = client.frames.clone();
     let find = format!(r#"{{"type":"find","adult":true,"interests":[{interests}]}}"#);
     frames.send(ClientFrame::Text(find.into())).await.unwrap();
-    keep.push(Box::new((frames, out)));
+    keep.push(Box::new(client));
 }
 
 /// Pairs per second for `pairs` arriving pairs while `waiting` unmatchable sessions wait.

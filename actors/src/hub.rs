@@ -12,7 +12,9 @@ use futures_core::Stream;
 
 use crate::abuse::{AbuseDesk, AbuseStanding, BanPolicy};
 use crate::client_key::{ClientKeys, KeyRing};
-use crate::connection::{close_code, ClientFrame, ClientSink, Outgoing};
+use crate::connection::{
+    channel_sink, close_code, ChannelSinkReceiver, ClientFrame, ClientSink, Outgoing,
+};
 use crate::matchmaker::{Matchmaker, MatchmakerHandle};
 use crate::metrics::{ChatMetrics, Refusal};
 use crate::pow::PowPolicy;
@@ -101,6 +103,12 @@ pub struct PrivacyReport {
     pub limits: RateLimitConfig,
     /// How long each limit still holds this client back (null: not at all).
     pub rate_limited: HeldBack,
+}
+
+/// A client connected with `Hub::connect_in_process`.
+pub struct InProcessClient {
+    pub frames: tokio::sync::mpsc::Sender<ClientFrame>,
+    pub out: ChannelSinkReceiver,
 }
 
 /// A client connection's incoming frames; must end with `ClientFrame::Dropped` or a close.
@@ -220,6 +228,23 @@ impl Hub {
             }
         }
         self.start_session(keys, sink, frames);
+    }
+
+    /// Connects a client that lives in this process (tests, benches, an in-process load
+    /// generator): frames go in through the returned sender, whose channel holds up to
+    /// `frames_ahead` of them, and what the client would receive comes out of the receiver.
+    pub async fn connect_in_process(
+        self: &Arc<Self>,
+        client_ip: std::net::IpAddr,
+        frames_ahead: usize,
+    ) -> InProcessClient {
+        let (sink, out) = channel_sink();
+        let (frames, mut rx) = tokio::sync::mpsc::channel(frames_ahead.max(1));
+        let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        let keys = self.client_keys.client_keys(client_ip);
+        self.connect(keys, None, Box::new(sink), Box::pin(stream))
+            .await;
+        InProcessClient { frames, out }
     }
 
     fn start_session(

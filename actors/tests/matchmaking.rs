@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use ephemera_actors::connection::{channel_sink, ChannelSinkReceiver, ClientFrame, Outgoing};
+use ephemera_actors::connection::{ChannelSinkReceiver, ClientFrame, Outgoing};
+use ephemera_actors::hub::InProcessClient;
 use ephemera_actors::{ChatConfig, Hub};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -17,16 +18,7 @@ struct TestClient {
 
 impl TestClient {
     async fn connect(hub: &std::sync::Arc<Hub>) -> TestClient {
-        let (sink, out) = channel_sink();
-        let (frames, mut rx) = mpsc::channel(64);
-        let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
-        hub.connect(
-            hub.client_keys.client_keys(LOOPBACK),
-            None,
-            Box::new(sink),
-            Box::pin(stream),
-        )
-        .await;
+        let InProcessClient { frames, out } = hub.connect_in_process(LOOPBACK, 64).await;
         let mut client = TestClient { frames, out };
         assert_eq!(client.next().await["type"], "hello");
         client

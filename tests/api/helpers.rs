@@ -204,6 +204,13 @@ impl Client {
 
     /// Connects from a chosen loopback source address, as a distinct client would.
     pub async fn connect_from(server: SocketAddr, source: std::net::IpAddr) -> Client {
+        let mut client = Client::connect_from_ungreeted(server, source).await;
+        client.hello = client.expect("hello").await;
+        client
+    }
+
+    /// Like `connect_from`, before the server's first frame is read (it may be a refusal).
+    pub async fn connect_from_ungreeted(server: SocketAddr, source: std::net::IpAddr) -> Client {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.bind(SocketAddr::new(source, 0)).unwrap();
         let stream = socket.connect(server).await.expect("tcp connects");
@@ -211,7 +218,7 @@ impl Client {
         let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
             .await
             .expect("websocket connects");
-        Client::greeted(ws).await
+        Client::ungreeted(ws)
     }
 
     /// Connects with an Origin header; returns the HTTP status of a refused upgrade.

@@ -26,16 +26,7 @@ async fn one_client_may_hold_only_so_many_sessions_and_others_are_unaffected() {
     });
     let _one = Client::connect_from(server.addr, ip("127.10.0.1")).await;
     let two = Client::connect_from(server.addr, ip("127.10.0.1")).await;
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind((ip("127.10.0.1"), 0).into()).unwrap();
-    let stream = socket.connect(server.addr).await.unwrap();
-    let (ws, _) = tokio_tungstenite::client_async(
-        server.ws_url(),
-        tokio_tungstenite::MaybeTlsStream::Plain(stream),
-    )
-    .await
-    .unwrap();
-    let mut third = Client::ungreeted(ws);
+    let mut third = Client::connect_from_ungreeted(server.addr, ip("127.10.0.1")).await;
     let refusal = third.expect_error("rate_limited").await;
     assert!(refusal["retry_after_ms"].as_u64().unwrap() > 0);
     third.expect_close(1013).await;

@@ -97,16 +97,7 @@ async fn new_connections_past_the_per_minute_limit_are_refused_per_client() {
     let flooder: IpAddr = "127.60.0.1".parse().unwrap();
     let _one = Client::connect_from(server.addr, flooder).await;
     let _two = Client::connect_from(server.addr, flooder).await;
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind((flooder, 0).into()).unwrap();
-    let stream = socket.connect(server.addr).await.unwrap();
-    let (ws, _) = tokio_tungstenite::client_async(
-        server.ws_url(),
-        tokio_tungstenite::MaybeTlsStream::Plain(stream),
-    )
-    .await
-    .unwrap();
-    let mut third = Client::ungreeted(ws);
+    let mut third = Client::connect_from_ungreeted(server.addr, flooder).await;
     third.expect_error("rate_limited").await;
     third.expect_close(1013).await;
     let other = Client::connect_from(server.addr, "127.60.0.2".parse().unwrap()).await;
