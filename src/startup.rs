@@ -75,6 +75,13 @@ impl Server {
                 .route("/static/{file}", web::get().to(static_files::asset))
                 .route("/favicon.ico", web::get().to(static_files::favicon))
         })
+        // Chat frames are small and latency-bound: send them at once, not when Nagle's
+        // algorithm decides.
+        .on_connect(|connection, _| {
+            if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                let _ = tcp.set_nodelay(true);
+            }
+        })
         // Signals are ours: a shutdown first ends every chat, then stops the HTTP server.
         .disable_signals()
         .shutdown_timeout(drain.as_secs().max(1))
