@@ -137,6 +137,8 @@ settings! {
     ice_urls: Vec<String> = Vec::new(), env = "EPHEMERA_ICE_URLS";
     /// Seconds a shutdown waits for chats to end and connections to close.
     shutdown_drain_seconds: f64 = 10.0, env = "EPHEMERA_SHUTDOWN_DRAIN_SECONDS";
+    /// Seconds a client may take to send a request's headers (slow-loris guard; at least 1).
+    http_request_timeout_seconds: f64 = 10.0, env = "EPHEMERA_HTTP_REQUEST_TIMEOUT_SECONDS";
     /// HTTP worker threads (0: one per CPU core).
     workers: usize = 0, env = "EPHEMERA_WORKERS";
     /// Let a crash write a core file (it would hold chats); only for debugging.
@@ -183,6 +185,10 @@ impl Settings {
             ("rematch_cooldown_seconds", self.rematch_cooldown_seconds),
             ("purge_interval_seconds", self.purge_interval_seconds),
             ("shutdown_drain_seconds", self.shutdown_drain_seconds),
+            (
+                "http_request_timeout_seconds",
+                self.http_request_timeout_seconds,
+            ),
             ("salt_rotation_seconds", self.salt_rotation_seconds),
             ("report_window_seconds", self.report_window_seconds),
             ("ban_first_seconds", self.ban_first_seconds),
@@ -209,6 +215,14 @@ impl Settings {
                     reason: "must be at least 0.01 seconds",
                 });
             }
+        }
+        if self.http_request_timeout_seconds < 1.0 {
+            // actix-http times requests with a clock that ticks about every half second, so
+            // shorter timeouts would refuse prompt clients too.
+            return Err(SettingsError::OutOfRange {
+                name: "http_request_timeout_seconds",
+                reason: "must be at least 1 second",
+            });
         }
         if self.report_ban_threshold < 2 {
             return Err(SettingsError::OutOfRange {

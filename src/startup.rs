@@ -85,7 +85,10 @@ impl Server {
         // Signals are ours: a shutdown first ends every chat, then stops the HTTP server.
         .disable_signals()
         .shutdown_timeout(drain.as_secs().max(1))
-        .client_request_timeout(Duration::from_secs(10))
+        // A client gets this long to send its request's headers, so slow senders cannot hold
+        // connections open; established WebSockets are not affected.
+        .client_request_timeout(Settings::duration(settings.http_request_timeout_seconds))
+        .client_disconnect_timeout(Duration::from_secs(2))
         .max_connections(settings.max_sessions.saturating_add(1024));
         http = if settings.tls_enabled() {
             let tls = hardening::tls_config(&settings.tls_cert_path, &settings.tls_key_path)

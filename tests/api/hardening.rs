@@ -199,3 +199,27 @@ async fn a_chat_writes_nothing_to_disk() {
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn a_client_too_slow_to_send_its_request_is_dropped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = spawn_server(ephemera::settings::Settings {
+        http_request_timeout_seconds: 1.0,
+        ..test_settings()
+    });
+    let mut slow = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // The headers never finish; the server gives up on its own.
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(EXPECT_WITHIN, slow.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the server closed the slow connection");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+    // Everyone else is still served.
+    assert_eq!(server.get("/healthz").await.0, 200);
+}
