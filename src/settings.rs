@@ -131,6 +131,9 @@ settings! {
     session_outbox_max_bytes: usize = 8 << 20, env = "EPHEMERA_SESSION_OUTBOX_MAX_BYTES";
     /// Refusals (bad_request, too_large, rate_limited) a connection may cause per minute before it is closed (1008).
     max_protocol_errors_per_minute: usize = 20, env = "EPHEMERA_MAX_PROTOCOL_ERRORS_PER_MINUTE";
+    /// Unsent bytes all clients together may leave; past it, clients holding more than 64 KiB
+    /// unread are disconnected.
+    outbox_total_max_bytes: usize = 64 << 20, env = "EPHEMERA_OUTBOX_TOTAL_MAX_BYTES";
     /// Messages a chat may have queued before a member's sends are refused.
     pair_mailbox_capacity: usize = 256, env = "EPHEMERA_PAIR_MAILBOX_CAPACITY";
     /// STUN/TURN URLs handed to clients for WebRTC (empty: direct connections only).
@@ -309,6 +312,7 @@ impl Settings {
             rematch_cooldown: Self::duration(self.rematch_cooldown_seconds),
             purge_interval: Self::duration(self.purge_interval_seconds),
             session_outbox_max_bytes: self.session_outbox_max_bytes,
+            outbox_total_max_bytes: self.outbox_total_max_bytes,
             max_sessions: self.max_sessions,
             max_sessions_per_client: self.max_sessions_per_client,
             salt_rotation: Self::duration(self.salt_rotation_seconds),

@@ -46,7 +46,7 @@ pub async fn upgrade(
 
     let (frames_tx, frames_rx) = mpsc::channel(INBOUND_FRAMES_AHEAD);
     actix_web::rt::spawn(read_frames(messages, frames_tx));
-    let sink = WsSink::spawn(ws_session);
+    let sink = WsSink::spawn(ws_session, state.hub.outbox_total.clone());
     let frames = Box::pin(tokio_stream_from(frames_rx));
 
     let Some(keys) = crate::client_identity::client_keys(&req) else {
@@ -131,9 +131,9 @@ pub struct WsSink {
 }
 
 impl WsSink {
-    fn spawn(ws: actix_ws::Session) -> Self {
+    fn spawn(ws: actix_ws::Session, outbox_total: Arc<std::sync::atomic::AtomicUsize>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let gauge = OutboxGauge::default();
+        let gauge = OutboxGauge::counting_into(outbox_total);
         let writer = actix_web::rt::spawn(write_frames(ws, rx, gauge.clone())).abort_handle();
         Self { tx, gauge, writer }
     }

@@ -72,21 +72,46 @@ pub trait ClientSink: Send + 'static {
     fn abort(&mut self);
 }
 
-/// Counts the bytes of an outbox between the sender and the writer that drains it.
+/// Counts the bytes of an outbox between the sender and the writer that drains it, and the
+/// same bytes in a server-wide total shared by every outbox.
 #[derive(Debug, Clone, Default)]
-pub struct OutboxGauge(Arc<AtomicUsize>);
+pub struct OutboxGauge {
+    own: Arc<AtomicUsize>,
+    total: Arc<AtomicUsize>,
+}
 
 impl OutboxGauge {
+    /// A gauge for one outbox that also counts into `total`.
+    pub fn counting_into(total: Arc<AtomicUsize>) -> Self {
+        Self {
+            own: Arc::default(),
+            total,
+        }
+    }
+
     pub fn add(&self, bytes: usize) {
-        self.0.fetch_add(bytes, Ordering::Relaxed);
+        self.own.fetch_add(bytes, Ordering::Relaxed);
+        self.total.fetch_add(bytes, Ordering::Relaxed);
     }
 
     pub fn sub(&self, bytes: usize) {
-        self.0.fetch_sub(bytes, Ordering::Relaxed);
+        self.own.fetch_sub(bytes, Ordering::Relaxed);
+        self.total.fetch_sub(bytes, Ordering::Relaxed);
     }
 
     pub fn get(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
+        self.own.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for OutboxGauge {
+    /// The last handle of an outbox takes what was never drained out of the total, so a
+    /// connection cut off with a backlog does not inflate it forever.
+    fn drop(&mut self) {
+        if Arc::strong_count(&self.own) == 1 {
+            let left = self.own.swap(0, Ordering::Relaxed);
+            self.total.fetch_sub(left, Ordering::Relaxed);
+        }
     }
 }
 

@@ -34,6 +34,9 @@ pub struct ChatConfig {
     pub rematch_cooldown: Duration,
     pub purge_interval: Duration,
     pub session_outbox_max_bytes: usize,
+    /// Unsent bytes all sessions together may hold; past it, sessions whose own backlog is
+    /// over a fair share are cut off.
+    pub outbox_total_max_bytes: usize,
     pub max_sessions: usize,
     pub max_sessions_per_client: usize,
     /// How often the salt behind client keys is replaced.
@@ -63,6 +66,7 @@ impl Default for ChatConfig {
             rematch_cooldown: Duration::from_secs(600),
             purge_interval: Duration::from_secs(1),
             session_outbox_max_bytes: 8 << 20,
+            outbox_total_max_bytes: 64 << 20,
             max_sessions: 100_000,
             max_sessions_per_client: 32,
             salt_rotation: Duration::from_secs(24 * 3600),
@@ -126,6 +130,8 @@ pub struct Hub {
     pub client_limits: Arc<ClientLimiters>,
     pub abuse: Arc<AbuseDesk>,
     pub pow: PowPolicy,
+    /// Unsent bytes in every session's outbox together.
+    pub outbox_total: Arc<std::sync::atomic::AtomicUsize>,
     draining: AtomicBool,
 }
 
@@ -153,6 +159,7 @@ impl Hub {
             client_keys,
             client_limits,
             abuse,
+            outbox_total: Arc::default(),
             pow: PowPolicy::new(
                 config.pow_difficulty_bits,
                 config.pow_auto_threshold_per_second,

@@ -29,6 +29,10 @@ use crate::purge::{TrackAway, UntrackAway};
 use crate::rate_limits::SessionLimiters;
 use crate::registry::{ResumeToken, SessionId, SessionSlot, TokenHash};
 
+/// Under server-wide outbox pressure, a session may still hold this much unsent; more, and it
+/// is among those cut off.
+const OUTBOX_FAIR_SHARE_BYTES: usize = 64 << 10;
+
 /// How long a client that was refused for a full chat mailbox should wait.
 const CHAT_BUSY_RETRY_MS: u64 = 100;
 
@@ -199,7 +203,15 @@ impl Session {
             return;
         };
         connection.sink.send(Outgoing::Text(frame));
-        if connection.sink.unsent_bytes() > self.hub.config.session_outbox_max_bytes {
+        let unsent = connection.sink.unsent_bytes();
+        let server_pressed = self
+            .hub
+            .outbox_total
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > self.hub.config.outbox_total_max_bytes;
+        if unsent > self.hub.config.session_outbox_max_bytes
+            || (server_pressed && unsent > OUTBOX_FAIR_SHARE_BYTES)
+        {
             self.hub.metrics.disconnected(Disconnect::SlowConsumer);
             tracing::debug!(reason = "slow consumer", "connection cut off");
             self.go_away(ctx);

@@ -280,3 +280,37 @@ async fn a_flood_is_acknowledged_or_refused_and_nothing_acknowledged_is_lost() {
     assert_eq!(delivered, acknowledged);
     b.expect_nothing(Duration::from_millis(100)).await;
 }
+
+#[tokio::test]
+async fn past_the_server_wide_outbox_budget_the_slowest_readers_are_cut_off() {
+    // The per-session bound is far away; only the server-wide budget can stop this.
+    let server = spawn_server(Settings {
+        session_outbox_max_bytes: 1 << 30,
+        outbox_total_max_bytes: 512 << 10,
+        resume_grace_seconds: 30.0,
+        ..test_settings()
+    });
+    let (slow, mut b) = server.matched_pair().await;
+    let text = "m".repeat(1900);
+    let mut away = false;
+    for _ in 0..20_000 {
+        b.say(&text).await;
+        loop {
+            let frame = b.next_frame(EXPECT_WITHIN).await.unwrap().unwrap();
+            match frame["type"].as_str() {
+                Some("msg") => break,
+                Some("stranger_away") => away = true,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        if away {
+            break;
+        }
+    }
+    assert!(away, "the slow reader was never cut off");
+    // Its backlog no longer counts: the budget is free again for others.
+    let (mut c, mut d) = server.matched_pair().await;
+    c.say("still served").await;
+    assert_eq!(d.expect("msg").await["text"], "still served");
+    drop(slow);
+}
