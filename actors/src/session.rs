@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytestring::ByteString;
+use futures_util::StreamExt as _;
 
 use crate::connection::{close_code, ClientFrame, ClientSink, Outgoing};
 use crate::event_log::Side;
@@ -79,6 +80,14 @@ struct Connection {
     frames: SpawnHandle,
 }
 
+/// A frame from connection number `connection` of this session. A resume can replace a
+/// connection whose last frames (its `Dropped`, say) are still on their way; the number tells
+/// them apart so they cannot act on the new connection.
+struct TaggedFrame {
+    connection: u64,
+    frame: ClientFrame,
+}
+
 pub struct Session {
     id: SessionId,
     token_hash: TokenHash,
@@ -88,6 +97,8 @@ pub struct Session {
     /// This session's place under the session bounds; also says which client it is.
     slot: SessionSlot,
     connection: Option<Connection>,
+    /// Number of the current (or last) connection; frames of earlier ones are ignored.
+    connection_number: u64,
     /// Set between `start_new` and `started`, where the first connection is attached.
     pending_connection: Option<(Box<dyn ClientSink>, FrameStream)>,
     state: State,
@@ -124,6 +135,7 @@ impl Session {
             token: Some(token),
             slot,
             connection: None,
+            connection_number: 0,
             pending_connection: Some((sink, frames)),
             state: State::Idle,
             preferences: None,
@@ -160,7 +172,9 @@ impl Session {
     }
 
     fn attach(&mut self, sink: Box<dyn ClientSink>, frames: FrameStream, ctx: &mut Context<Self>) {
-        let frames = ctx.add_stream(frames);
+        self.connection_number += 1;
+        let connection = self.connection_number;
+        let frames = ctx.add_stream(frames.map(move |frame| TaggedFrame { connection, frame }));
         self.connection = Some(Connection { sink, frames });
         self.last_heard = Instant::now();
     }
@@ -627,9 +641,11 @@ impl Actor for Session {
     }
 }
 
-impl StreamHandler<ClientFrame> for Session {
-    fn handle(&mut self, frame: ClientFrame, ctx: &mut Context<Self>) {
-        self.handle_frame(frame, ctx);
+impl StreamHandler<TaggedFrame> for Session {
+    fn handle(&mut self, tagged: TaggedFrame, ctx: &mut Context<Self>) {
+        if tagged.connection == self.connection_number && self.connection.is_some() {
+            self.handle_frame(tagged.frame, ctx);
+        }
     }
 
     /// A connection's stream ends after its `Dropped` or `Close` item, which were handled;
