@@ -219,23 +219,10 @@ async fn a_client_that_stops_reading_is_cut_off_instead_of_buffered() {
     let (slow, mut b) = server.matched_pair().await;
     // The slow client never reads again. B sends far more than socket buffers plus the
     // outbox bound can hold; the server must cut the slow one off, and B keeps being served.
-    let text = "m".repeat(1900);
-    let mut away = false;
-    for _ in 0..20_000 {
-        b.say(&text).await;
-        loop {
-            let frame = b.next_frame(EXPECT_WITHIN).await.unwrap().unwrap();
-            match frame["type"].as_str() {
-                Some("msg") => break,
-                Some("stranger_away") => away = true,
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-        if away {
-            break;
-        }
-    }
-    assert!(away, "the slow reader was never cut off");
+    assert!(
+        flood_until_stranger_away(&mut b).await,
+        "the slow reader was never cut off"
+    );
     drop(slow);
 }
 
@@ -291,12 +278,26 @@ async fn past_the_server_wide_outbox_budget_the_slowest_readers_are_cut_off() {
         ..test_settings()
     });
     let (slow, mut b) = server.matched_pair().await;
+    assert!(
+        flood_until_stranger_away(&mut b).await,
+        "the slow reader was never cut off"
+    );
+    // Its backlog no longer counts: the budget is free again for others.
+    let (mut c, mut d) = server.matched_pair().await;
+    c.say("still served").await;
+    assert_eq!(d.expect("msg").await["text"], "still served");
+    drop(slow);
+}
+
+/// `sender` sends 1,900-byte messages (up to about 38 MB), reading each echo, until its
+/// stranger is reported away; returns whether that happened.
+async fn flood_until_stranger_away(sender: &mut Client) -> bool {
     let text = "m".repeat(1900);
-    let mut away = false;
     for _ in 0..20_000 {
-        b.say(&text).await;
+        sender.say(&text).await;
+        let mut away = false;
         loop {
-            let frame = b.next_frame(EXPECT_WITHIN).await.unwrap().unwrap();
+            let frame = sender.next_frame(EXPECT_WITHIN).await.unwrap().unwrap();
             match frame["type"].as_str() {
                 Some("msg") => break,
                 Some("stranger_away") => away = true,
@@ -304,13 +305,8 @@ async fn past_the_server_wide_outbox_budget_the_slowest_readers_are_cut_off() {
             }
         }
         if away {
-            break;
+            return true;
         }
     }
-    assert!(away, "the slow reader was never cut off");
-    // Its backlog no longer counts: the budget is free again for others.
-    let (mut c, mut d) = server.matched_pair().await;
-    c.say("still served").await;
-    assert_eq!(d.expect("msg").await["text"], "still served");
-    drop(slow);
+    false
 }

@@ -42,7 +42,6 @@ async fn every_response_carries_the_security_headers() {
 /// Reads the core-size limit of a running copy of the binary started with `args`, after
 /// raising the limit it inherits, so only the binary itself can have lowered it.
 fn core_limit_of_binary(args: &[&str]) -> String {
-    use std::io::{BufRead, BufReader};
     use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
 
@@ -65,11 +64,7 @@ fn core_limit_of_binary(args: &[&str]) -> String {
             Ok(())
         });
     }
-    let mut child = command.spawn().unwrap();
-    let mut banner = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut banner)
-        .unwrap();
+    let mut child = spawn_binary(&mut command).child;
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
@@ -126,7 +121,6 @@ async fn the_privacy_page_follows_the_running_settings() {
 /// still empty and the process holds no regular file open.
 #[tokio::test]
 async fn a_chat_writes_nothing_to_disk() {
-    use std::io::{BufRead, BufReader};
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
@@ -150,16 +144,9 @@ async fn a_chat_writes_nothing_to_disk() {
             Ok(())
         });
     }
-    let mut child = command.spawn().expect("the server starts as nobody");
-    let mut banner = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut banner)
-        .unwrap();
-    let addr: std::net::SocketAddr = banner
-        .split_whitespace()
-        .find_map(|word| word.strip_prefix("http://"))
-        .and_then(|rest| rest.trim_end_matches('/').parse().ok())
-        .expect("the banner names the address");
+    let SpawnedBinary {
+        mut child, addr, ..
+    } = spawn_binary(&mut command);
 
     let url = format!("ws://{addr}/ws");
     let mut a = Client::connect(&url).await;

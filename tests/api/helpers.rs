@@ -357,3 +357,35 @@ impl Client {
         drop(self.ws);
     }
 }
+
+/// Starts the real binary from `command` (with stdout piped) and reads the banner it prints,
+/// which names the address it listens on.
+pub fn spawn_binary(command: &mut std::process::Command) -> SpawnedBinary {
+    use std::io::BufRead;
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the server binary starts");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut banner = String::new();
+    stdout.read_line(&mut banner).unwrap();
+    let addr = banner
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("http://"))
+        .and_then(|rest| rest.trim_end_matches('/').parse().ok())
+        .unwrap_or_else(|| panic!("the banner names the address: {banner:?}"));
+    SpawnedBinary {
+        child,
+        addr,
+        banner,
+        stdout,
+    }
+}
+
+pub struct SpawnedBinary {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    pub banner: String,
+    /// The rest of its standard output.
+    pub stdout: std::io::BufReader<std::process::ChildStdout>,
+}

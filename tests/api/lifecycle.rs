@@ -114,28 +114,21 @@ async fn every_series_the_grafana_dashboard_queries_is_exported() {
 /// output, at TRACE level, holds no message, nickname, interest, token or client address.
 #[tokio::test]
 async fn the_binary_drains_on_sigterm_and_logs_nothing_identifying_even_at_trace() {
-    use std::io::{BufRead, BufReader, Read};
+    use std::io::{BufReader, Read};
     use std::process::{Command, Stdio};
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ephemera"))
-        .args(["--listen-addr", "127.0.0.1:0", "--log-level", "trace"])
-        .args(["--shutdown-drain-seconds", "5", "--workers", "2"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary starts");
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut banner = String::new();
-    stdout.read_line(&mut banner).unwrap();
-    let url = banner
-        .split_whitespace()
-        .find(|word| word.starts_with("http://"))
-        .expect("the binary prints where to point a browser");
-    let addr: std::net::SocketAddr = url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .parse()
-        .unwrap();
+    // The banner names the address: the binary prints where to point a browser.
+    let SpawnedBinary {
+        mut child,
+        addr,
+        banner,
+        mut stdout,
+    } = spawn_binary(
+        Command::new(env!("CARGO_BIN_EXE_ephemera"))
+            .args(["--listen-addr", "127.0.0.1:0", "--log-level", "trace"])
+            .args(["--shutdown-drain-seconds", "5", "--workers", "2"])
+            .stderr(Stdio::piped()),
+    );
     let stderr = child.stderr.take().unwrap();
     let stderr_reader = std::thread::spawn(move || {
         let mut text = String::new();

@@ -2,7 +2,6 @@
 //! so the search is known to work) and again after the chat ended and every client left and
 //! its grace ran out (no marker and no client address may be found, in text or binary form).
 
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -20,36 +19,26 @@ fn server_binary() -> PathBuf {
 }
 
 fn start_server() -> (Child, SocketAddr) {
-    let mut child = Command::new(server_binary())
-        .args([
-            "--listen-addr",
-            "127.0.0.1:0",
-            "--workers",
-            "1",
-            "--log-level",
-            "warn",
-        ])
-        .args([
-            "--allow-core-dumps",
-            "true",
-            "--resume-grace-seconds",
-            "0.3",
-        ])
-        .args(["--purge-interval-seconds", "0.05"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the server binary starts");
-    let mut banner = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut banner)
-        .unwrap();
-    let addr = banner
-        .split_whitespace()
-        .find_map(|word| word.strip_prefix("http://"))
-        .and_then(|rest| rest.trim_end_matches('/').parse().ok())
-        .expect("the banner names the address");
-    (child, addr)
+    let spawned = spawn_binary(
+        Command::new(server_binary())
+            .args([
+                "--listen-addr",
+                "127.0.0.1:0",
+                "--workers",
+                "1",
+                "--log-level",
+                "warn",
+            ])
+            .args([
+                "--allow-core-dumps",
+                "true",
+                "--resume-grace-seconds",
+                "0.3",
+            ])
+            .args(["--purge-interval-seconds", "0.05"])
+            .stderr(Stdio::null()),
+    );
+    (spawned.child, spawned.addr)
 }
 
 /// Dumps the live process with gdb's gcore and returns the dump's bytes.
