@@ -16,14 +16,23 @@ pub fn render(settings: &Settings) -> String {
             format!("{s} seconds")
         }
     };
-    let ice = if settings.ice_urls.is_empty() {
-        "Video calls connect your browser directly to the stranger's; no STUN or TURN server \
-         is configured, so no third party takes part."
-            .to_owned()
+    let ice = if settings.relay_only {
+        "Video calls always go through this operator's TURN relay, so the stranger never \
+         learns your network address; the relay sees it, and carries the encrypted call. \
+         Its credentials are minted for your session and expire by themselves."
+    } else if settings.ice_urls.is_empty() && settings.turn_urls.is_empty() {
+        "Video calls connect your browser directly to the stranger's, so each of you can learn \
+         the other's network address. No STUN or TURN server is configured, so no third party \
+         takes part."
+    } else if settings.turn_urls.is_empty() {
+        "Video calls connect your browser directly to the stranger's (each of you can then \
+         learn the other's network address), helped by the STUN servers this operator \
+         configured, which see your address."
     } else {
-        "For video calls your browser may contact the STUN/TURN servers this operator \
-         configured, which see your network address."
-            .to_owned()
+        "Video calls connect your browser directly to the stranger's where possible (each of \
+         you can then learn the other's network address), helped by the STUN/TURN servers this \
+         operator configured, which see your address. Tick \"relay only\" before a video chat \
+         to hide your address from the stranger: the call then goes through the TURN relay."
     };
     format!(
         r#"<!doctype html>

@@ -136,8 +136,16 @@ settings! {
     outbox_total_max_bytes: usize = 64 << 20, env = "EPHEMERA_OUTBOX_TOTAL_MAX_BYTES";
     /// Messages a chat may have queued before a member's sends are refused.
     pair_mailbox_capacity: usize = 256, env = "EPHEMERA_PAIR_MAILBOX_CAPACITY";
-    /// STUN/TURN URLs handed to clients for WebRTC (empty: direct connections only).
+    /// STUN URLs handed to clients for WebRTC as they are (e.g. "stun:stun.example:3478").
     ice_urls: Vec<String> = Vec::new(), env = "EPHEMERA_ICE_URLS";
+    /// TURN URLs handed to clients with credentials minted per session (TURN REST scheme).
+    turn_urls: Vec<String> = Vec::new(), env = "EPHEMERA_TURN_URLS";
+    /// Secret shared with the TURN server (coturn: static-auth-secret); needed with turn_urls.
+    turn_shared_secret: String = String::new(), env = "EPHEMERA_TURN_SHARED_SECRET";
+    /// Seconds a minted TURN credential stays valid.
+    turn_credential_ttl_seconds: f64 = 3600.0, env = "EPHEMERA_TURN_CREDENTIAL_TTL_SECONDS";
+    /// Video through the TURN relay only, so strangers never learn each other's address.
+    relay_only: bool = false, env = "EPHEMERA_RELAY_ONLY";
     /// Seconds a shutdown waits for chats to end and connections to close.
     shutdown_drain_seconds: f64 = 10.0, env = "EPHEMERA_SHUTDOWN_DRAIN_SECONDS";
     /// Seconds a client may take to send a request's headers (slow-loris guard; at least 1).
@@ -196,6 +204,10 @@ impl Settings {
             ("report_window_seconds", self.report_window_seconds),
             ("ban_first_seconds", self.ban_first_seconds),
             ("ban_max_seconds", self.ban_max_seconds),
+            (
+                "turn_credential_ttl_seconds",
+                self.turn_credential_ttl_seconds,
+            ),
         ];
         for (name, seconds) in durations {
             if !seconds.is_finite() || !(0.0..=1e9).contains(&seconds) {
@@ -257,6 +269,18 @@ impl Settings {
                 reason: "must be a list of addresses or CIDR networks",
             });
         }
+        if self.turn_urls.is_empty() != self.turn_shared_secret.is_empty() {
+            return Err(SettingsError::OutOfRange {
+                name: "turn_urls",
+                reason: "turn_urls and turn_shared_secret go together",
+            });
+        }
+        if self.relay_only && self.turn_urls.is_empty() {
+            return Err(SettingsError::OutOfRange {
+                name: "relay_only",
+                reason: "needs a TURN server: set turn_urls and turn_shared_secret",
+            });
+        }
         if self.max_frame_bytes < 1024 {
             return Err(SettingsError::OutOfRange {
                 name: "max_frame_bytes",
@@ -291,7 +315,7 @@ impl Settings {
 
     /// The actors' view of these settings.
     pub fn chat_config(&self) -> ephemera_actors::ChatConfig {
-        use ephemera_actors::protocol::{IceServer, Limits, MEDIA_MIME_TYPES};
+        use ephemera_actors::protocol::{Limits, MEDIA_MIME_TYPES};
         ephemera_actors::ChatConfig {
             limits: Limits {
                 max_text_chars: self.max_text_chars,
@@ -334,14 +358,12 @@ impl Settings {
             },
             max_protocol_errors_per_minute: self.max_protocol_errors_per_minute,
             pair_mailbox_capacity: self.pair_mailbox_capacity.max(2),
-            ice_servers: if self.ice_urls.is_empty() {
-                Vec::new()
-            } else {
-                vec![IceServer {
-                    urls: self.ice_urls.clone(),
-                    username: None,
-                    credential: None,
-                }]
+            ice: ephemera_actors::ice::IceConfig {
+                stun_urls: self.ice_urls.clone(),
+                turn_urls: self.turn_urls.clone(),
+                turn_shared_secret: zeroize::Zeroizing::new(self.turn_shared_secret.clone()),
+                turn_credential_ttl: Self::duration(self.turn_credential_ttl_seconds),
+                relay_only: self.relay_only,
             },
         }
     }

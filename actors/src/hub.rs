@@ -15,10 +15,11 @@ use crate::client_key::{ClientKeys, KeyRing};
 use crate::connection::{
     channel_sink, close_code, ChannelSinkReceiver, ClientFrame, ClientSink, Outgoing,
 };
+use crate::ice::IceConfig;
 use crate::matchmaker::{Matchmaker, MatchmakerHandle};
 use crate::metrics::{ChatMetrics, Refusal};
 use crate::pow::PowPolicy;
-use crate::protocol::{render_error, ErrorCode, IceServer, Limits};
+use crate::protocol::{render_error, ErrorCode, Limits};
 use crate::purge::PurgeTimer;
 use crate::rate_limits::{ClientLimiters, HeldBack, RateLimitConfig};
 use crate::registry::{hash_presented_token, NoPlace, Registry, ResumeToken, Stats, StatsSnapshot};
@@ -52,7 +53,8 @@ pub struct ChatConfig {
     pub max_protocol_errors_per_minute: usize,
     /// Messages a chat may have queued before a member's sends are refused.
     pub pair_mailbox_capacity: usize,
-    pub ice_servers: Vec<IceServer>,
+    /// STUN/TURN for video chats, and whether clients must relay.
+    pub ice: IceConfig,
 }
 
 impl Default for ChatConfig {
@@ -82,7 +84,7 @@ impl Default for ChatConfig {
             pow_auto_difficulty_bits: 16,
             max_protocol_errors_per_minute: 20,
             pair_mailbox_capacity: 256,
-            ice_servers: Vec::new(),
+            ice: IceConfig::default(),
         }
     }
 }

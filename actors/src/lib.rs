@@ -13,6 +13,7 @@
 //! - `connection`: the transport boundary (`ClientFrame`, `ClientSink`, a channel sink).
 //! - `abuse`: reports and escalating bans by client key.
 //! - `client_key`: salted, rotating keys that stand for a client's address (never stored).
+//! - `ice`: STUN/TURN servers for WebRTC, TURN credentials minted per hello.
 //! - `pow`: proof-of-work challenges, fixed or adaptive.
 //! - `rate_limits`: GCRA limits per client key and per session.
 //! - `registry`: live sessions by resume-token hash, the session bound, the /stats gauges.
@@ -23,6 +24,7 @@ pub mod client_key;
 pub mod connection;
 pub mod event_log;
 pub mod hub;
+pub mod ice;
 pub mod matchmaker;
 pub mod metrics;
 pub mod pair;

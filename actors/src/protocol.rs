@@ -480,6 +480,7 @@ struct Hello<'a> {
     online: u64,
     limits: &'a Limits,
     ice_servers: &'a [IceServer],
+    relay_only: bool,
     pow: Option<PowChallenge<'a>>,
 }
 
@@ -490,6 +491,8 @@ pub struct HelloFrame<'a> {
     pub online: u64,
     pub limits: &'a Limits,
     pub ice_servers: &'a [IceServer],
+    /// Clients must use relayed ICE candidates only (`iceTransportPolicy: "relay"`).
+    pub relay_only: bool,
     pub pow: Option<PowChallenge<'a>>,
 }
 
@@ -503,6 +506,7 @@ pub fn render_hello(hello: HelloFrame<'_>) -> ByteString {
         online: hello.online,
         limits: hello.limits,
         ice_servers: hello.ice_servers,
+        relay_only: hello.relay_only,
         pow: hello.pow,
     };
     // Serialising plain structs of strings and numbers into a String cannot fail.

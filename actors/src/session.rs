@@ -192,13 +192,15 @@ impl Session {
         let hub = self.hub.clone();
         let state = self.state.name();
         let challenge = self.pow.as_ref().map(|c| (c.encoded(), c.difficulty));
+        let ice_servers = hub.config.ice.servers();
         let frame = render_hello(HelloFrame {
             token: token.as_str(),
             resumed,
             state,
             online,
             limits: &hub.config.limits,
-            ice_servers: &hub.config.ice_servers,
+            ice_servers: &ice_servers,
+            relay_only: hub.config.ice.relay_only,
             pow: challenge
                 .as_ref()
                 .map(|(challenge, difficulty)| PowChallenge {

@@ -14,3 +14,4 @@ mod privacy;
 mod rate_limits;
 mod resume;
 mod tls;
+mod video;
