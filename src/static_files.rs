@@ -26,6 +26,16 @@ const ASSETS: &[Asset] = &[
         body: include_bytes!("../web/client.js"),
     },
     Asset {
+        path: "call.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../web/call.js"),
+    },
+    Asset {
+        path: "prefs.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../web/prefs.js"),
+    },
+    Asset {
         path: "style.css",
         content_type: "text/css; charset=utf-8",
         body: include_bytes!("../web/style.css"),
