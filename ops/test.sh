@@ -14,9 +14,16 @@ if ! command -v cargo >/dev/null 2>&1; then
   fi
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
-# gdb's gcore dumps the live server in the test that proves nothing of a chat is left behind.
-if ! command -v gcore >/dev/null 2>&1; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gdb >/dev/null
+# gdb's gcore dumps the live server in the test that proves nothing of a chat is left behind;
+# Debian's Chromium runs the browser tests (never a browser download); coturn is the real TURN
+# server of the relay-only video tests; node runs both the page's unit and browser tests.
+missing=()
+command -v gcore >/dev/null 2>&1 || missing+=(gdb)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+if ((${#missing[@]})); then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 echo "== cargo fmt"
@@ -30,6 +37,12 @@ echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
+echo "== web page: unit tests (node --test) and browser tests (Chromium, playwright-core)"
+(cd tests/web && npm ci --no-audit --no-fund --loglevel=error)
+node --test tests/web/unit/*.test.mjs 2>&1 | tee -a "$log"
+node --test --test-concurrency=1 tests/web/browser/*.test.mjs 2>&1 | tee -a "$log"
 # One closing line over every test binary, so the total is what a reader sees last.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     /^# pass [0-9]+$/ { p += $3 }
+     /^# fail [0-9]+$/ { f += $3 }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

@@ -69,6 +69,10 @@ function addLine(who, content, localId) {
   return item;
 }
 
+function showOnline(count) {
+  $("online").textContent = `${count} ${count === 1 ? "person" : "people"} online now`;
+}
+
 function say(text) { addLine("system", document.createTextNode(text)); }
 function status(text) { $("status").textContent = text; }
 
@@ -148,7 +152,7 @@ function backToLobby() {
 
 client.addEventListener("hello", (e) => {
   const hello = e.detail;
-  $("online").textContent = hello.online;
+  showOnline(hello.online);
   if (findOnHello) {
     findOnHello = false;
     find();
@@ -166,7 +170,7 @@ client.addEventListener("lost", () => {
 });
 client.addEventListener("working", () => status("Checking you are not a bot…"));
 client.addEventListener("waiting", (e) => {
-  $("online").textContent = e.detail.online;
+  showOnline(e.detail.online);
   setIdleControls(false);
   status("Looking for a stranger…");
 });
@@ -178,6 +182,7 @@ client.addEventListener("matched", (e) => {
   const shared = common.length ? ` You both like ${common.join(", ")}.` : "";
   status(`You're now chatting with a stranger${name}.${shared}`);
   if (e.detail.mode === "video") startCall(initiator);
+  refreshOnline();
 });
 client.addEventListener("msg", (e) => {
   const { from, text, localId } = e.detail;
@@ -213,7 +218,9 @@ client.addEventListener("unsent", (e) => {
     line.append(document.createTextNode(` (${e.detail.reason})`));
   }
 });
-client.addEventListener("disconnected", () => status("Connection lost, reconnecting…"));
+client.addEventListener("disconnected", () => {
+  status(navigator.onLine ? "Connection lost, reconnecting…" : "You are offline; the chat will resume when the network is back.");
+});
 
 $("start").addEventListener("click", start);
 $("compose").addEventListener("submit", (e) => {
@@ -439,7 +446,7 @@ addEventListener("pagehide", () => client.close());
 async function refreshOnline() {
   try {
     const stats = await (await fetch("/stats")).json();
-    $("online").textContent = stats.online;
+    showOnline(stats.online);
   } catch { /* offline: keep the last number */ }
 }
 refreshOnline();

@@ -19,8 +19,18 @@ export class VideoCall extends EventTarget {
       this.pc.addTransceiver("audio", { direction: "recvonly" });
       this.pc.addTransceiver("video", { direction: "recvonly" });
     }
+    this.localCandidates = 0;
     this.pc.onicecandidate = (event) => {
-      if (event.candidate) this.signal({ candidate: event.candidate.toJSON() });
+      if (!event.candidate) return;
+      this.localCandidates += 1;
+      this.signal({ candidate: event.candidate.toJSON() });
+    };
+    // With no candidate at all (relay-only and the relay refused us) ICE never reaches
+    // "failed" by itself; say so when gathering ends empty-handed.
+    this.pc.onicegatheringstatechange = () => {
+      if (this.pc.iceGatheringState === "complete" && this.localCandidates === 0) {
+        this.emit("state", { state: "failed" });
+      }
     };
     this.pc.ontrack = (event) => {
       this.emit("remote", { stream: event.streams[0] ?? new MediaStream([event.track]) });
@@ -76,6 +86,7 @@ export class VideoCall extends EventTarget {
 
   close() {
     this.pc.onicecandidate = this.pc.ontrack = this.pc.onconnectionstatechange = null;
+    this.pc.onicegatheringstatechange = null;
     this.pc.close();
   }
 
