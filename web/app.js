@@ -105,6 +105,12 @@ function mediaElement(frame) {
 
 // ---- the chat --------------------------------------------------------------------------------
 
+/// The chat's state on the page, for styles and tests: idle, waiting or chatting.
+function showState() {
+  $("chat").dataset.state = client.state;
+}
+for (const type of ["hello", "waiting", "matched", "ended", "lost"]) client.addEventListener(type, showState);
+
 function setIdleControls(idle) {
   $("next").textContent = idle ? "New chat" : "Next";
   $("stop").textContent = idle ? "Leave" : "Stop";

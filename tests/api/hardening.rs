@@ -104,7 +104,7 @@ async fn the_privacy_page_follows_the_running_settings() {
     );
     assert!(page.contains("5 minutes, so you are not matched"));
     assert!(page.contains("Messages up to 1234 characters"));
-    assert!(page.contains("no STUN or TURN server"));
+    assert!(page.contains("No STUN or TURN server"));
     assert!(
         page.contains("replaced every 24 hours"),
         "salt rotation is described"

@@ -9,6 +9,7 @@ mod lifecycle;
 mod load;
 mod matching;
 mod memory;
+mod page;
 mod pow;
 mod privacy;
 mod rate_limits;

@@ -35,7 +35,7 @@ async function pair(server, nicks = ["Ann", "Bo"]) {
     await startChat(person.page, { nick, interests: "music, films" });
     people.push(person);
   }
-  for (const { page } of people) await page.waitForSelector("#status:has-text(\"You're now chatting\")");
+  for (const { page } of people) await page.waitForSelector('#chat[data-state="chatting"]');
   return people;
 }
 

@@ -21,7 +21,7 @@ test("going offline for a few seconds and back resumes the chat with no lost or 
   const b = await openPage(browser, server.url);
   await startChat(a.page, { nick: "Ann" });
   await startChat(b.page, { nick: "Bo" });
-  for (const { page } of [a, b]) await page.waitForSelector("#status:has-text(\"You're now chatting\")");
+  for (const { page } of [a, b]) await page.waitForSelector('#chat[data-state="chatting"]');
   await send(a.page, "before the drop");
   await b.page.waitForSelector('#log li.stranger:has-text("before the drop")');
   await send(b.page, "reply before");
@@ -64,7 +64,7 @@ test("closing the tab ends the chat at once for the stranger", async (t) => {
   const b = await openPage(browser, server.url);
   await startChat(a.page);
   await startChat(b.page);
-  for (const { page } of [a, b]) await page.waitForSelector("#status:has-text(\"You're now chatting\")");
+  for (const { page } of [a, b]) await page.waitForSelector('#chat[data-state="chatting"]');
   await a.page.close({ runBeforeUnload: true });
   await b.page.waitForSelector('#log li.system:has-text("The stranger left the chat.")');
 });

@@ -26,7 +26,7 @@ async function videoPair(server, relayOnlyToggle = false) {
     await startChat(person.page, { nick, mode: "video", relayOnly: relayOnlyToggle });
     people.push(person);
   }
-  for (const { page } of people) await page.waitForSelector("#status:has-text(\"You're now chatting\")");
+  for (const { page } of people) await page.waitForSelector('#chat[data-state="chatting"]');
   return people;
 }
 
