@@ -111,6 +111,7 @@ test("a voice note is recorded from the microphone and plays on the other side",
   assert.match(await note.getAttribute("src"), /^blob:/);
   await waitFor(() => note.evaluate((audio) => audio.readyState >= 1), 5000, "the voice note to load");
   assert.equal(await a.page.locator("#log li.you audio").count(), 1);
+  await screenshot(b.page, "voice-note");
 });
 
 test("Next (Esc) pairs with a third stranger, never the same one; Report ends the chat on both sides", async (t) => {

@@ -67,4 +67,5 @@ test("closing the tab ends the chat at once for the stranger", async (t) => {
   for (const { page } of [a, b]) await page.waitForSelector('#chat[data-state="chatting"]');
   await a.page.close({ runBeforeUnload: true });
   await b.page.waitForSelector('#log li.system:has-text("The stranger left the chat.")');
+  await screenshot(b.page, "tab-closed");
 });

@@ -102,6 +102,7 @@ test("the user's relay-only toggle works on a server that does not force it", as
   await assertConnectedAndPlaying(a.page);
   await assertConnectedAndPlaying(b.page);
   assert.equal(await a.page.evaluate(() => window.ephemeraCall.localCandidateType()), "relay");
+  await screenshot(a.page, "video-relay-toggle");
 });
 
 test("with a wrong TURN secret, relay-only video fails and says so, and text still works", async (t) => {
@@ -116,4 +117,5 @@ test("with a wrong TURN secret, relay-only video fails and says so, and text sti
   await send(b.page, "text still works");
   await a.page.waitForSelector('#log li.stranger:has-text("text still works")');
   assert.notEqual(await a.page.evaluate(() => window.ephemeraCall.pc.connectionState), "connected");
+  await screenshot(a.page, "video-failed");
 });
