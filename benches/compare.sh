@@ -54,9 +54,15 @@ bp99=$(field "$out/chat-rate-baseline.json" "['latency_p99_us']")
 op99=$(field "$out/chat-rate-ephemera.json" "['latency_p99_us']")
 echo "p99 µs       baseline $bp99  ephemera $op99  ratio $(python3 -c "print(round($op99/max($bp99,1),2))")"
 
-echo "== idle: $IDLE_SESSIONS sessions (ephemera)"
+echo "== idle: $IDLE_SESSIONS sessions"
+if (( IDLE_SESSIONS + 100 > $(ulimit -Hn) )); then
+  echo "note: this machine allows $(ulimit -Hn) open files per process; each session needs one" >&2
+fi
+run idle baseline idle --sessions "$IDLE_SESSIONS"
 run idle ephemera idle --sessions "$IDLE_SESSIONS"
-echo "bytes/session $(field "$out/idle-ephemera.json" "['server_bytes_per_session']")"
+bidle=$(field "$out/idle-baseline.json" "['server_bytes_per_session']")
+oidle=$(field "$out/idle-ephemera.json" "['server_bytes_per_session']")
+echo "bytes/session baseline $bidle  ephemera $oidle  ratio $(python3 -c "print(round($oidle/$bidle,2))")"
 
 echo "== churn: $CHURN_CONCURRENCY clients cycling"
 run churn baseline churn --concurrency "$CHURN_CONCURRENCY" --duration-seconds "$SECONDS_EACH"

@@ -150,9 +150,23 @@ async fn expect(ws: &mut Ws, frame_type: &str, within: Duration) -> Result<Value
 
 /// Connects, solves proof of work if asked, finds, and waits for a match.
 async fn matched_client(url: &str, index: usize, sources: u32) -> Result<Ws, String> {
+    matched_client_with(url, index, sources, None).await
+}
+
+/// Like `matched_client`, with one interest: two clients that share a unique interest are
+/// matched with each other, not with whoever else is queueing at the time.
+async fn matched_client_with(
+    url: &str,
+    index: usize,
+    sources: u32,
+    interest: Option<String>,
+) -> Result<Ws, String> {
     let mut ws = connect(url, index, sources).await?;
     let hello = expect(&mut ws, "hello", Duration::from_secs(30)).await?;
     let mut find = json!({"type":"find","adult":true});
+    if let Some(interest) = interest {
+        find["interests"] = json!([interest]);
+    }
     if let Some(challenge) = hello["pow"]["challenge"].as_str() {
         let bits = hello["pow"]["difficulty"].as_u64().unwrap_or(0) as u32;
         let nonce = ephemera_actors::pow::solve(challenge, bits).ok_or("unreadable challenge")?;
@@ -651,15 +665,22 @@ async fn run_slow(cli: &Cli, scenario: Scenario) -> SlowSummary {
             }
         })
     };
+    // Every flood pair is matched (reader with its own flooder, by a unique interest) before
+    // the normal pairs queue, so that no normal client is paired with a flood client.
+    let (matched_tx, mut matched_rx) = tokio::sync::mpsc::channel::<()>(slow_pairs.max(1));
     let floods: Vec<_> = (0..slow_pairs)
         .map(|pair| {
             let (url, sources, cut_off) = (cli.url.clone(), cli.source_addresses, cut_off.clone());
+            let matched_tx = matched_tx.clone();
             tokio::spawn(async move {
                 let base = 1_000_000 + pair * 2;
+                let interest = format!("slow-{pair}");
                 let (reader, flooder) = tokio::join!(
-                    matched_client(&url, base, sources),
-                    matched_client(&url, base + 1, sources)
+                    matched_client_with(&url, base, sources, Some(interest.clone())),
+                    matched_client_with(&url, base + 1, sources, Some(interest))
                 );
+                let _ = matched_tx.send(()).await;
+                drop(matched_tx);
                 let (Ok(_not_reading), Ok(flooder)) = (reader, flooder) else {
                     return;
                 };
@@ -692,6 +713,8 @@ async fn run_slow(cli: &Cli, scenario: Scenario) -> SlowSummary {
             })
         })
         .collect();
+    drop(matched_tx);
+    while matched_rx.recv().await.is_some() {}
     let normal_with_slow = run_chat(cli, pairs, plan(0)).await;
     for flood in floods {
         let _ = flood.await;
