@@ -3,10 +3,19 @@
 //! path) survives in freed memory where a later dump or an exploit could read it. The event
 //! log wipes its own bytes explicitly; this catches every other copy.
 //!
+//! The blocks come from glibc's malloc, or from mimalloc when built with `--features mimalloc`
+//! (faster under load, more memory per idle connection; see BENCHMARKS.md).
+//!
 //! `realloc` is left to the trait's default (allocate, copy, free), so a block that moves is
 //! wiped too. Wiping can be switched off at run time, for measuring what it costs.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
+
+/// The allocator underneath: glibc's malloc, or mimalloc with the `mimalloc` feature.
+#[cfg(feature = "mimalloc")]
+use mimalloc::MiMalloc as System;
+#[cfg(not(feature = "mimalloc"))]
+use std::alloc::System;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 pub struct WipingAllocator;
