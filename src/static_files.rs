@@ -9,37 +9,26 @@ struct Asset {
     body: &'static [u8],
 }
 
+/// An embedded file of `web/`.
+macro_rules! asset {
+    ($path:literal, $content_type:expr) => {
+        Asset {
+            path: $path,
+            content_type: $content_type,
+            body: include_bytes!(concat!("../web/", $path)),
+        }
+    };
+}
+
+const JS: &str = "text/javascript; charset=utf-8";
+
 const ASSETS: &[Asset] = &[
-    Asset {
-        path: "index.html",
-        content_type: "text/html; charset=utf-8",
-        body: include_bytes!("../web/index.html"),
-    },
-    Asset {
-        path: "app.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../web/app.js"),
-    },
-    Asset {
-        path: "client.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../web/client.js"),
-    },
-    Asset {
-        path: "call.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../web/call.js"),
-    },
-    Asset {
-        path: "prefs.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../web/prefs.js"),
-    },
-    Asset {
-        path: "style.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_bytes!("../web/style.css"),
-    },
+    asset!("index.html", "text/html; charset=utf-8"),
+    asset!("app.js", JS),
+    asset!("client.js", JS),
+    asset!("call.js", JS),
+    asset!("prefs.js", JS),
+    asset!("style.css", "text/css; charset=utf-8"),
 ];
 
 pub async fn index() -> HttpResponse {
