@@ -17,14 +17,8 @@ use ephemera::wiping_allocator::{WipingAllocator, WIPE_ON_FREE};
 #[global_allocator]
 static ALLOCATOR: WipingAllocator = WipingAllocator;
 
-const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod support;
+use support::{env_or, LOOPBACK};
 
 struct Member {
     frames: mpsc::Sender<ClientFrame>,

@@ -9,14 +9,8 @@ use std::time::{Duration, Instant};
 use ephemera_actors::connection::ClientFrame;
 use ephemera_actors::{ChatConfig, Hub};
 
-const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod support;
+use support::{env_or, LOOPBACK};
 
 /// Connects a session that sends `find` with `interests`; keeps its channels alive.
 async fn join(hub: &std::sync::Arc<Hub>, interests: &str, keep: &mut Vec<Box<dyn std::any::Any>>) {

@@ -85,7 +85,6 @@ export class ChatClient extends EventTarget {
     this.connected = false;
     this.state = "idle";
     this.hello = null;
-    this.findFrame = null;
     this.queued = []; // { id, text } typed while disconnected
     this.unacked = []; // { id, text } sent, echo not seen yet
     this.nextLocalId = 1;
@@ -227,7 +226,6 @@ export class ChatClient extends EventTarget {
 
   /// Joins the queue. Solves the proof of work first when hello asked for one.
   async find({ mode = "text", interests = [], nick = null } = {}) {
-    this.findFrame = { mode, interests, nick };
     const frame = { type: "find", adult: true, mode, interests, nick };
     const pow = this.hello?.pow;
     if (pow && !this.solvedPow) {
