@@ -2,11 +2,14 @@
 //! the chat core in the `ephemera-actors` crate.
 //!
 //! Layout:
-//! - `client_identity`: turns each request's address into client keys and forgets it.
+//! - `client_identity`: turns each request's address into client keys and forgets it; the
+//!   forwarded-header walk and the Origin check.
 //! - `settings`: every setting, layered from defaults, a TOML file, variables and flags.
 //! - `startup`: builds and runs the server, and drains it on shutdown.
-//! - `ws`: the /ws upgrade, Origin check and the socket adapter for session actors.
+//! - `ws`: the /ws upgrade and the socket adapter for session actors: a bounded frame reader
+//!   (`ws/reader.rs`) and a cuttable writer (`ws/writer.rs`).
 //! - `hardening`: security headers, and core dumps off.
+//! - `memory`: hands freed memory back to the operating system on a timer.
 //! - `privacy_page`: /privacy, generated from the running settings.
 //! - `routes`: /healthz, /readyz, /stats, /metrics.
 //! - `static_files`: the embedded web page.
@@ -15,6 +18,7 @@
 
 pub mod client_identity;
 pub mod hardening;
+pub mod memory;
 pub mod privacy_page;
 pub mod routes;
 pub mod settings;

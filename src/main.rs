@@ -13,7 +13,7 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let settings = Settings::load(&overrides)?;
-    ephemera::telemetry::init_logging(&settings.log_level);
+    ephemera::telemetry::init_logging(&settings.log_level)?;
     if !settings.allow_core_dumps {
         ephemera::hardening::disable_core_dumps()?;
     }

@@ -25,7 +25,7 @@ pub async fn privacy_me(req: HttpRequest, state: web::Data<AppState>) -> HttpRes
     };
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(state.hub.privacy_report(keys))
+        .json(state.hub.privacy_report(&keys))
 }
 
 pub async fn stats(state: web::Data<AppState>) -> HttpResponse {

@@ -105,6 +105,12 @@ settings! {
     max_messages_per_second: u32 = 5, env = "EPHEMERA_MAX_MESSAGES_PER_SECOND";
     /// Images and voice notes per minute from one session (0: unlimited).
     max_media_per_minute: u32 = 10, env = "EPHEMERA_MAX_MEDIA_PER_MINUTE";
+    /// WebRTC signals per minute from one session; more get rate_limited (0: unlimited).
+    max_signals_per_minute: u32 = 120, env = "EPHEMERA_MAX_SIGNALS_PER_MINUTE";
+    /// Typing indicators per second from one session; more are dropped, counted (0: unlimited).
+    max_typing_per_second: u32 = 4, env = "EPHEMERA_MAX_TYPING_PER_SECOND";
+    /// WebSocket pings and pongs per second from one client; more go unanswered and count as protocol errors (0: unlimited).
+    max_control_frames_per_second: u32 = 10, env = "EPHEMERA_MAX_CONTROL_FRAMES_PER_SECOND";
     /// Reports from distinct clients within the window that ban the reported client (at least 2).
     report_ban_threshold: usize = 3, env = "EPHEMERA_REPORT_BAN_THRESHOLD";
     /// Seconds within which reports count towards a ban.
@@ -125,8 +131,10 @@ settings! {
     tls_cert_path: String = String::new(), env = "EPHEMERA_TLS_CERT_PATH";
     /// PEM private key for TLS.
     tls_key_path: String = String::new(), env = "EPHEMERA_TLS_KEY_PATH";
-    /// Proxies (CIDR list) whose X-Forwarded-For / Forwarded headers are believed.
+    /// Proxies (CIDR list) whose forwarding header (client_address_header) is believed.
     trusted_proxies: Vec<String> = Vec::new(), env = "EPHEMERA_TRUSTED_PROXIES";
+    /// Which header trusted proxies set: "x-forwarded-for" or "forwarded" (RFC 7239); only that one is read.
+    client_address_header: crate::client_identity::AddressHeader = crate::client_identity::AddressHeader::XForwardedFor, env = "EPHEMERA_CLIENT_ADDRESS_HEADER";
     /// Bytes a client may leave unread before it is disconnected.
     session_outbox_max_bytes: usize = 8 << 20, env = "EPHEMERA_SESSION_OUTBOX_MAX_BYTES";
     /// Refusals (bad_request, too_large, rate_limited) a connection may cause per minute before it is closed (1008).
@@ -156,6 +164,8 @@ settings! {
     allow_core_dumps: bool = false, env = "EPHEMERA_ALLOW_CORE_DUMPS";
     /// Log filter (error, warn, info, debug, trace, or a tracing directive).
     log_level: String = "info".to_owned(), env = "EPHEMERA_LOG_LEVEL";
+    /// Seconds between returns of freed memory to the operating system (0: never).
+    memory_trim_interval_seconds: f64 = 5.0, env = "EPHEMERA_MEMORY_TRIM_INTERVAL_SECONDS";
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -201,6 +211,10 @@ impl Settings {
                 self.http_request_timeout_seconds,
             ),
             ("salt_rotation_seconds", self.salt_rotation_seconds),
+            (
+                "memory_trim_interval_seconds",
+                self.memory_trim_interval_seconds,
+            ),
             ("report_window_seconds", self.report_window_seconds),
             ("ban_first_seconds", self.ban_first_seconds),
             ("ban_max_seconds", self.ban_max_seconds),
@@ -328,6 +342,8 @@ impl Settings {
                 event_log_max_events: self.event_log_max_events,
                 event_log_max_bytes: self.event_log_max_bytes,
                 media_mime_types: MEDIA_MIME_TYPES,
+                max_signals_per_minute: self.max_signals_per_minute,
+                max_typing_per_second: self.max_typing_per_second,
             },
             heartbeat_interval: Self::duration(self.heartbeat_interval_seconds),
             client_timeout: Self::duration(self.client_timeout_seconds),
@@ -345,6 +361,7 @@ impl Settings {
                 finds_per_minute: self.max_finds_per_minute,
                 messages_per_second: self.max_messages_per_second,
                 media_per_minute: self.max_media_per_minute,
+                control_frames_per_second: self.max_control_frames_per_second,
             },
             pow_difficulty_bits: self.pow_difficulty_bits,
             pow_auto_threshold_per_second: self.pow_auto_threshold_per_second.max(0.0),

@@ -22,6 +22,7 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     pub allowed_origins: Vec<String>,
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub client_address_header: client_identity::AddressHeader,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
@@ -54,8 +55,14 @@ impl Server {
             allowed_origins: settings.allowed_origins.clone(),
             // Validated when the settings were loaded.
             trusted_proxies: settings.trusted_proxy_networks().unwrap_or_default(),
+            client_address_header: settings.client_address_header,
             metrics,
         });
+        if settings.memory_trim_interval_seconds > 0.0 {
+            actix_web::rt::spawn(crate::memory::trim_every(Settings::duration(
+                settings.memory_trim_interval_seconds,
+            )));
+        }
         let privacy = web::Data::new(privacy_page::PrivacyPage(privacy_page::render(settings)));
         let drain = Settings::duration(settings.shutdown_drain_seconds);
         let mut http = HttpServer::new(move || {

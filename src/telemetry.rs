@@ -1,18 +1,155 @@
 //! Logs and metrics set-up. Logs are structured facts and never carry an address, a message,
 //! a nickname, an interest or a token; metrics are aggregate counts from small label sets.
+//!
+//! The frameworks under us (actix-http, actix-web, rustls, …) log what a client sent when it
+//! is malformed (`illegal Content-Length: "…"`), and a client can make them log at will. So
+//! their events never reach the output as they are: a malformed HTTP request is counted
+//! (`ephemera_refusals_total{reason="malformed_http"}`), and a warning or error from them
+//! becomes one line of ours naming only where it came from, at most once per
+//! `FRAMEWORK_LINE_INTERVAL` per source, with how many were withheld.
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
+use ephemera_actors::metrics::Refusal;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::EnvFilter;
+use parking_lot::Mutex;
+use tracing::{Event, Level, Metadata, Subscriber};
+use tracing_subscriber::filter::{EnvFilter, FilterExt as _};
+use tracing_subscriber::layer::{Context, Filter, Layer, SubscriberExt as _};
+use tracing_subscriber::util::SubscriberInitExt as _;
 
-pub fn init_logging(level: &str) {
-    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+/// At most one line per framework source in this time.
+const FRAMEWORK_LINE_INTERVAL: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid log_level {filter:?}: {reason}")]
+pub struct LogFilterError {
+    filter: String,
+    reason: String,
+}
+
+/// Installs the process's logger: our own events through `filter` (refused at start if it
+/// does not parse), framework events through the guard described above.
+pub fn init_logging(filter: &str) -> Result<(), LogFilterError> {
+    let env_filter = EnvFilter::builder()
+        .with_regex(false)
+        .parse(filter)
+        .map_err(|err| LogFilterError {
+            filter: filter.to_owned(),
+            reason: err.to_string(),
+        })?;
+    let ours = tracing_subscriber::fmt::layer()
         .with_target(false)
         .with_writer(std::io::stderr)
+        .with_filter(
+            tracing_subscriber::filter::filter_fn(|meta| is_ours(meta.target())).and(env_filter),
+        );
+    let _ = tracing_subscriber::registry()
+        .with(ours)
+        .with(FrameworkGuard::default().with_filter(FrameworkEvents))
         .try_init();
+    Ok(())
+}
+
+fn is_ours(target: &str) -> bool {
+    target == "ephemera" || target.starts_with("ephemera::") || target.starts_with("ephemera_")
+}
+
+/// What a framework event means to us, decided once per call site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FrameworkEvent {
+    /// actix-http could not parse a request and answers 400 or 431 by itself.
+    MalformedRequest,
+    /// actix-http reports the error our own `CuttableBody` raises to drop a connection.
+    ConnectionCutOff,
+    /// Any other warning or error.
+    Problem,
+}
+
+/// actix-http's dispatcher logs a malformed request at TRACE ("parse error …", "request head
+/// was too big …") and our deliberate cut-offs at ERROR ("Response payload stream error").
+/// Call sites are told apart by line, which is fixed by the locked version; the malformed-
+/// request test fails if an upgrade moves them.
+fn classify(meta: &Metadata<'_>) -> Option<FrameworkEvent> {
+    if is_ours(meta.target()) {
+        return None;
+    }
+    let in_dispatcher = meta.target() == "actix_http::h1::dispatcher";
+    match (in_dispatcher, meta.line()) {
+        (true, Some(1023 | 1043)) => Some(FrameworkEvent::MalformedRequest),
+        (true, Some(725 | 782)) => Some(FrameworkEvent::ConnectionCutOff),
+        _ if *meta.level() <= Level::WARN => Some(FrameworkEvent::Problem),
+        _ => None,
+    }
+}
+
+/// Lets through only the framework call sites `classify` knows, decided once per call site, so
+/// the frameworks' hot-path trace events stay disabled.
+struct FrameworkEvents;
+
+impl<S: Subscriber> Filter<S> for FrameworkEvents {
+    fn enabled(&self, meta: &Metadata<'_>, _: &Context<'_, S>) -> bool {
+        meta.is_event() && classify(meta).is_some()
+    }
+
+    fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> tracing::subscriber::Interest {
+        if meta.is_event() && classify(meta).is_some() {
+            tracing::subscriber::Interest::always()
+        } else {
+            tracing::subscriber::Interest::never()
+        }
+    }
+}
+
+#[derive(Default)]
+struct FrameworkGuard {
+    /// Per source: when a line was last written, and how many events were withheld since.
+    lines: Mutex<HashMap<&'static str, (Option<Instant>, u64)>>,
+}
+
+impl<S: Subscriber> Layer<S> for FrameworkGuard {
+    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+        let meta = event.metadata();
+        match classify(meta) {
+            Some(FrameworkEvent::MalformedRequest) => {
+                metrics::counter!("ephemera_refusals_total", "reason" => Refusal::MalformedHttp.label())
+                    .increment(1);
+                self.line(meta, "malformed http request refused");
+            }
+            Some(FrameworkEvent::Problem) => self.line(meta, "framework reported a problem"),
+            Some(FrameworkEvent::ConnectionCutOff) | None => {}
+        }
+    }
+}
+
+impl FrameworkGuard {
+    /// Writes one line of ours for the event's source, unless one was written recently. The
+    /// event's own message and fields are never read: they may hold what a client sent.
+    fn line(&self, meta: &'static Metadata<'static>, what: &'static str) {
+        let now = Instant::now();
+        let withheld = {
+            let mut lines = self.lines.lock();
+            let entry = lines.entry(meta.target()).or_insert((None, 0));
+            if entry
+                .0
+                .is_some_and(|last| now.duration_since(last) < FRAMEWORK_LINE_INTERVAL)
+            {
+                entry.1 += 1;
+                return;
+            }
+            let withheld = entry.1;
+            *entry = (Some(now), 0);
+            withheld
+        };
+        tracing::warn!(
+            source = meta.target(),
+            level = %meta.level(),
+            withheld_since_last_line = withheld,
+            "{what} (details withheld: they may hold client data)"
+        );
+    }
 }
 
 /// The process-wide Prometheus recorder, installed on first use. Several servers in one

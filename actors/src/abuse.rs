@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::client_key::ClientKey;
+use crate::client_key::{ClientKey, ClientKeys};
 
 #[derive(Debug, Clone, Copy)]
 pub struct BanPolicy {
@@ -41,6 +41,20 @@ struct Record {
     /// the last ban.
     bans: u32,
     last_event: Option<Instant>,
+}
+
+impl Record {
+    /// Folds in what was held about the same client under another key.
+    fn merge(&mut self, other: Record) {
+        for (reporter, at) in other.reporters {
+            if !self.reporters.iter().any(|(key, _)| *key == reporter) {
+                self.reporters.push((reporter, at));
+            }
+        }
+        self.banned_until = self.banned_until.max(other.banned_until);
+        self.bans = self.bans.max(other.bans);
+        self.last_event = self.last_event.max(other.last_event);
+    }
 }
 
 /// What the desk holds about one key, for the privacy report.
@@ -97,23 +111,37 @@ impl AbuseDesk {
         true
     }
 
-    /// How long `client` is still banned, if it is. State under the key from before the last
-    /// salt rotation is moved to the current key first, so a ban outlives one rotation.
-    pub fn banned_for(
-        &self,
-        client: ClientKey,
-        previous: Option<ClientKey>,
-        now: Instant,
-    ) -> Option<Duration> {
+    /// Moves what is held under the client's older keys (from before salt rotations) to its
+    /// current key, so reports and bans outlive rotations. Called when a client connects.
+    pub fn carry_over(&self, keys: &ClientKeys) {
         let mut records = self.records.lock();
-        if let Some(old) = previous.and_then(|key| records.remove(&key)) {
-            records.entry(client).or_insert(old);
+        for old in &keys.older {
+            let Some(moved) = records.remove(old) else {
+                continue;
+            };
+            let record = records.entry(keys.current).or_default();
+            record.merge(moved);
         }
-        records
+    }
+
+    /// How long `client` is still banned, if it is.
+    pub fn banned_for(&self, client: ClientKey, now: Instant) -> Option<Duration> {
+        self.records
+            .lock()
             .get(&client)
             .and_then(|record| record.banned_until)
             .and_then(|until| until.checked_duration_since(now))
             .filter(|left| !left.is_zero())
+    }
+
+    /// The salt generations of the keys held here, for the key ring's rotation.
+    pub fn key_generations_in_use(&self) -> impl Iterator<Item = u32> {
+        let records = self.records.lock();
+        records
+            .keys()
+            .map(ClientKey::generation)
+            .collect::<Vec<_>>()
+            .into_iter()
     }
 
     pub fn standing(&self, client: ClientKey, now: Instant) -> AbuseStanding {
@@ -164,8 +192,8 @@ mod tests {
         let ring = KeyRing::new(Duration::MAX);
         (0..n)
             .map(|i| {
-                ring.keys(std::net::Ipv4Addr::new(127, 0, 0, i + 1).into())
-                    .0
+                ring.client_keys(std::net::Ipv4Addr::new(127, 0, 0, i + 1).into())
+                    .current
             })
             .collect()
     }
@@ -186,28 +214,19 @@ mod tests {
         let k = keys(5);
         let (target, t0) = (k[0], Instant::now());
         assert!(!desk.report(target, k[1], t0));
-        assert_eq!(desk.banned_for(target, None, t0), None);
+        assert_eq!(desk.banned_for(target, t0), None);
         assert!(desk.report(target, k[2], t0));
-        assert_eq!(
-            desk.banned_for(target, None, t0),
-            Some(Duration::from_secs(10))
-        );
-        assert_eq!(
-            desk.banned_for(target, None, t0 + Duration::from_secs(11)),
-            None
-        );
+        assert_eq!(desk.banned_for(target, t0), Some(Duration::from_secs(10)));
+        assert_eq!(desk.banned_for(target, t0 + Duration::from_secs(11)), None);
         let t1 = t0 + Duration::from_secs(20);
         desk.report(target, k[3], t1);
         assert!(desk.report(target, k[4], t1));
-        assert_eq!(
-            desk.banned_for(target, None, t1),
-            Some(Duration::from_secs(30))
-        );
+        assert_eq!(desk.banned_for(target, t1), Some(Duration::from_secs(30)));
         let t2 = t1 + Duration::from_secs(40);
         desk.report(target, k[1], t2);
         desk.report(target, k[2], t2);
         assert_eq!(
-            desk.banned_for(target, None, t2),
+            desk.banned_for(target, t2),
             Some(Duration::from_secs(50)),
             "capped at ban_max"
         );
@@ -224,7 +243,7 @@ mod tests {
         for _ in 0..10 {
             assert!(!desk.report(k[0], k[1], now));
         }
-        assert_eq!(desk.banned_for(k[0], None, now), None);
+        assert_eq!(desk.banned_for(k[0], now), None);
         assert_eq!(desk.standing(k[0], now).reports_in_window, 1);
         assert!(!desk.report(k[0], k[0], now), "a key cannot report itself");
     }
@@ -246,8 +265,16 @@ mod tests {
         desk.report(k[0], k[1], now);
         desk.report(k[0], k[2], now);
         // k[3] stands for the same client's key under the new salt.
-        assert!(desk.banned_for(k[3], Some(k[0]), now).is_some());
-        assert!(desk.banned_for(k[3], None, now).is_some());
+        assert!(desk.banned_for(k[3], now).is_none());
+        desk.carry_over(&ClientKeys {
+            current: k[3],
+            older: vec![k[0]],
+        });
+        assert!(desk.banned_for(k[3], now).is_some());
+        assert!(
+            desk.banned_for(k[0], now).is_none(),
+            "nothing is left under the old key"
+        );
     }
 
     #[test]

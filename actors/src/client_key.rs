@@ -2,37 +2,59 @@
 //! is a blake3 keyed hash of the client's IP address (for IPv6, its /64 prefix, which one
 //! subscriber usually holds whole) under a random 32-byte salt that lives only in memory and
 //! is replaced every `salt_rotation`. The raw address is used for this one computation and
-//! never stored. The previous salt is kept until the next rotation, so state held under a
-//! client's old key can be moved to its new key once; then it is destroyed.
+//! never stored.
+//!
+//! Each salt is a generation. A new connection gets its key under every generation still
+//! kept, so state held under an older key (a session, a ban) is recognised and moved to the
+//! current key. A generation is destroyed at the first rotation after the one that replaced
+//! it, unless something is still held under one of its keys: then bans and session bounds
+//! would lapse, so it is kept until that state is gone or moved.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 use zeroize::Zeroize;
 
-/// An opaque, salted identifier of a client's network origin.
+/// An opaque, salted identifier of a client's network origin, under one salt generation.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ClientKey([u8; 32]);
+pub struct ClientKey {
+    hash: [u8; 32],
+    generation: u32,
+}
 
 impl ClientKey {
     /// A short prefix for showing a client its own key (never enough to look anyone up).
     pub fn short(&self) -> String {
-        self.0[..4].iter().map(|b| format!("{b:02x}")).collect()
+        self.hash[..4].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The salt generation this key was made under.
+    pub fn generation(&self) -> u32 {
+        self.generation
     }
 }
 
 impl std::fmt::Debug for ClientKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ClientKey({}…)", self.short())
+        write!(f, "ClientKey({}…, gen {})", self.short(), self.generation)
     }
 }
 
-/// A client's key under the current salt, and under the previous one while it is kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A client's key under the current salt, and under each older generation still kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientKeys {
     pub current: ClientKey,
-    pub previous: Option<ClientKey>,
+    /// Newest first.
+    pub older: Vec<ClientKey>,
+}
+
+impl ClientKeys {
+    /// Every key, the current one first.
+    pub fn all(&self) -> impl Iterator<Item = ClientKey> + '_ {
+        std::iter::once(self.current).chain(self.older.iter().copied())
+    }
 }
 
 struct Salt([u8; 32]);
@@ -45,7 +67,7 @@ impl Salt {
         Salt(salt)
     }
 
-    fn key(&self, ip: IpAddr) -> ClientKey {
+    fn hash(&self, ip: IpAddr) -> [u8; 32] {
         let mut material = [0u8; 17];
         let used = match ip {
             IpAddr::V4(v4) => {
@@ -54,7 +76,7 @@ impl Salt {
                 5
             }
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => return self.key(IpAddr::V4(v4)),
+                Some(v4) => return self.hash(IpAddr::V4(v4)),
                 None => {
                     material[0] = 6;
                     material[1..9].copy_from_slice(&v6.octets()[..8]);
@@ -62,9 +84,9 @@ impl Salt {
                 }
             },
         };
-        let key = ClientKey(*blake3::keyed_hash(&self.0, &material[..used]).as_bytes());
+        let hash = *blake3::keyed_hash(&self.0, &material[..used]).as_bytes();
         material.zeroize();
-        key
+        hash
     }
 }
 
@@ -74,13 +96,27 @@ impl Drop for Salt {
     }
 }
 
+struct Generation {
+    number: u32,
+    salt: Salt,
+}
+
+impl Generation {
+    fn key(&self, ip: IpAddr) -> ClientKey {
+        ClientKey {
+            hash: self.salt.hash(ip),
+            generation: self.number,
+        }
+    }
+}
+
 struct Salts {
-    current: Salt,
-    previous: Option<Salt>,
+    /// Newest (current) first; never empty.
+    generations: Vec<Generation>,
     rotated_at: Instant,
 }
 
-/// The current and previous salt, rotated on the purge tick.
+/// The salt generations, rotated on the purge tick.
 pub struct KeyRing {
     salts: RwLock<Salts>,
     rotation: Duration,
@@ -90,40 +126,63 @@ impl KeyRing {
     pub fn new(rotation: Duration) -> Self {
         Self {
             salts: RwLock::new(Salts {
-                current: Salt::generate(),
-                previous: None,
+                generations: vec![Generation {
+                    number: 0,
+                    salt: Salt::generate(),
+                }],
                 rotated_at: Instant::now(),
             }),
             rotation,
         }
     }
 
-    /// The client's key under the current salt, and under the previous one if it is kept.
-    pub fn keys(&self, ip: IpAddr) -> (ClientKey, Option<ClientKey>) {
-        let salts = self.salts.read();
-        (
-            salts.current.key(ip),
-            salts.previous.as_ref().map(|salt| salt.key(ip)),
-        )
-    }
-
-    /// Both keys of the client at `ip`; the address goes no further than this call.
+    /// The client's keys under every generation kept; the address goes no further than this.
     pub fn client_keys(&self, ip: IpAddr) -> ClientKeys {
-        let (current, previous) = self.keys(ip);
-        ClientKeys { current, previous }
+        let salts = self.salts.read();
+        let mut generations = salts.generations.iter();
+        let current = generations
+            .next()
+            .expect("there is always a current salt")
+            .key(ip);
+        ClientKeys {
+            current,
+            older: generations.map(|generation| generation.key(ip)).collect(),
+        }
     }
 
-    /// Rotates if the rotation period has passed: the previous salt is destroyed, the current
-    /// one becomes previous, and a new one is made. Returns whether it rotated.
-    pub fn rotate_if_due(&self, now: Instant) -> bool {
+    /// Whether a rotation is due (cheap; lets the caller gather `in_use` only then).
+    pub fn rotation_due(&self, now: Instant) -> bool {
+        now.duration_since(self.salts.read().rotated_at) >= self.rotation
+    }
+
+    /// Rotates if the rotation period has passed: a new salt becomes current, the one it
+    /// replaces is kept one period, and older ones are destroyed unless `in_use` says state is
+    /// still held under their keys. Returns whether it rotated.
+    pub fn rotate_if_due(&self, now: Instant, in_use: &HashSet<u32>) -> bool {
         if now.duration_since(self.salts.read().rotated_at) < self.rotation {
             return false;
         }
         let mut salts = self.salts.write();
-        let old = std::mem::replace(&mut salts.current, Salt::generate());
-        salts.previous = Some(old);
+        let number = salts.generations[0].number.wrapping_add(1);
+        salts.generations.insert(
+            0,
+            Generation {
+                number,
+                salt: Salt::generate(),
+            },
+        );
+        let mut index = 0;
+        salts.generations.retain(|generation| {
+            index += 1;
+            index <= 2 || in_use.contains(&generation.number)
+        });
         salts.rotated_at = now;
         true
+    }
+
+    /// How many salt generations are kept (the current one included).
+    pub fn generations_kept(&self) -> usize {
+        self.salts.read().generations.len()
     }
 }
 
@@ -138,13 +197,13 @@ mod tests {
     #[test]
     fn one_address_gives_one_key_and_others_differ() {
         let ring = KeyRing::new(Duration::from_secs(3600));
-        let (a, previous) = ring.keys(ip("127.0.0.2"));
-        assert_eq!(previous, None);
-        assert_eq!(ring.keys(ip("127.0.0.2")).0, a);
-        assert_ne!(ring.keys(ip("127.0.0.3")).0, a);
+        let keys = ring.client_keys(ip("127.0.0.2"));
+        assert!(keys.older.is_empty());
+        assert_eq!(ring.client_keys(ip("127.0.0.2")).current, keys.current);
+        assert_ne!(ring.client_keys(ip("127.0.0.3")).current, keys.current);
         assert_eq!(
-            ring.keys(ip("::ffff:127.0.0.2")).0,
-            a,
+            ring.client_keys(ip("::ffff:127.0.0.2")).current,
+            keys.current,
             "v4-mapped v6 is the v4 address"
         );
     }
@@ -152,34 +211,53 @@ mod tests {
     #[test]
     fn an_ipv6_64_prefix_is_one_client() {
         let ring = KeyRing::new(Duration::from_secs(3600));
-        let key = ring.keys(ip("2001:db8:1:2:aaaa::1")).0;
-        assert_eq!(ring.keys(ip("2001:db8:1:2:ffff:1:2:3")).0, key);
-        assert_ne!(ring.keys(ip("2001:db8:1:3::1")).0, key);
+        let key = ring.client_keys(ip("2001:db8:1:2:aaaa::1")).current;
+        assert_eq!(ring.client_keys(ip("2001:db8:1:2:ffff:1:2:3")).current, key);
+        assert_ne!(ring.client_keys(ip("2001:db8:1:3::1")).current, key);
     }
 
     #[test]
     fn rotation_changes_keys_and_keeps_the_previous_once() {
         let ring = KeyRing::new(Duration::from_secs(60));
+        let nothing_held = HashSet::new();
         let start = Instant::now();
-        let (before, _) = ring.keys(ip("10.1.2.3"));
-        assert!(!ring.rotate_if_due(start));
-        assert!(ring.rotate_if_due(start + Duration::from_secs(61)));
-        let (after, previous) = ring.keys(ip("10.1.2.3"));
-        assert_ne!(after, before, "a new salt gives a new key");
-        assert_eq!(
-            previous,
-            Some(before),
-            "the old key can still be recognised once"
-        );
-        assert!(ring.rotate_if_due(start + Duration::from_secs(122)));
-        let (_, previous) = ring.keys(ip("10.1.2.3"));
-        assert_eq!(previous, Some(after));
-        assert_ne!(previous, Some(before), "the first salt is gone");
+        let before = ring.client_keys(ip("10.1.2.3")).current;
+        assert!(!ring.rotate_if_due(start, &nothing_held));
+        assert!(ring.rotate_if_due(start + Duration::from_secs(61), &nothing_held));
+        let keys = ring.client_keys(ip("10.1.2.3"));
+        assert_ne!(keys.current, before, "a new salt gives a new key");
+        assert_eq!(keys.older, vec![before], "the old key is still recognised");
+        assert!(ring.rotate_if_due(start + Duration::from_secs(122), &nothing_held));
+        let after = ring.client_keys(ip("10.1.2.3"));
+        assert_eq!(after.older, vec![keys.current]);
+        assert_eq!(ring.generations_kept(), 2, "the first salt is gone");
+    }
+
+    #[test]
+    fn a_generation_with_state_under_it_is_kept_until_the_state_is_gone() {
+        let ring = KeyRing::new(Duration::from_secs(60));
+        let start = Instant::now();
+        let first = ring.client_keys(ip("10.1.2.3")).current;
+        let held = HashSet::from([first.generation()]);
+        for n in 1..=3 {
+            assert!(ring.rotate_if_due(start + Duration::from_secs(61 * n), &held));
+        }
+        let keys = ring.client_keys(ip("10.1.2.3"));
+        assert_eq!(keys.older.len(), 2, "the previous one and the one in use");
+        assert_eq!(keys.older.last(), Some(&first), "still recognised");
+        assert!(ring.rotate_if_due(start + Duration::from_secs(61 * 4), &HashSet::new()));
+        assert!(!ring
+            .client_keys(ip("10.1.2.3"))
+            .all()
+            .any(|key| key == first));
     }
 
     #[test]
     fn two_rings_never_agree() {
         let (a, b) = (KeyRing::new(Duration::MAX), KeyRing::new(Duration::MAX));
-        assert_ne!(a.keys(ip("127.0.0.1")).0, b.keys(ip("127.0.0.1")).0);
+        assert_ne!(
+            a.client_keys(ip("127.0.0.1")).current,
+            b.client_keys(ip("127.0.0.1")).current
+        );
     }
 }

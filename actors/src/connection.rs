@@ -20,6 +20,12 @@ pub enum ClientFrame {
     Close(Option<u16>),
     /// A frame over `max_frame_bytes`; the transport refused to read it.
     TooLarge,
+    /// The client broke the WebSocket protocol (RFC 6455): a malformed or misplaced frame
+    /// (`code` 1002) or text that is not UTF-8 (1007). Always the last item of a connection.
+    Invalid {
+        code: u16,
+        reason: &'static str,
+    },
     /// The connection ended without a close frame (network drop, protocol error). Always the
     /// last item of a connection's stream.
     Dropped,
@@ -38,14 +44,21 @@ pub enum Outgoing {
     },
 }
 
+/// What one queued frame costs besides its payload: its slot in the queue and its header on
+/// the wire. Counting it makes a flood of empty frames (pongs to a ping flood) fill the outbox
+/// bound like any other backlog.
+pub const FRAME_OVERHEAD_BYTES: usize = 64;
+
 impl Outgoing {
     /// Bytes this frame occupies in an outbox, for its bound.
     pub fn weight(&self) -> usize {
-        match self {
-            Outgoing::Text(text) => text.len(),
-            Outgoing::Pong(payload) => payload.len(),
-            Outgoing::Ping | Outgoing::Close { .. } => 0,
-        }
+        FRAME_OVERHEAD_BYTES
+            + match self {
+                Outgoing::Text(text) => text.len(),
+                Outgoing::Pong(payload) => payload.len(),
+                Outgoing::Close { reason, .. } => reason.len(),
+                Outgoing::Ping => 0,
+            }
     }
 }
 
@@ -53,6 +66,9 @@ impl Outgoing {
 pub mod close_code {
     pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// Data that does not match its frame type (text that is not UTF-8).
+    pub const INVALID_PAYLOAD: u16 = 1007;
     pub const POLICY_VIOLATION: u16 = 1008;
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     pub const TRY_AGAIN_LATER: u16 = 1013;
@@ -70,6 +86,9 @@ pub trait ClientSink: Send + 'static {
     fn unsent_bytes(&self) -> usize;
     /// Drops everything unsent and ends the connection at once, without a close frame.
     fn abort(&mut self);
+    /// Drops everything unsent, sends only a close frame, and ends the connection soon after
+    /// whether or not the client read it. For a connection replaced by a resume.
+    fn close_at_once(&mut self, code: u16, reason: &'static str);
 }
 
 /// Counts the bytes of an outbox between the sender and the writer that drains it, and the
@@ -154,6 +173,11 @@ impl ClientSink for ChannelSink {
     }
 
     fn abort(&mut self) {
+        self.tx = None;
+    }
+
+    fn close_at_once(&mut self, code: u16, reason: &'static str) {
+        self.send(Outgoing::Close { code, reason });
         self.tx = None;
     }
 }

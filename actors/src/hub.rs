@@ -77,6 +77,7 @@ impl Default for ChatConfig {
                 finds_per_minute: 60,
                 messages_per_second: 5,
                 media_per_minute: 10,
+                control_frames_per_second: 10,
             },
             ban_policy: BanPolicy::default(),
             pow_difficulty_bits: 0,
@@ -148,16 +149,18 @@ impl Hub {
         );
         let client_keys = Arc::new(KeyRing::new(config.salt_rotation));
         let client_limits = Arc::new(ClientLimiters::new(&config.rate_limits));
+        let registry = Registry::new(config.max_sessions, config.max_sessions_per_client);
         let purge = PurgeTimer::new(
             config.purge_interval,
             matchmaker.clone(),
             client_keys.clone(),
+            registry.key_generations_in_use(),
             client_limits.clone(),
             abuse.clone(),
         )
         .start();
         Arc::new(Hub {
-            registry: Registry::new(config.max_sessions, config.max_sessions_per_client),
+            registry,
             client_keys,
             client_limits,
             abuse,
@@ -174,6 +177,11 @@ impl Hub {
             config,
             draining: AtomicBool::new(false),
         })
+    }
+
+    /// The client keys of the client at `ip`; the address goes no further than this call.
+    pub fn client_keys_for(&self, ip: std::net::IpAddr) -> ClientKeys {
+        self.client_keys.client_keys(ip)
     }
 
     pub fn stats(&self) -> StatsSnapshot {
@@ -195,10 +203,7 @@ impl Hub {
         mut sink: Box<dyn ClientSink>,
         frames: FrameStream,
     ) {
-        if let Err(wait) = self
-            .client_limits
-            .check_connection(keys.current, keys.previous)
-        {
+        if let Err(wait) = self.client_limits.check_connection(&keys) {
             self.metrics.refused(Refusal::RateLimited);
             let mut sink = sink;
             sink.send(Outgoing::Text(render_error(
@@ -262,18 +267,11 @@ impl Hub {
         mut sink: Box<dyn ClientSink>,
         frames: FrameStream,
     ) {
-        let ClientKeys {
-            current: client,
-            previous,
-        } = keys;
-        // Moves a ban from the client's pre-rotation key to its current one.
-        let _ = self
-            .abuse
-            .banned_for(client, previous, std::time::Instant::now());
+        self.abuse.carry_over(&keys);
         let slot = if self.is_draining() {
             Err(NoPlace::ServerFull)
         } else {
-            self.registry.try_reserve(client, previous)
+            self.registry.try_reserve(&keys)
         };
         let refusal = match slot {
             Ok(slot) => {
@@ -305,14 +303,11 @@ impl Hub {
     }
 
     /// What the server holds about the client with `keys`, for GET /api/privacy/me.
-    pub fn privacy_report(&self, keys: ClientKeys) -> PrivacyReport {
-        let ClientKeys {
-            current: client,
-            previous,
-        } = keys;
+    pub fn privacy_report(&self, keys: &ClientKeys) -> PrivacyReport {
+        let client = keys.current;
         PrivacyReport {
             client_key_prefix: client.short(),
-            open_sessions: self.registry.sessions_of(client, previous),
+            open_sessions: self.registry.sessions_of(keys),
             abuse: self.abuse.standing(client, std::time::Instant::now()),
             limits: self.config.rate_limits,
             rate_limited: self

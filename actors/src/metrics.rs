@@ -4,8 +4,8 @@
 
 use metrics::{counter, Counter};
 
-/// Why the server refused a client's frame or connection.
-#[derive(Debug, Clone, Copy)]
+/// Why the server refused a client's frame, connection or request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     ServerBusy,
     BadRequest,
@@ -23,20 +23,138 @@ pub enum Refusal {
     RateLimited,
     /// Banned after reports.
     Banned,
-    Other,
+    /// A missing or wrong proof-of-work nonce.
+    ProofOfWork,
+    /// A /ws request from a page on another site.
+    Origin,
+    /// A typing indicator past `max_typing_per_second`, dropped without an answer.
+    TypingDropped,
+    /// A ping or pong past `max_control_frames_per_second`.
+    ControlFrames,
+    /// An HTTP request the framework could not parse (answered 400 or 431 by it).
+    MalformedHttp,
+}
+
+impl Refusal {
+    /// Its place in `ALL` (an exhaustive match: a new reason cannot be forgotten).
+    fn index(self) -> usize {
+        match self {
+            Refusal::ServerBusy => 0,
+            Refusal::BadRequest => 1,
+            Refusal::TooLarge => 2,
+            Refusal::NotChatting => 3,
+            Refusal::AlreadyChatting => 4,
+            Refusal::AgeRequired => 5,
+            Refusal::ChatBusy => 6,
+            Refusal::QueueBusy => 7,
+            Refusal::ClientSessions => 8,
+            Refusal::RateLimited => 9,
+            Refusal::Banned => 10,
+            Refusal::ProofOfWork => 11,
+            Refusal::Origin => 12,
+            Refusal::TypingDropped => 13,
+            Refusal::ControlFrames => 14,
+            Refusal::MalformedHttp => 15,
+        }
+    }
+    pub const ALL: [Refusal; 16] = [
+        Refusal::ServerBusy,
+        Refusal::BadRequest,
+        Refusal::TooLarge,
+        Refusal::NotChatting,
+        Refusal::AlreadyChatting,
+        Refusal::AgeRequired,
+        Refusal::ChatBusy,
+        Refusal::QueueBusy,
+        Refusal::ClientSessions,
+        Refusal::RateLimited,
+        Refusal::Banned,
+        Refusal::ProofOfWork,
+        Refusal::Origin,
+        Refusal::TypingDropped,
+        Refusal::ControlFrames,
+        Refusal::MalformedHttp,
+    ];
+
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::ServerBusy => "server_busy",
+            Refusal::BadRequest => "bad_request",
+            Refusal::TooLarge => "too_large",
+            Refusal::NotChatting => "not_chatting",
+            Refusal::AlreadyChatting => "already_chatting",
+            Refusal::AgeRequired => "age_required",
+            Refusal::ChatBusy => "chat_busy",
+            Refusal::QueueBusy => "queue_busy",
+            Refusal::ClientSessions => "client_sessions",
+            Refusal::RateLimited => "rate_limited",
+            Refusal::Banned => "banned",
+            Refusal::ProofOfWork => "proof_of_work",
+            Refusal::Origin => "origin",
+            Refusal::TypingDropped => "typing_dropped",
+            Refusal::ControlFrames => "control_frames",
+            Refusal::MalformedHttp => "malformed_http",
+        }
+    }
 }
 
 /// Why a session's connection was closed by the server or lost.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disconnect {
     CloseFrame,
     Dropped,
     ClientTimeout,
     SlowConsumer,
     ProtocolErrors,
+    /// A frame that broke RFC 6455 (closed with 1002 or 1007).
+    ProtocolViolation,
     FrameTooLarge,
     ResumedElsewhere,
     Shutdown,
+}
+
+impl Disconnect {
+    /// Its place in `ALL` (an exhaustive match: a new reason cannot be forgotten).
+    fn index(self) -> usize {
+        match self {
+            Disconnect::CloseFrame => 0,
+            Disconnect::Dropped => 1,
+            Disconnect::ClientTimeout => 2,
+            Disconnect::SlowConsumer => 3,
+            Disconnect::ProtocolErrors => 4,
+            Disconnect::ProtocolViolation => 5,
+            Disconnect::FrameTooLarge => 6,
+            Disconnect::ResumedElsewhere => 7,
+            Disconnect::Shutdown => 8,
+        }
+    }
+    pub const ALL: [Disconnect; 9] = [
+        Disconnect::CloseFrame,
+        Disconnect::Dropped,
+        Disconnect::ClientTimeout,
+        Disconnect::SlowConsumer,
+        Disconnect::ProtocolErrors,
+        Disconnect::ProtocolViolation,
+        Disconnect::FrameTooLarge,
+        Disconnect::ResumedElsewhere,
+        Disconnect::Shutdown,
+    ];
+
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Disconnect::CloseFrame => "close_frame",
+            Disconnect::Dropped => "dropped",
+            Disconnect::ClientTimeout => "client_timeout",
+            Disconnect::SlowConsumer => "slow_consumer",
+            Disconnect::ProtocolErrors => "protocol_errors",
+            Disconnect::ProtocolViolation => "protocol_violation",
+            Disconnect::FrameTooLarge => "frame_too_large",
+            Disconnect::ResumedElsewhere => "resumed_elsewhere",
+            Disconnect::Shutdown => "shutdown",
+        }
+    }
 }
 
 pub struct ChatMetrics {
@@ -51,17 +169,15 @@ pub struct ChatMetrics {
     pub event_log_evictions: Counter,
     pub replayed_events: Counter,
     pub reports: Counter,
-    refusals: [Counter; 12],
-    disconnects: [Counter; 8],
+    /// One handle per reason, in the order of `Refusal::ALL`.
+    refusals: Vec<Counter>,
+    /// One handle per reason, in the order of `Disconnect::ALL`.
+    disconnects: Vec<Counter>,
 }
 
 impl ChatMetrics {
     /// Registers every series with the global recorder; call after the recorder is installed.
     pub fn register() -> Self {
-        let refusal =
-            |reason: &'static str| counter!("ephemera_refusals_total", "reason" => reason);
-        let disconnect =
-            |reason: &'static str| counter!("ephemera_disconnects_total", "reason" => reason);
         Self {
             sessions_started: counter!("ephemera_sessions_started_total"),
             sessions_resumed: counter!("ephemera_sessions_resumed_total"),
@@ -74,30 +190,14 @@ impl ChatMetrics {
             event_log_evictions: counter!("ephemera_event_log_evictions_total"),
             replayed_events: counter!("ephemera_replayed_events_total"),
             reports: counter!("ephemera_reports_total"),
-            refusals: [
-                refusal("server_busy"),
-                refusal("bad_request"),
-                refusal("too_large"),
-                refusal("not_chatting"),
-                refusal("already_chatting"),
-                refusal("age_required"),
-                refusal("chat_busy"),
-                refusal("queue_busy"),
-                refusal("client_sessions"),
-                refusal("rate_limited"),
-                refusal("banned"),
-                refusal("other"),
-            ],
-            disconnects: [
-                disconnect("close_frame"),
-                disconnect("dropped"),
-                disconnect("client_timeout"),
-                disconnect("slow_consumer"),
-                disconnect("protocol_errors"),
-                disconnect("frame_too_large"),
-                disconnect("resumed_elsewhere"),
-                disconnect("shutdown"),
-            ],
+            refusals: Refusal::ALL
+                .iter()
+                .map(|r| counter!("ephemera_refusals_total", "reason" => r.label()))
+                .collect(),
+            disconnects: Disconnect::ALL
+                .iter()
+                .map(|d| counter!("ephemera_disconnects_total", "reason" => d.label()))
+                .collect(),
         }
     }
 
@@ -114,11 +214,11 @@ impl ChatMetrics {
     }
 
     pub fn refused(&self, refusal: Refusal) {
-        self.refusals[refusal as usize].increment(1);
+        self.refusals[refusal.index()].increment(1);
     }
 
     pub fn disconnected(&self, disconnect: Disconnect) {
-        self.disconnects[disconnect as usize].increment(1);
+        self.disconnects[disconnect.index()].increment(1);
     }
 }
 
@@ -131,4 +231,21 @@ pub struct PairCounters {
     pub chats_ended: Counter,
     pub event_log_evictions: Counter,
     pub reports: Counter,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_has_its_own_place_and_label() {
+        for (place, refusal) in Refusal::ALL.iter().enumerate() {
+            assert_eq!(refusal.index(), place, "{refusal:?}");
+        }
+        for (place, disconnect) in Disconnect::ALL.iter().enumerate() {
+            assert_eq!(disconnect.index(), place, "{disconnect:?}");
+        }
+        let labels: std::collections::HashSet<_> = Refusal::ALL.iter().map(|r| r.label()).collect();
+        assert_eq!(labels.len(), Refusal::ALL.len());
+    }
 }

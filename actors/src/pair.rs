@@ -209,6 +209,7 @@ impl Actor for Pair {
                 chat: self.chat,
                 pair: ctx.address(),
                 side,
+                mode: self.mode,
             });
         }
         self.emit(TAG_MATCHED, self.initiator, Vec::new());

@@ -24,6 +24,10 @@ pub struct Limits {
     pub event_log_max_events: usize,
     pub event_log_max_bytes: usize,
     pub media_mime_types: &'static [&'static str],
+    /// `signal` frames per minute per session (0: unlimited).
+    pub max_signals_per_minute: u32,
+    /// `typing` frames per second per session (0: unlimited); more are dropped unanswered.
+    pub max_typing_per_second: u32,
 }
 
 impl Default for Limits {
@@ -39,6 +43,8 @@ impl Default for Limits {
             event_log_max_events: 256,
             event_log_max_bytes: 4 << 20,
             media_mime_types: MEDIA_MIME_TYPES,
+            max_signals_per_minute: 120,
+            max_typing_per_second: 4,
         }
     }
 }
@@ -257,6 +263,11 @@ fn required<T>(field: Option<T>, name: &'static str) -> Result<T, ProtocolError>
 
 /// Parses and validates one text frame from a client.
 pub fn parse_client_frame(text: &str, limits: &Limits) -> Result<ClientRequest, ProtocolError> {
+    // serde fills a struct from a JSON array too (`["find", null, true]`); only objects are
+    // frames.
+    if !text.trim_start().starts_with('{') {
+        return Err(ProtocolError::bad("a frame is one JSON object"));
+    }
     let raw: RawFrame<'_> = serde_json::from_str(text).map_err(|err| {
         ProtocolError::bad(match err.classify() {
             serde_json::error::Category::Data => format!("invalid frame: {err}"),
@@ -610,6 +621,20 @@ mod tests {
 
     fn code(text: &str) -> ErrorCode {
         parse(text).expect_err("frame should be refused").code
+    }
+
+    #[test]
+    fn only_json_objects_are_frames() {
+        for not_object in [
+            r#"["find", null, true]"#,
+            r#"["msg", "hi"]"#,
+            r#""find""#,
+            "42",
+            "null",
+        ] {
+            assert_eq!(code(not_object), ErrorCode::BadRequest, "{not_object}");
+        }
+        assert!(parse(r#" {"type":"next"}"#).is_ok());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::abuse::AbuseDesk;
 use crate::client_key::KeyRing;
 use crate::matchmaker::MatchmakerHandle;
 use crate::rate_limits::ClientLimiters;
-use crate::registry::SessionId;
+use crate::registry::{KeyGenerationsInUse, SessionId};
 use crate::session::{GraceExpired, Session};
 
 struct AwaySession {
@@ -27,6 +27,8 @@ pub struct PurgeTimer {
     away: HashMap<SessionId, AwaySession>,
     matchmaker: MatchmakerHandle,
     client_keys: Arc<KeyRing>,
+    /// Which salt generations live sessions were keyed under, so rotation keeps them.
+    sessions_key_generations: KeyGenerationsInUse,
     client_limits: Arc<ClientLimiters>,
     abuse: Arc<AbuseDesk>,
 }
@@ -36,6 +38,7 @@ impl PurgeTimer {
         tick: Duration,
         matchmaker: MatchmakerHandle,
         client_keys: Arc<KeyRing>,
+        sessions_key_generations: KeyGenerationsInUse,
         client_limits: Arc<ClientLimiters>,
         abuse: Arc<AbuseDesk>,
     ) -> Self {
@@ -44,6 +47,7 @@ impl PurgeTimer {
             away: HashMap::new(),
             matchmaker,
             client_keys,
+            sessions_key_generations,
             client_limits,
             abuse,
         }
@@ -64,8 +68,16 @@ impl PurgeTimer {
         self.matchmaker.purge_expired(now);
         self.client_limits.prune();
         self.abuse.prune(now);
-        if self.client_keys.rotate_if_due(now) {
-            tracing::info!("client-key salt rotated");
+        if self.client_keys.rotation_due(now) {
+            // Salts stay while sessions or bans are keyed under them, so neither lapses.
+            let mut in_use = self.sessions_key_generations.collect();
+            in_use.extend(self.abuse.key_generations_in_use());
+            if self.client_keys.rotate_if_due(now, &in_use) {
+                tracing::info!(
+                    generations_kept = self.client_keys.generations_kept(),
+                    "client-key salt rotated"
+                );
+            }
         }
     }
 }

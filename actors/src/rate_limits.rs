@@ -11,7 +11,8 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
 use parking_lot::Mutex;
 
-use crate::client_key::ClientKey;
+use crate::client_key::{ClientKey, ClientKeys};
+use crate::protocol::Limits;
 
 /// The limits, as set by the operator.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
@@ -20,6 +21,9 @@ pub struct RateLimitConfig {
     pub finds_per_minute: u32,
     pub messages_per_second: u32,
     pub media_per_minute: u32,
+    /// Pings and pongs a client may send per second; beyond it they are not answered and
+    /// count as protocol errors.
+    pub control_frames_per_second: u32,
 }
 
 fn per_minute(n: u32) -> Option<Quota> {
@@ -74,23 +78,19 @@ impl ClientLimiters {
 
     /// A new connection from `client`; `Err` holds how long to wait. The key from before the
     /// last salt rotation is charged too, so a client's state carries over the rotation.
-    pub fn check_connection(
-        &self,
-        client: ClientKey,
-        previous: Option<ClientKey>,
-    ) -> Result<(), Duration> {
-        self.check(LimitKind::Connections, client, previous)
+    pub fn check_connection(&self, keys: &ClientKeys) -> Result<(), Duration> {
+        self.check(LimitKind::Connections, keys.current, &keys.older)
     }
 
     pub fn check_find(&self, client: ClientKey) -> Result<(), Duration> {
-        self.check(LimitKind::Finds, client, None)
+        self.check(LimitKind::Finds, client, &[])
     }
 
     fn check(
         &self,
         kind: LimitKind,
         client: ClientKey,
-        previous: Option<ClientKey>,
+        older: &[ClientKey],
     ) -> Result<(), Duration> {
         let limiter = match kind {
             LimitKind::Connections => self.connections.as_ref(),
@@ -99,8 +99,8 @@ impl ClientLimiters {
         let Some(limiter) = limiter else {
             return Ok(());
         };
-        for key in [Some(client), previous].into_iter().flatten() {
-            if let Err(not_until) = limiter.check_key(&key) {
+        for key in std::iter::once(&client).chain(older) {
+            if let Err(not_until) = limiter.check_key(key) {
                 let wait = not_until.wait_time_from(self.clock.now());
                 self.held_back
                     .lock()
@@ -151,18 +151,38 @@ impl ClientLimiters {
 pub struct SessionLimiters {
     messages: Option<DefaultDirectRateLimiter>,
     media: Option<DefaultDirectRateLimiter>,
+    signals: Option<DefaultDirectRateLimiter>,
+    typing: Option<DefaultDirectRateLimiter>,
+    control_frames: Option<DefaultDirectRateLimiter>,
     clock: DefaultClock,
 }
 
 impl SessionLimiters {
-    pub fn new(config: &RateLimitConfig) -> Self {
+    /// The signal and typing rates are protocol limits (echoed in `hello`), so they come from
+    /// `limits`; the rest from `config`.
+    pub fn new(config: &RateLimitConfig, limits: &Limits) -> Self {
+        let direct =
+            |quota: Quota| DefaultDirectRateLimiter::direct_with_clock(quota, shared_clock());
         Self {
-            messages: per_second(config.messages_per_second)
-                .map(|quota| DefaultDirectRateLimiter::direct_with_clock(quota, shared_clock())),
-            media: per_minute(config.media_per_minute)
-                .map(|quota| DefaultDirectRateLimiter::direct_with_clock(quota, shared_clock())),
+            messages: per_second(config.messages_per_second).map(direct),
+            media: per_minute(config.media_per_minute).map(direct),
+            signals: per_minute(limits.max_signals_per_minute).map(direct),
+            typing: per_second(limits.max_typing_per_second).map(direct),
+            control_frames: per_second(config.control_frames_per_second).map(direct),
             clock: shared_clock(),
         }
+    }
+
+    pub fn check_signal(&self) -> Result<(), Duration> {
+        self.check(self.signals.as_ref())
+    }
+
+    pub fn check_typing(&self) -> Result<(), Duration> {
+        self.check(self.typing.as_ref())
+    }
+
+    pub fn check_control_frame(&self) -> Result<(), Duration> {
+        self.check(self.control_frames.as_ref())
     }
 
     pub fn check_message(&self) -> Result<(), Duration> {
@@ -188,16 +208,23 @@ mod tests {
     use super::*;
     use crate::client_key::KeyRing;
 
+    fn keys(ip: &str) -> ClientKeys {
+        KeyRing::new(Duration::MAX).client_keys(ip.parse().unwrap())
+    }
+
     fn key(ip: &str) -> ClientKey {
-        KeyRing::new(Duration::MAX).keys(ip.parse().unwrap()).0
+        keys(ip).current
     }
 
     #[test]
     fn a_burst_up_to_the_limit_passes_and_the_next_waits() {
-        let limits = SessionLimiters::new(&RateLimitConfig {
-            messages_per_second: 3,
-            ..RateLimitConfig::default()
-        });
+        let limits = SessionLimiters::new(
+            &RateLimitConfig {
+                messages_per_second: 3,
+                ..RateLimitConfig::default()
+            },
+            &Limits::default(),
+        );
         for _ in 0..3 {
             assert!(limits.check_message().is_ok());
         }
@@ -222,7 +249,12 @@ mod tests {
         );
         assert_eq!(limits.tracked_keys(), 2);
         assert!(
-            limits.check_connection(a, None).is_ok(),
+            limits
+                .check_connection(&ClientKeys {
+                    current: a,
+                    older: vec![]
+                })
+                .is_ok(),
             "connections are unlimited"
         );
     }
@@ -233,9 +265,13 @@ mod tests {
             connections_per_minute: 1,
             ..RateLimitConfig::default()
         });
-        let (old, new) = (key("127.0.0.1"), key("127.0.0.1"));
-        assert_ne!(old, new, "two rings, two keys for one address");
-        assert!(limits.check_connection(old, None).is_ok());
-        assert!(limits.check_connection(new, Some(old)).is_err());
+        let (old, new) = (keys("127.0.0.1"), key("127.0.0.1"));
+        assert_ne!(old.current, new, "two rings, two keys for one address");
+        assert!(limits.check_connection(&old).is_ok());
+        let rotated = ClientKeys {
+            current: new,
+            older: vec![old.current],
+        };
+        assert!(limits.check_connection(&rotated).is_err());
     }
 }

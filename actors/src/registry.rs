@@ -2,7 +2,7 @@
 //! aggregate gauges behind /stats. Sessions insert and remove themselves; the server looks
 //! tokens up on resume and walks the index on shutdown.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use base64::Engine as _;
 use parking_lot::{Mutex, RwLock};
 use zeroize::Zeroize;
 
-use crate::client_key::ClientKey;
+use crate::client_key::{ClientKey, ClientKeys};
 use crate::session::Session;
 
 pub type SessionId = u64;
@@ -91,7 +91,7 @@ pub struct StatsSnapshot {
 }
 
 /// Live sessions by token hash, with bounds on how many may exist at once, in all and per
-/// client key.
+/// client.
 pub struct Registry {
     sessions: RwLock<HashMap<TokenHash, Addr<Session>>>,
     places: Arc<Places>,
@@ -100,36 +100,69 @@ pub struct Registry {
     next_id: AtomicU64,
 }
 
-/// Sessions alive, in all and per client key.
+/// Sessions alive, in all and per client.
 #[derive(Default)]
 struct Places {
     total: AtomicUsize,
-    per_client: Mutex<HashMap<ClientKey, usize>>,
+    clients: Mutex<Clients>,
+}
+
+/// One record per client with live sessions, found by its key. When a client connects under
+/// a new salt generation, its record is found by its older key and moved to the new one, so
+/// its sessions count together whichever salt each was made under.
+#[derive(Default)]
+struct Clients {
+    by_key: HashMap<ClientKey, u64>,
+    records: HashMap<u64, ClientRecord>,
+    next_record: u64,
+}
+
+struct ClientRecord {
+    /// The newest key the client was seen under.
+    key: ClientKey,
+    sessions: usize,
 }
 
 /// A place under `max_sessions` and the client's own bound, held by one session for its
 /// whole life.
 pub struct SessionSlot {
     places: Arc<Places>,
-    client: ClientKey,
+    record: u64,
 }
 
 impl SessionSlot {
+    /// The client's newest key (it changes when the client reconnects after a salt rotation).
     pub fn client(&self) -> ClientKey {
-        self.client
+        let clients = self.places.clients.lock();
+        // A slot's record lives until the slot is dropped.
+        clients.records[&self.record].key
     }
 }
 
 impl Drop for SessionSlot {
     fn drop(&mut self) {
         self.places.total.fetch_sub(1, Ordering::AcqRel);
-        let mut per_client = self.places.per_client.lock();
-        if let Some(count) = per_client.get_mut(&self.client) {
-            *count -= 1;
-            if *count == 0 {
-                per_client.remove(&self.client);
-            }
+        let mut clients = self.places.clients.lock();
+        let Some(record) = clients.records.get_mut(&self.record) else {
+            return;
+        };
+        record.sessions -= 1;
+        if record.sessions == 0 {
+            let key = record.key;
+            clients.records.remove(&self.record);
+            clients.by_key.remove(&key);
         }
+    }
+}
+
+/// The salt generations sessions' client keys were made under, for the key ring's rotation.
+#[derive(Clone)]
+pub struct KeyGenerationsInUse(Arc<Places>);
+
+impl KeyGenerationsInUse {
+    pub fn collect(&self) -> HashSet<u32> {
+        let clients = self.0.clients.lock();
+        clients.by_key.keys().map(ClientKey::generation).collect()
     }
 }
 
@@ -153,19 +186,26 @@ impl Registry {
         }
     }
 
-    /// Takes a place for a new session of `client`. Sessions counted under the client's key
-    /// from before the last salt rotation (`previous`) count too.
-    pub fn try_reserve(
-        &self,
-        client: ClientKey,
-        previous: Option<ClientKey>,
-    ) -> Result<SessionSlot, NoPlace> {
-        let mut per_client = self.places.per_client.lock();
-        let held = per_client.get(&client).copied().unwrap_or(0)
-            + previous
-                .and_then(|key| per_client.get(&key).copied())
-                .unwrap_or(0);
-        if held >= self.max_sessions_per_client {
+    /// Takes a place for a new session of the client with `keys`. A record held under one of
+    /// its older keys is moved to its current key first.
+    pub fn try_reserve(&self, keys: &ClientKeys) -> Result<SessionSlot, NoPlace> {
+        let mut clients = self.places.clients.lock();
+        let clients = &mut *clients;
+        let found = keys.all().find_map(|key| clients.by_key.get(&key).copied());
+        if let Some(record) = found {
+            let entry = clients
+                .records
+                .get_mut(&record)
+                .expect("every key in the index names a live record");
+            if entry.key != keys.current {
+                clients.by_key.remove(&entry.key);
+                clients.by_key.insert(keys.current, record);
+                entry.key = keys.current;
+            }
+            if entry.sessions >= self.max_sessions_per_client {
+                return Err(NoPlace::ClientLimit);
+            }
+        } else if self.max_sessions_per_client == 0 {
             return Err(NoPlace::ClientLimit);
         }
         self.places
@@ -174,21 +214,39 @@ impl Registry {
                 (n < self.max_sessions).then_some(n + 1)
             })
             .map_err(|_| NoPlace::ServerFull)?;
-        *per_client.entry(client).or_insert(0) += 1;
+        let record = found.unwrap_or_else(|| {
+            let record = clients.next_record;
+            clients.next_record += 1;
+            clients.by_key.insert(keys.current, record);
+            clients.records.insert(
+                record,
+                ClientRecord {
+                    key: keys.current,
+                    sessions: 0,
+                },
+            );
+            record
+        });
+        if let Some(entry) = clients.records.get_mut(&record) {
+            entry.sessions += 1;
+        }
         Ok(SessionSlot {
             places: self.places.clone(),
-            client,
+            record,
         })
     }
 
-    /// Sessions alive for `client` (under its current key and, if given, its previous one).
-    pub fn sessions_of(&self, client: ClientKey, previous: Option<ClientKey>) -> usize {
-        let per_client = self.places.per_client.lock();
-        [Some(client), previous]
-            .into_iter()
-            .flatten()
-            .filter_map(|key| per_client.get(&key))
-            .sum()
+    /// Sessions alive for the client with `keys`.
+    pub fn sessions_of(&self, keys: &ClientKeys) -> usize {
+        let clients = self.places.clients.lock();
+        keys.all()
+            .find_map(|key| clients.by_key.get(&key))
+            .and_then(|record| clients.records.get(record))
+            .map_or(0, |record| record.sessions)
+    }
+
+    pub fn key_generations_in_use(&self) -> KeyGenerationsInUse {
+        KeyGenerationsInUse(self.places.clone())
     }
 
     pub fn next_session_id(&self) -> SessionId {
@@ -242,49 +300,59 @@ mod tests {
         assert_eq!(hash_presented_token("aaaaaaaaaaaaaaaaaaaaa/"), None);
     }
 
-    fn keys() -> (ClientKey, ClientKey) {
-        let ring = crate::client_key::KeyRing::new(std::time::Duration::MAX);
-        (
-            ring.keys("127.0.0.1".parse().unwrap()).0,
-            ring.keys("127.0.0.2".parse().unwrap()).0,
-        )
+    fn ring() -> crate::client_key::KeyRing {
+        crate::client_key::KeyRing::new(std::time::Duration::from_secs(60))
+    }
+
+    fn ip(text: &str) -> std::net::IpAddr {
+        text.parse().unwrap()
     }
 
     #[test]
     fn reservations_stop_at_max_sessions_and_come_back_when_dropped() {
-        let (a, b) = keys();
-        let registry = Registry::new(2, 10);
-        let first = registry.try_reserve(a, None).expect("first place");
-        let _second = registry.try_reserve(b, None).expect("second place");
-        assert_eq!(
-            registry.try_reserve(a, None).err(),
-            Some(NoPlace::ServerFull)
+        let ring = ring();
+        let (a, b) = (
+            ring.client_keys(ip("127.0.0.1")),
+            ring.client_keys(ip("127.0.0.2")),
         );
+        let registry = Registry::new(2, 10);
+        let first = registry.try_reserve(&a).expect("first place");
+        let _second = registry.try_reserve(&b).expect("second place");
+        assert_eq!(registry.try_reserve(&a).err(), Some(NoPlace::ServerFull));
         drop(first);
-        assert!(registry.try_reserve(a, None).is_ok());
+        assert!(registry.try_reserve(&a).is_ok());
     }
 
     #[test]
-    fn each_client_has_its_own_bound_including_its_previous_key() {
-        let (a, b) = keys();
+    fn each_client_has_its_own_bound_across_salt_rotations() {
+        let ring = ring();
         let registry = Registry::new(100, 2);
-        let _one = registry.try_reserve(a, None).unwrap();
-        let two = registry.try_reserve(a, None).unwrap();
+        let start = std::time::Instant::now();
+        let before = ring.client_keys(ip("127.0.0.1"));
+        let _one = registry.try_reserve(&before).unwrap();
+        assert!(registry
+            .try_reserve(&ring.client_keys(ip("127.0.0.2")))
+            .is_ok());
+        // Two rotations: with sessions under it, the first salt is kept and still recognised.
+        for n in 1..=2 {
+            let in_use = registry.key_generations_in_use().collect();
+            ring.rotate_if_due(start + std::time::Duration::from_secs(61 * n), &in_use);
+        }
+        let after = ring.client_keys(ip("127.0.0.1"));
+        assert_ne!(after.current, before.current);
+        let two = registry.try_reserve(&after).unwrap();
         assert_eq!(
-            registry.try_reserve(a, None).err(),
-            Some(NoPlace::ClientLimit)
+            registry.try_reserve(&after).err(),
+            Some(NoPlace::ClientLimit),
+            "the session made under the old salt still counts"
         );
-        assert!(
-            registry.try_reserve(b, None).is_ok(),
-            "others are not affected"
-        );
-        // After a salt rotation the same client has key b; its sessions under a still count.
         assert_eq!(
-            registry.try_reserve(b, Some(a)).err(),
-            Some(NoPlace::ClientLimit)
+            _one.client(),
+            after.current,
+            "the record moved to the new key"
         );
-        assert_eq!(registry.sessions_of(a, None), 2);
+        assert_eq!(registry.sessions_of(&after), 2);
         drop(two);
-        assert_eq!(registry.sessions_of(a, None), 1);
+        assert_eq!(registry.sessions_of(&after), 1);
     }
 }

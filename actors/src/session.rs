@@ -24,7 +24,7 @@ use crate::pair::{
 use crate::pow::Challenge;
 use crate::protocol::{
     fixed, parse_client_frame, render_error, render_hello, render_waiting, ClientRequest,
-    ErrorCode, FindRequest, HelloFrame, PowChallenge, ProtocolError,
+    ErrorCode, FindRequest, HelloFrame, Mode, PowChallenge, ProtocolError,
 };
 use crate::purge::{TrackAway, UntrackAway};
 use crate::rate_limits::SessionLimiters;
@@ -45,6 +45,7 @@ enum State {
         chat: ChatId,
         pair: Addr<Pair>,
         side: Side,
+        mode: Mode,
     },
     /// This member asked to end the chat; the pair's `ended` is on its way.
     Ending {
@@ -66,7 +67,9 @@ impl State {
 
     fn chat(&self) -> Option<(ChatId, &Addr<Pair>, Side)> {
         match self {
-            State::Chatting { chat, pair, side }
+            State::Chatting {
+                chat, pair, side, ..
+            }
             | State::Ending {
                 chat, pair, side, ..
             } => Some((*chat, pair, *side)),
@@ -144,7 +147,7 @@ impl Session {
             last_heard: Instant::now(),
             away_generation: 0,
             protocol_errors: VecDeque::new(),
-            limits: SessionLimiters::new(&hub.config.rate_limits),
+            limits: SessionLimiters::new(&hub.config.rate_limits, &hub.config.limits),
             pow: match hub.pow.difficulty_for_new_session(Instant::now()) {
                 0 => None,
                 bits => Some(Challenge::new(bits)),
@@ -212,13 +215,20 @@ impl Session {
         self.push(frame, ctx);
     }
 
-    /// Queues a frame for the client. A client whose outbox passes the bound is cut off, as if
-    /// its connection had dropped, so a reader that stopped reading costs bounded memory.
+    /// Queues a text frame for the client.
     fn push(&mut self, frame: ByteString, ctx: &mut Context<Self>) {
+        self.send(Outgoing::Text(frame), ctx);
+    }
+
+    /// Queues a frame for the client. Every frame counts against the outbox bounds, control
+    /// frames included. A client whose outbox passes its bound, or holds more than a fair share
+    /// while the server-wide bound is passed, is cut off as if its connection had dropped, so a
+    /// reader that stopped reading costs bounded memory.
+    fn send(&mut self, frame: Outgoing, ctx: &mut Context<Self>) {
         let Some(connection) = self.connection.as_mut() else {
             return;
         };
-        connection.sink.send(Outgoing::Text(frame));
+        connection.sink.send(frame);
         let unsent = connection.sink.unsent_bytes();
         let server_pressed = self
             .hub
@@ -247,7 +257,10 @@ impl Session {
             ErrorCode::NotChatting => Refusal::NotChatting,
             ErrorCode::AlreadyChatting => Refusal::AlreadyChatting,
             ErrorCode::AgeRequired => Refusal::AgeRequired,
-            _ => Refusal::Other,
+            ErrorCode::PowRequired | ErrorCode::PowInvalid => Refusal::ProofOfWork,
+            ErrorCode::RateLimited => Refusal::RateLimited,
+            ErrorCode::Banned => Refusal::Banned,
+            ErrorCode::ServerBusy => Refusal::ServerBusy,
         };
         self.hub.metrics.refused(refusal);
         self.push(render_error(error.code, &error.message, None), ctx);
@@ -293,7 +306,7 @@ impl Session {
         let banned = self
             .hub
             .abuse
-            .banned_for(self.slot.client(), None, Instant::now());
+            .banned_for(self.slot.client(), Instant::now());
         let Some(left) = banned else {
             return false;
         };
@@ -329,6 +342,10 @@ impl Session {
                 Err(wait) => self.rate_limited(wait, "images and voice notes", ctx),
             },
             ClientRequest::Typing { active } => {
+                if self.limits.check_typing().is_err() {
+                    // An indicator is a hint: past the rate it is dropped, without an answer.
+                    return self.hub.metrics.refused(Refusal::TypingDropped);
+                }
                 let frame = if active {
                     fixed::TYPING_ON
                 } else {
@@ -336,7 +353,7 @@ impl Session {
                 };
                 self.relay(ByteString::from_static(frame), ctx);
             }
-            ClientRequest::Signal { frame } => self.relay(frame, ctx),
+            ClientRequest::Signal { frame } => self.signal(frame, ctx),
             ClientRequest::Next => self.next(ctx),
             ClientRequest::Leave => self.leave(ctx),
             ClientRequest::Report { reason } => match &self.state {
@@ -460,6 +477,30 @@ impl Session {
         }
     }
 
+    /// WebRTC signalling: only between members of a video chat, and rate limited, since each
+    /// signal may carry up to `max_signal_bytes` to the stranger.
+    fn signal(&mut self, frame: ByteString, ctx: &mut Context<Self>) {
+        match &self.state {
+            State::Chatting {
+                mode: Mode::Video, ..
+            } => {}
+            State::Chatting { .. } => {
+                return self.refuse(
+                    ProtocolError {
+                        code: ErrorCode::BadRequest,
+                        message: "signals are for video chats only".into(),
+                    },
+                    ctx,
+                )
+            }
+            _ => return self.not_chatting(ctx),
+        }
+        match self.limits.check_signal() {
+            Ok(()) => self.relay(frame, ctx),
+            Err(wait) => self.rate_limited(wait, "signals", ctx),
+        }
+    }
+
     fn relay(&mut self, frame: ByteString, ctx: &mut Context<Self>) {
         let State::Chatting { pair, side, .. } = &self.state else {
             return self.not_chatting(ctx);
@@ -516,7 +557,10 @@ impl Session {
     }
 
     fn begin_ending(&mut self, requeue: bool) {
-        if let State::Chatting { chat, pair, side } = &self.state {
+        if let State::Chatting {
+            chat, pair, side, ..
+        } = &self.state
+        {
             let ending = State::Ending {
                 chat: *chat,
                 pair: pair.clone(),
@@ -558,11 +602,13 @@ impl Session {
                 ctx,
             ),
             ClientFrame::Ping(payload) => {
-                if let Some(connection) = self.connection.as_mut() {
-                    connection.sink.send(Outgoing::Pong(payload));
+                if self.control_frame_allowed(ctx) {
+                    self.send(Outgoing::Pong(payload), ctx);
                 }
             }
-            ClientFrame::Pong => {}
+            ClientFrame::Pong => {
+                self.control_frame_allowed(ctx);
+            }
             ClientFrame::Close(_) => {
                 self.hub.metrics.disconnected(Disconnect::CloseFrame);
                 self.close(close_code::NORMAL, "bye");
@@ -579,11 +625,28 @@ impl Session {
                 self.close(close_code::MESSAGE_TOO_BIG, "frame too large");
                 ctx.stop();
             }
+            ClientFrame::Invalid { code, reason } => {
+                self.hub.metrics.disconnected(Disconnect::ProtocolViolation);
+                self.hub.metrics.refused(Refusal::BadRequest);
+                self.close(code, reason);
+                ctx.stop();
+            }
             ClientFrame::Dropped => {
                 self.hub.metrics.disconnected(Disconnect::Dropped);
                 self.go_away(ctx);
             }
         }
+    }
+
+    /// Pings and pongs from the client, within `control_frames_per_second`. Past it a ping is
+    /// not answered, and each one counts as a protocol error, so a flood ends the connection.
+    fn control_frame_allowed(&mut self, ctx: &mut Context<Self>) -> bool {
+        if self.limits.check_control_frame().is_ok() {
+            return true;
+        }
+        self.hub.metrics.refused(Refusal::ControlFrames);
+        self.count_protocol_error(ctx);
+        false
     }
 
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
@@ -593,8 +656,8 @@ impl Session {
         if self.last_heard.elapsed() > self.hub.config.client_timeout {
             self.hub.metrics.disconnected(Disconnect::ClientTimeout);
             self.go_away(ctx);
-        } else if let Some(connection) = self.connection.as_mut() {
-            connection.sink.send(Outgoing::Ping);
+        } else {
+            self.send(Outgoing::Ping, ctx);
         }
     }
 }
@@ -684,16 +747,16 @@ impl Handler<Attach> for Session {
                 frames: attach.frames,
             });
         }
-        if self.connection.is_some() {
-            // The old connection has not been noticed dead yet; the new one wins.
+        if let Some(mut old) = self.connection.take() {
+            // The old connection has not been noticed dead yet; the new one wins. What was
+            // queued for it is dropped at once: a client that takes over its own session again
+            // and again must not leave a replay behind on each connection it abandons.
             self.hub.metrics.disconnected(Disconnect::ResumedElsewhere);
-            self.close(
+            ctx.cancel_future(old.frames);
+            old.sink.close_at_once(
                 close_code::RESUMED_ELSEWHERE,
                 "resumed on another connection",
             );
-            if let Some(old) = self.connection.take() {
-                ctx.cancel_future(old.frames);
-            }
         } else {
             self.hub.purge.do_send(UntrackAway { session: self.id });
         }
@@ -747,6 +810,7 @@ pub struct ChatStarted {
     pub chat: ChatId,
     pub pair: Addr<Pair>,
     pub side: Side,
+    pub mode: Mode,
 }
 
 impl Handler<ChatStarted> for Session {
@@ -770,6 +834,7 @@ impl Handler<ChatStarted> for Session {
             chat: started.chat,
             pair: started.pair,
             side: started.side,
+            mode: started.mode,
         });
     }
 }

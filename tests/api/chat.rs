@@ -89,7 +89,7 @@ async fn a_stranger_without_a_nick_is_shown_as_null() {
 #[tokio::test]
 async fn typing_and_signal_are_relayed_without_seq_and_not_echoed() {
     let server = spawn_server(test_settings());
-    let (mut a, mut b) = server.matched_pair().await;
+    let (mut a, mut b) = server.matched_pair_with(find_with("video", &[])).await;
     a.send(json!({"type":"typing","active":true})).await;
     let typing = b.expect("typing").await;
     assert_eq!(typing["active"], true);

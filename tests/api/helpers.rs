@@ -107,9 +107,14 @@ impl TestServer {
 
     /// Two clients matched with each other in text mode.
     pub async fn matched_pair(&self) -> (Client, Client) {
-        let mut a = self.waiting_client(find_text()).await;
+        self.matched_pair_with(find_text()).await
+    }
+
+    /// Two clients matched after both sent `find`.
+    pub async fn matched_pair_with(&self, find: Value) -> (Client, Client) {
+        let mut a = self.waiting_client(find.clone()).await;
         let mut b = self.client().await;
-        b.send(find_text()).await;
+        b.send(find).await;
         b.expect("waiting").await;
         a.expect("matched").await;
         b.expect("matched").await;

@@ -77,13 +77,32 @@ async fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
         via_proxy["client_key_prefix"], direct["client_key_prefix"],
         "the nearest untrusted hop is the client"
     );
-    let standard = privacy_me(
+    let other_header = privacy_me(
         &server,
         "127.30.0.1",
         "Forwarded: for=\"127.40.0.9:5555\";proto=http\r\n",
     )
     .await;
-    assert_eq!(standard["client_key_prefix"], direct["client_key_prefix"]);
+    assert_ne!(
+        other_header["client_key_prefix"], direct["client_key_prefix"],
+        "only the configured header (x-forwarded-for by default) is believed"
+    );
+    let standard_server = spawn_server(Settings {
+        trusted_proxies: vec!["127.30.0.0/24".to_owned()],
+        client_address_header: ephemera::client_identity::AddressHeader::Forwarded,
+        ..test_settings()
+    });
+    let direct_to_standard = privacy_me(&standard_server, "127.40.0.9", "").await;
+    let standard = privacy_me(
+        &standard_server,
+        "127.30.0.1",
+        "X-Forwarded-For: 127.41.0.1\r\nForwarded: for=\"127.40.0.9:5555\";proto=http\r\n",
+    )
+    .await;
+    assert_eq!(
+        standard["client_key_prefix"],
+        direct_to_standard["client_key_prefix"]
+    );
     // An untrusted peer cannot pretend to be someone else.
     let spoofed = privacy_me(&server, "127.50.0.1", "X-Forwarded-For: 127.40.0.9\r\n").await;
     let itself = privacy_me(&server, "127.50.0.1", "").await;

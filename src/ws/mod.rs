@@ -1,0 +1,96 @@
+//! The /ws endpoint: decides whether a client may connect (Origin, client key) before it
+//! upgrades with actix-ws, then adapts the socket to the actors' transport boundary: a bounded
+//! `FrameReader` turns incoming bytes into `ClientFrame`s, and a `WsSink` queues outgoing
+//! frames for one writer task.
+
+mod reader;
+mod writer;
+
+use std::sync::Arc;
+
+use actix_web::{web, FromRequest as _, HttpRequest, HttpResponse};
+use ephemera_actors::connection::ClientFrame;
+use ephemera_actors::metrics::Refusal;
+use ephemera_actors::Hub;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use crate::startup::AppState;
+pub use reader::MAX_FRAME_HEADER_BYTES;
+use reader::{held_bytes, FrameReader, InboundBudget};
+use writer::{CutOff, CuttableBody, WsSink};
+
+/// Frames read from a socket ahead of its session actor. Their bytes are bounded by the
+/// reader's budget; the count only keeps many tiny frames from piling up.
+const INBOUND_FRAMES_AHEAD: usize = 16;
+
+#[derive(Deserialize)]
+pub struct ResumeQuery {
+    resume: Option<String>,
+    last_seq: Option<u64>,
+}
+
+pub async fn upgrade(
+    req: HttpRequest,
+    body: web::Payload,
+    query: web::Query<ResumeQuery>,
+    state: web::Data<AppState>,
+) -> actix_web::Result<HttpResponse> {
+    let hub: Arc<Hub> = state.hub.clone();
+    if !crate::client_identity::origin_allowed(&req, &state) {
+        hub.metrics.refused(Refusal::Origin);
+        return Ok(HttpResponse::Forbidden().body("origin not allowed\n"));
+    }
+    let Some(keys) = crate::client_identity::client_keys(&req) else {
+        // The middleware that derives keys wraps every route; without it nothing is safe.
+        tracing::error!("no client key on a /ws request; is forget_client_address installed?");
+        return Ok(HttpResponse::InternalServerError().body("server misconfigured\n"));
+    };
+    // actix-ws does the handshake and owns the outgoing half; the incoming bytes go to our
+    // own bounded reader, so actix-ws is handed an empty payload.
+    let no_payload = web::Payload::from_request(&req, &mut actix_web::dev::Payload::None).await?;
+    let (response, ws_session, _unused_stream) = actix_ws::handle(&req, no_payload)?;
+    let cut_off = Arc::new(CutOff::default());
+    let response = response
+        .map_body({
+            let cut_off = cut_off.clone();
+            move |_, body| CuttableBody::new(body, cut_off)
+        })
+        .map_into_boxed_body();
+
+    let budget = Arc::new(InboundBudget::default());
+    let (frames_tx, frames_rx) = mpsc::channel(INBOUND_FRAMES_AHEAD);
+    let reader = FrameReader::new(
+        body.into_inner(),
+        hub.config.limits.max_frame_bytes,
+        budget.clone(),
+    );
+    actix_web::rt::spawn(reader.run(frames_tx));
+    let sink = WsSink::spawn(ws_session, cut_off, hub.outbox_total.clone());
+    let frames = Box::pin(frame_stream(frames_rx, budget));
+
+    let query = query.into_inner();
+    actix_web::rt::spawn(async move {
+        let resume = query
+            .resume
+            .as_deref()
+            .map(|token| (token, query.last_seq.unwrap_or(0)));
+        hub.connect(keys, resume, Box::new(sink), frames).await;
+    });
+    Ok(response)
+}
+
+/// The session's view of the reader: each frame it takes gives its bytes back to the budget.
+fn frame_stream(
+    mut rx: mpsc::Receiver<ClientFrame>,
+    budget: Arc<InboundBudget>,
+) -> impl futures_util::Stream<Item = ClientFrame> + Send {
+    futures_util::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx).map(|frame| {
+            if let Some(frame) = &frame {
+                budget.release(held_bytes(frame));
+            }
+            frame
+        })
+    })
+}

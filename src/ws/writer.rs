@@ -1,0 +1,194 @@
+//! The outgoing half of a WebSocket: the session's `ClientSink`. Frames queue for one writer
+//! task that owns the actix-ws `Session`; the queue's bytes are counted (per connection and
+//! server-wide) so the session can cut off a client that does not read. Cutting off is
+//! immediate: the response body fails, so actix-http drops the TCP connection and everything
+//! it buffered, instead of waiting for a peer that never reads to take a close frame.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use actix_web::body::{BodySize, BoxBody, MessageBody};
+use actix_web::web::Bytes;
+use actix_ws::{CloseCode, CloseReason};
+use ephemera_actors::connection::{ClientSink, OutboxGauge, Outgoing};
+use futures_util::task::AtomicWaker;
+use tokio::sync::mpsc;
+
+/// How long a connection the session let go of may take to flush what was queued for it (its
+/// `ended`, a close frame). A reader that keeps up needs milliseconds; one that does not read
+/// is cut off after this, so it cannot hold its queue and socket buffers.
+const FLUSH_GRACE: Duration = Duration::from_secs(2);
+
+/// Flips a connection's response body into an error, which makes actix-http drop the
+/// connection at once.
+#[derive(Default)]
+pub struct CutOff {
+    cut: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl CutOff {
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    fn is_cut(&self) -> bool {
+        self.cut.load(Ordering::Acquire)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("connection cut off by the server")]
+struct CutOffError;
+
+/// The WebSocket response body (actix-ws's frame encoder), which fails once its `CutOff` is cut.
+pub struct CuttableBody {
+    inner: BoxBody,
+    cut_off: Arc<CutOff>,
+}
+
+impl CuttableBody {
+    pub fn new(inner: BoxBody, cut_off: Arc<CutOff>) -> Self {
+        Self { inner, cut_off }
+    }
+}
+
+impl MessageBody for CuttableBody {
+    type Error = Box<dyn std::error::Error>;
+
+    fn size(&self) -> BodySize {
+        self.inner.size()
+    }
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        let this = self.get_mut();
+        this.cut_off.waker.register(cx.waker());
+        if this.cut_off.is_cut() {
+            return Poll::Ready(Some(Err(Box::new(CutOffError))));
+        }
+        std::pin::Pin::new(&mut this.inner).poll_next(cx)
+    }
+}
+
+/// The session's side of a socket: an unbounded queue whose byte size the session bounds
+/// (every frame counts, control frames included), drained by one writer task.
+pub struct WsSink {
+    tx: mpsc::UnboundedSender<Outgoing>,
+    gauge: OutboxGauge,
+    writer: tokio::task::AbortHandle,
+    /// A handle on the socket for a close frame sent past the queue (`close_at_once`). Dropped
+    /// with the sink, so the writer's own handle is the last and ends the body when it closes.
+    socket: Option<actix_ws::Session>,
+    cut_off: Arc<CutOff>,
+}
+
+impl WsSink {
+    pub fn spawn(
+        ws: actix_ws::Session,
+        cut_off: Arc<CutOff>,
+        outbox_total: Arc<AtomicUsize>,
+    ) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let gauge = OutboxGauge::counting_into(outbox_total);
+        let socket = Some(ws.clone());
+        let writer = actix_web::rt::spawn(write_frames(ws, rx, gauge.clone())).abort_handle();
+        Self {
+            tx,
+            gauge,
+            writer,
+            socket,
+            cut_off,
+        }
+    }
+}
+
+impl ClientSink for WsSink {
+    fn send(&mut self, frame: Outgoing) {
+        let weight = frame.weight();
+        if self.tx.send(frame).is_ok() {
+            self.gauge.add(weight);
+        }
+    }
+
+    fn unsent_bytes(&self) -> usize {
+        self.gauge.get()
+    }
+
+    fn abort(&mut self) {
+        // The writer's queue goes with its task; the failing body drops the connection.
+        self.writer.abort();
+        self.socket = None;
+        self.cut_off.cut();
+    }
+
+    fn close_at_once(&mut self, code: u16, reason: &'static str) {
+        self.writer.abort();
+        let Some(socket) = self.socket.take() else {
+            return;
+        };
+        let cut_off = self.cut_off.clone();
+        actix_web::rt::spawn(async move {
+            let close = socket.close(Some(CloseReason {
+                code: CloseCode::from(code),
+                description: Some(reason.to_owned()),
+            }));
+            let deadline = tokio::time::Instant::now() + FLUSH_GRACE;
+            let _ = tokio::time::timeout_at(deadline, close).await;
+            // A connection that has not taken its close frame by then goes without it.
+            tokio::time::sleep_until(deadline).await;
+            cut_off.cut();
+        });
+    }
+}
+
+impl Drop for WsSink {
+    /// The session let go: the writer flushes what is queued, within `FLUSH_GRACE`.
+    fn drop(&mut self) {
+        if self.cut_off.is_cut() {
+            return;
+        }
+        let cut_off = self.cut_off.clone();
+        let writer = self.writer.clone();
+        actix_web::rt::spawn(async move {
+            tokio::time::sleep(FLUSH_GRACE).await;
+            writer.abort();
+            cut_off.cut();
+        });
+    }
+}
+
+async fn write_frames(
+    mut ws: actix_ws::Session,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    gauge: OutboxGauge,
+) {
+    while let Some(frame) = rx.recv().await {
+        let weight = frame.weight();
+        let sent = match frame {
+            Outgoing::Text(text) => ws.text(text).await,
+            Outgoing::Ping => ws.ping(b"").await,
+            Outgoing::Pong(payload) => ws.pong(&payload).await,
+            Outgoing::Close { code, reason } => {
+                gauge.sub(weight);
+                let reason = CloseReason {
+                    code: CloseCode::from(code),
+                    description: Some(reason.to_owned()),
+                };
+                let _ = ws.close(Some(reason)).await;
+                return;
+            }
+        };
+        gauge.sub(weight);
+        if sent.is_err() {
+            return;
+        }
+    }
+    // The session dropped its sink without a close frame (its actor stopped): say goodbye.
+    let _ = ws.close(None).await;
+}
