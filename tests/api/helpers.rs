@@ -363,6 +363,14 @@ impl Client {
     }
 }
 
+/// The server binary under test: the release build when the test command provides it (its
+/// memory and speed are what operators get), else this profile's.
+pub fn server_binary() -> std::path::PathBuf {
+    std::env::var_os("EPHEMERA_TEST_BINARY")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_BIN_EXE_ephemera")))
+}
+
 /// Starts the real binary from `command` (with stdout piped) and reads the banner it prints,
 /// which names the address it listens on.
 pub fn spawn_binary(command: &mut std::process::Command) -> SpawnedBinary {

@@ -3,20 +3,12 @@
 //! its grace ran out (no marker and no client address may be found, in text or binary form).
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
 
 use crate::helpers::*;
-
-/// The server under test: the release build when the test command provides it.
-fn server_binary() -> PathBuf {
-    std::env::var_os("EPHEMERA_TEST_BINARY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ephemera")))
-}
 
 fn start_server() -> (Child, SocketAddr) {
     let spawned = spawn_binary(

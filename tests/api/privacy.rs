@@ -2,6 +2,7 @@
 //! it, and forwarded addresses are believed only from trusted proxies.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -176,5 +177,55 @@ async fn one_reporter_cannot_ban_anyone_alone() {
     assert_eq!(
         standing["abuse"]["reports_in_window"], 1,
         "one key's reports count once"
+    );
+}
+
+/// Waits, polling /api/privacy/me, until the salt behind `from`'s client key has rotated.
+async fn after_a_salt_rotation(server: &TestServer, from: &str) {
+    let before = privacy_me(server, from, "").await["client_key_prefix"].clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    // Polling stands in for a clock the test cannot move: the salt rotates on the purge
+    // timer, on real time, after the short configured period.
+    while privacy_me(server, from, "").await["client_key_prefix"] == before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the salt never rotated"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_ban_reaches_the_clients_sessions_made_under_an_older_salt() {
+    let server = spawn_server(Settings {
+        salt_rotation_seconds: 0.4,
+        ..ban_settings()
+    });
+    let mut older = Client::connect_from(server.addr, ip("127.82.0.9")).await;
+    after_a_salt_rotation(&server, "127.82.0.9").await;
+    // The same network connects again under the new salt and is reported there.
+    let mut newer = Client::connect_from(server.addr, ip("127.82.0.9")).await;
+    report(&server, &mut newer, "127.82.0.1").await;
+    report(&server, &mut newer, "127.82.0.2").await;
+    older.send(find_text()).await;
+    older.expect_error("banned").await;
+}
+
+#[tokio::test]
+async fn the_session_bound_holds_across_salt_rotations() {
+    let server = spawn_server(Settings {
+        salt_rotation_seconds: 0.3,
+        max_sessions_per_client: 2,
+        ..test_settings()
+    });
+    let _first = Client::connect_from(server.addr, ip("127.83.0.9")).await;
+    after_a_salt_rotation(&server, "127.83.0.9").await;
+    after_a_salt_rotation(&server, "127.83.0.9").await;
+    let _second = Client::connect_from(server.addr, ip("127.83.0.9")).await;
+    let mut third = Client::connect_from_ungreeted(server.addr, ip("127.83.0.9")).await;
+    third.expect_error("rate_limited").await;
+    assert_eq!(
+        privacy_me(&server, "127.83.0.9", "").await["open_sessions"],
+        2
     );
 }
