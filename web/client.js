@@ -262,7 +262,16 @@ export class ChatClient extends EventTarget {
     }
   }
 
-  typing(active) { this.send({ type: "typing", active }); }
+  /// Tells the stranger whether we are typing: only in a chat, only when it changes, and a
+  /// "still typing" at most every 2 s, well under the server's max_typing_per_second.
+  typing(active) {
+    const now = Date.now();
+    if (this.state !== "chatting") { this.typingSent = false; return; }
+    if (active === Boolean(this.typingSent) && (!active || now - this.typingSentAt < 2000)) return;
+    this.typingSent = active;
+    this.typingSentAt = now;
+    this.send({ type: "typing", active });
+  }
   signal(data) { return this.send({ type: "signal", data }); }
   next() { return this.send({ type: "next" }); }
   leave() { return this.send({ type: "leave" }); }

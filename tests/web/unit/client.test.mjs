@@ -224,3 +224,20 @@ test("proof of work: the nonce found has the leading zero bits asked for", async
   const hash = await crypto.subtle.digest("SHA-256", Buffer.concat([prefix, Buffer.from(nonce)]));
   assert.ok(leadingZeroBits(new Uint8Array(hash)) >= 8);
 });
+
+test("typing is sent only in a chat, only when it changes, and refreshed at most every 2 s", async () => {
+  const t = makeClient();
+  t.client.connect();
+  t.socket().deliver(hello());
+  t.client.typing(true);
+  assert.equal(t.socket().sent.filter((f) => f.type === "typing").length, 0, "nothing between chats");
+  await chatting(t);
+  const typing = () => t.socket().sent.filter((f) => f.type === "typing");
+  for (let key = 0; key < 20; key++) t.client.typing(true);
+  assert.deepEqual(typing().map((f) => f.active), [true], "twenty keystrokes, one indicator");
+  t.client.typingSentAt -= 2500;
+  t.client.typing(true);
+  t.client.typing(false);
+  t.client.typing(false);
+  assert.deepEqual(typing().map((f) => f.active), [true, true, false]);
+});
