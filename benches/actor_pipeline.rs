@@ -5,7 +5,7 @@
 //! `cargo bench --bench actor_pipeline` (env CHATS, MESSAGES to change the load).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ephemera_actors::connection::{ChannelSinkReceiver, ClientFrame, Outgoing};
 use ephemera_actors::{ChatConfig, Hub};
@@ -50,13 +50,9 @@ async fn drain(member: &Member, wanted: usize) -> u64 {
 fn actor_pipeline(chats: usize, messages: usize) -> f64 {
     actix_rt::System::new().block_on(async move {
         let hub = Hub::start(ChatConfig {
-            heartbeat_interval: Duration::from_secs(3600),
-            max_sessions_per_client: usize::MAX,
-            rate_limits: Default::default(),
-            ban_policy: Default::default(),
             // The bench profile: no back-pressure refusals while flooding.
             pair_mailbox_capacity: 1 << 20,
-            ..ChatConfig::default()
+            ..ChatConfig::unlimited()
         });
         let mut members = Vec::new();
         for _ in 0..chats * 2 {

@@ -25,13 +25,9 @@ async fn join(hub: &std::sync::Arc<Hub>, interests: &str, keep: &mut Vec<Box<dyn
 fn pairs_per_second(waiting: usize, pairs: usize, with_interests: bool) -> f64 {
     actix_rt::System::new().block_on(async move {
         let hub = Hub::start(ChatConfig {
-            heartbeat_interval: Duration::from_secs(3600),
-            max_sessions_per_client: usize::MAX,
-            rate_limits: Default::default(),
-            ban_policy: Default::default(),
             // The waiting crowd never opens up to strangers during the run.
             interest_timeout: Duration::from_secs(3600),
-            ..ChatConfig::default()
+            ..ChatConfig::unlimited()
         });
         let mut keep = Vec::new();
         for i in 0..waiting {

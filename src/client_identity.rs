@@ -15,7 +15,7 @@ use actix_web::{web, HttpMessage, HttpRequest};
 use ephemera_actors::client_key::ClientKeys;
 use serde::{Deserialize, Serialize};
 
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Which forwarding header a trusted proxy sets. One is believed, never a preference order:
 /// a client could otherwise send the other one through a proxy that passes it on unchanged.

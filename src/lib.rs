@@ -6,6 +6,7 @@
 //!   forwarded-header walk and the Origin check.
 //! - `settings`: every setting, layered from defaults, a TOML file, variables and flags.
 //! - `startup`: builds and runs the server, and drains it on shutdown.
+//! - `state`: `AppState`, what every request handler is handed.
 //! - `ws`: the /ws upgrade and the socket adapter for session actors: a bounded frame reader
 //!   (`ws/reader.rs`) and a cuttable writer (`ws/writer.rs`).
 //! - `hardening`: security headers, and core dumps off.
@@ -23,6 +24,7 @@ pub mod privacy_page;
 pub mod routes;
 pub mod settings;
 pub mod startup;
+pub mod state;
 pub mod static_files;
 pub mod telemetry;
 pub mod wiping_allocator;

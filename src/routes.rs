@@ -3,7 +3,7 @@
 
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
 
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().body("ok\n")

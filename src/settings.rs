@@ -56,6 +56,10 @@ macro_rules! settings {
     };
 }
 
+/// Protocol v1's limits, as the shared spec's table gives them: the defaults of the limit
+/// settings below, so the numbers are written once (in `Limits::default`).
+const V1_LIMITS: ephemera_actors::protocol::Limits = ephemera_actors::protocol::Limits::V1;
+
 settings! {
     /// Address and port to listen on.
     listen_addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080)), env = "EPHEMERA_LISTEN_ADDR";
@@ -74,23 +78,23 @@ settings! {
     /// Seconds between purge ticks (resume grace and cooldown expiry).
     purge_interval_seconds: f64 = 1.0, env = "EPHEMERA_PURGE_INTERVAL_SECONDS";
     /// Most characters in one chat message.
-    max_text_chars: usize = 2000, env = "EPHEMERA_MAX_TEXT_CHARS";
+    max_text_chars: usize = V1_LIMITS.max_text_chars, env = "EPHEMERA_MAX_TEXT_CHARS";
     /// Most characters in a nickname.
-    max_nick_chars: usize = 24, env = "EPHEMERA_MAX_NICK_CHARS";
+    max_nick_chars: usize = V1_LIMITS.max_nick_chars, env = "EPHEMERA_MAX_NICK_CHARS";
     /// Most interests in one find.
-    max_interests: usize = 10, env = "EPHEMERA_MAX_INTERESTS";
+    max_interests: usize = V1_LIMITS.max_interests, env = "EPHEMERA_MAX_INTERESTS";
     /// Most characters in one interest.
-    max_interest_chars: usize = 32, env = "EPHEMERA_MAX_INTEREST_CHARS";
+    max_interest_chars: usize = V1_LIMITS.max_interest_chars, env = "EPHEMERA_MAX_INTEREST_CHARS";
     /// Most bytes of one image or voice note, decoded.
-    max_media_bytes: usize = 1 << 20, env = "EPHEMERA_MAX_MEDIA_BYTES";
+    max_media_bytes: usize = V1_LIMITS.max_media_bytes, env = "EPHEMERA_MAX_MEDIA_BYTES";
     /// Most bytes of one signal's data, serialised.
-    max_signal_bytes: usize = 64 << 10, env = "EPHEMERA_MAX_SIGNAL_BYTES";
+    max_signal_bytes: usize = V1_LIMITS.max_signal_bytes, env = "EPHEMERA_MAX_SIGNAL_BYTES";
     /// Most bytes of one WebSocket frame (or message of continuation frames).
-    max_frame_bytes: usize = 2 << 20, env = "EPHEMERA_MAX_FRAME_BYTES";
+    max_frame_bytes: usize = V1_LIMITS.max_frame_bytes, env = "EPHEMERA_MAX_FRAME_BYTES";
     /// Most events a chat's log holds for replay.
-    event_log_max_events: usize = 256, env = "EPHEMERA_EVENT_LOG_MAX_EVENTS";
+    event_log_max_events: usize = V1_LIMITS.event_log_max_events, env = "EPHEMERA_EVENT_LOG_MAX_EVENTS";
     /// Most bytes a chat's log holds for replay.
-    event_log_max_bytes: usize = 4 << 20, env = "EPHEMERA_EVENT_LOG_MAX_BYTES";
+    event_log_max_bytes: usize = V1_LIMITS.event_log_max_bytes, env = "EPHEMERA_EVENT_LOG_MAX_BYTES";
     /// Most sessions alive at once; beyond it new connections get server_busy.
     max_sessions: usize = 100_000, env = "EPHEMERA_MAX_SESSIONS";
     /// Most sessions alive at once from one client key (one IPv4 address or IPv6 /64).
@@ -106,9 +110,9 @@ settings! {
     /// Images and voice notes per minute from one session (0: unlimited).
     max_media_per_minute: u32 = 10, env = "EPHEMERA_MAX_MEDIA_PER_MINUTE";
     /// WebRTC signals per minute from one session; more get rate_limited (0: unlimited).
-    max_signals_per_minute: u32 = 120, env = "EPHEMERA_MAX_SIGNALS_PER_MINUTE";
+    max_signals_per_minute: u32 = V1_LIMITS.max_signals_per_minute, env = "EPHEMERA_MAX_SIGNALS_PER_MINUTE";
     /// Typing indicators per second from one session; more are dropped, counted (0: unlimited).
-    max_typing_per_second: u32 = 4, env = "EPHEMERA_MAX_TYPING_PER_SECOND";
+    max_typing_per_second: u32 = V1_LIMITS.max_typing_per_second, env = "EPHEMERA_MAX_TYPING_PER_SECOND";
     /// WebSocket pings and pongs per second from one client; more go unanswered and count as protocol errors (0: unlimited).
     max_control_frames_per_second: u32 = 10, env = "EPHEMERA_MAX_CONTROL_FRAMES_PER_SECOND";
     /// Reports from distinct clients within the window that ban the reported client (at least 2).
@@ -329,7 +333,7 @@ impl Settings {
 
     /// The actors' view of these settings.
     pub fn chat_config(&self) -> ephemera_actors::ChatConfig {
-        use ephemera_actors::protocol::{Limits, MEDIA_MIME_TYPES};
+        use ephemera_actors::protocol::Limits;
         ephemera_actors::ChatConfig {
             limits: Limits {
                 max_text_chars: self.max_text_chars,
@@ -341,7 +345,7 @@ impl Settings {
                 max_frame_bytes: self.max_frame_bytes,
                 event_log_max_events: self.event_log_max_events,
                 event_log_max_bytes: self.event_log_max_bytes,
-                media_mime_types: MEDIA_MIME_TYPES,
+                media_mime_types: V1_LIMITS.media_mime_types,
                 max_signals_per_minute: self.max_signals_per_minute,
                 max_typing_per_second: self.max_typing_per_second,
             },

@@ -13,18 +13,10 @@ use crate::hardening;
 use crate::privacy_page;
 use crate::routes;
 use crate::settings::Settings;
+use crate::state::AppState;
 use crate::static_files;
 use crate::telemetry;
 use crate::ws;
-
-/// Shared with every request handler.
-pub struct AppState {
-    pub hub: Arc<Hub>,
-    pub allowed_origins: Vec<String>,
-    pub trusted_proxies: Vec<ipnet::IpNet>,
-    pub client_address_header: client_identity::AddressHeader,
-    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
-}
 
 /// A running server: where it listens, and how to stop it.
 pub struct Server {

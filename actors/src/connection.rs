@@ -9,6 +9,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use bytestring::ByteString;
 
+/// A client connection's incoming frames; must end with `ClientFrame::Dropped`, a close, or
+/// another last item (`TooLarge`, `Invalid`).
+pub type FrameStream = std::pin::Pin<Box<dyn futures_core::Stream<Item = ClientFrame> + Send>>;
+
 /// One thing a connection delivered to the server.
 #[derive(Debug)]
 pub enum ClientFrame {

@@ -2,93 +2,26 @@
 //! session registry and gauges, and is the one entry point a transport uses to connect a
 //! client (`Hub::connect`) or to shut everything down (`Hub::shutdown`).
 
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, Addr};
-use futures_core::Stream;
 
-use crate::abuse::{AbuseDesk, AbuseStanding, BanPolicy};
+use crate::abuse::{AbuseDesk, AbuseStanding};
 use crate::client_key::{ClientKeys, KeyRing};
+pub use crate::config::ChatConfig;
 use crate::connection::{
-    channel_sink, close_code, ChannelSinkReceiver, ClientFrame, ClientSink, Outgoing,
+    channel_sink, close_code, ChannelSinkReceiver, ClientFrame, ClientSink, FrameStream, Outgoing,
 };
-use crate::ice::IceConfig;
 use crate::matchmaker::{Matchmaker, MatchmakerHandle};
 use crate::metrics::{ChatMetrics, Refusal};
 use crate::pow::PowPolicy;
-use crate::protocol::{render_error, ErrorCode, Limits};
+use crate::protocol::{render_error, ErrorCode};
 use crate::purge::PurgeTimer;
 use crate::rate_limits::{ClientLimiters, HeldBack, RateLimitConfig};
 use crate::registry::{hash_presented_token, NoPlace, Registry, ResumeToken, Stats, StatsSnapshot};
 use crate::session::{Attach, Session, Shutdown};
-
-/// What the actors need to know of the server's settings.
-pub struct ChatConfig {
-    pub limits: Limits,
-    pub heartbeat_interval: Duration,
-    pub client_timeout: Duration,
-    pub resume_grace: Duration,
-    pub interest_timeout: Duration,
-    pub rematch_cooldown: Duration,
-    pub purge_interval: Duration,
-    pub session_outbox_max_bytes: usize,
-    /// Unsent bytes all sessions together may hold; past it, sessions whose own backlog is
-    /// over a fair share are cut off.
-    pub outbox_total_max_bytes: usize,
-    pub max_sessions: usize,
-    pub max_sessions_per_client: usize,
-    /// How often the salt behind client keys is replaced.
-    pub salt_rotation: Duration,
-    pub rate_limits: RateLimitConfig,
-    pub ban_policy: BanPolicy,
-    /// Proof of work for every new session (0: off).
-    pub pow_difficulty_bits: u32,
-    /// New sessions per second past which proof of work starts by itself (0: never).
-    pub pow_auto_threshold_per_second: f64,
-    pub pow_auto_difficulty_bits: u32,
-    /// Refusals (bad_request, too_large, rate_limited) a connection may cause within a minute.
-    pub max_protocol_errors_per_minute: usize,
-    /// Messages a chat may have queued before a member's sends are refused.
-    pub pair_mailbox_capacity: usize,
-    /// STUN/TURN for video chats, and whether clients must relay.
-    pub ice: IceConfig,
-}
-
-impl Default for ChatConfig {
-    fn default() -> Self {
-        Self {
-            limits: Limits::default(),
-            heartbeat_interval: Duration::from_secs(15),
-            client_timeout: Duration::from_secs(45),
-            resume_grace: Duration::from_secs(30),
-            interest_timeout: Duration::from_secs(5),
-            rematch_cooldown: Duration::from_secs(600),
-            purge_interval: Duration::from_secs(1),
-            session_outbox_max_bytes: 8 << 20,
-            outbox_total_max_bytes: 64 << 20,
-            max_sessions: 100_000,
-            max_sessions_per_client: 32,
-            salt_rotation: Duration::from_secs(24 * 3600),
-            rate_limits: RateLimitConfig {
-                connections_per_minute: 30,
-                finds_per_minute: 60,
-                messages_per_second: 5,
-                media_per_minute: 10,
-                control_frames_per_second: 10,
-            },
-            ban_policy: BanPolicy::default(),
-            pow_difficulty_bits: 0,
-            pow_auto_threshold_per_second: 0.0,
-            pow_auto_difficulty_bits: 16,
-            max_protocol_errors_per_minute: 20,
-            pair_mailbox_capacity: 256,
-            ice: IceConfig::default(),
-        }
-    }
-}
 
 /// A wait as whole milliseconds, never 0 (0 would read as "retry now").
 pub fn retry_after_ms(wait: Duration) -> u64 {
@@ -117,9 +50,6 @@ pub struct InProcessClient {
     pub frames: tokio::sync::mpsc::Sender<ClientFrame>,
     pub out: ChannelSinkReceiver,
 }
-
-/// A client connection's incoming frames; must end with `ClientFrame::Dropped` or a close.
-pub type FrameStream = Pin<Box<dyn Stream<Item = ClientFrame> + Send>>;
 
 /// Shared by every session: settings, registry, gauges, metrics and the long-lived actors.
 pub struct Hub {

@@ -4,6 +4,8 @@
 //!
 //! Layout:
 //! - `hub`: wires the core together; the entry point for connecting clients and shutting down.
+//! - `config`: `ChatConfig`, the actors' view of the server's settings.
+//! - `ids`: the numbers that name sessions and chats.
 //! - `session`: the session actor, one per client: frames in, limits, state, resume.
 //! - `pair`: the pair actor, one per chat: sole writer of the chat's log, fan-out, replay.
 //! - `matchmaker`: the matchmaker actor behind `MatchmakerHandle`: queues, interests, cooldown.
@@ -21,10 +23,12 @@
 
 pub mod abuse;
 pub mod client_key;
+pub mod config;
 pub mod connection;
 pub mod event_log;
 pub mod hub;
 pub mod ice;
+pub mod ids;
 pub mod matchmaker;
 pub mod metrics;
 pub mod pair;
@@ -35,4 +39,6 @@ pub mod rate_limits;
 pub mod registry;
 pub mod session;
 
-pub use hub::{ChatConfig, FrameStream, Hub};
+pub use config::ChatConfig;
+pub use connection::FrameStream;
+pub use hub::Hub;

@@ -13,12 +13,12 @@ use actix::prelude::*;
 use crate::abuse::AbuseDesk;
 use crate::client_key::ClientKey;
 
+use crate::config::ChatConfig;
 use crate::event_log::Side;
-use crate::hub::ChatConfig;
+use crate::ids::SessionId;
 use crate::metrics::ChatMetrics;
 use crate::pair::{Member, Pair, PairSpec};
 use crate::protocol::Mode;
-use crate::registry::SessionId;
 use crate::session::Session;
 
 /// The only way other actors reach the matchmaker.

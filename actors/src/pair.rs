@@ -13,16 +13,14 @@ use zeroize::Zeroize;
 use crate::abuse::AbuseDesk;
 use crate::client_key::ClientKey;
 use crate::event_log::{EventLog, LogEntry, Side};
+use crate::ids::{ChatId, SessionId};
 use crate::matchmaker::{ChatFinished, MatchmakerHandle};
 use crate::metrics::PairCounters;
 use crate::protocol::{
     fixed, render_chat_event, render_ended, render_matched, EndedReason, MatchedFrame, Mode,
     ReportReason,
 };
-use crate::registry::SessionId;
 use crate::session::{ChatEnded, ChatEvent, ChatStarted, Session};
-
-pub type ChatId = u64;
 
 static NEXT_CHAT_ID: AtomicU64 = AtomicU64::new(1);
 

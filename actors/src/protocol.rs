@@ -30,22 +30,28 @@ pub struct Limits {
     pub max_typing_per_second: u32,
 }
 
+impl Limits {
+    /// Protocol v1's limits, as the shared spec's table gives them; the server's settings take
+    /// their defaults from here.
+    pub const V1: Limits = Limits {
+        max_text_chars: 2000,
+        max_nick_chars: 24,
+        max_interests: 10,
+        max_interest_chars: 32,
+        max_media_bytes: 1 << 20,
+        max_signal_bytes: 64 << 10,
+        max_frame_bytes: 2 << 20,
+        event_log_max_events: 256,
+        event_log_max_bytes: 4 << 20,
+        media_mime_types: MEDIA_MIME_TYPES,
+        max_signals_per_minute: 120,
+        max_typing_per_second: 4,
+    };
+}
+
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_text_chars: 2000,
-            max_nick_chars: 24,
-            max_interests: 10,
-            max_interest_chars: 32,
-            max_media_bytes: 1 << 20,
-            max_signal_bytes: 64 << 10,
-            max_frame_bytes: 2 << 20,
-            event_log_max_events: 256,
-            event_log_max_bytes: 4 << 20,
-            media_mime_types: MEDIA_MIME_TYPES,
-            max_signals_per_minute: 120,
-            max_typing_per_second: 4,
-        }
+        Limits::V1
     }
 }
 
@@ -388,7 +394,8 @@ fn parse_media(raw: RawFrame<'_>, limits: &Limits) -> Result<ClientRequest, Prot
         _ => return Err(ProtocolError::bad("kind must be \"image\" or \"audio\"")),
     };
     let mime_given = required(raw.mime, "mime")?;
-    let mime = MEDIA_MIME_TYPES
+    let mime = limits
+        .media_mime_types
         .iter()
         .find(|allowed| **allowed == mime_given.as_ref())
         .ok_or_else(|| ProtocolError::bad("unsupported mime type"))?;

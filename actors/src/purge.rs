@@ -11,9 +11,10 @@ use std::sync::Arc;
 
 use crate::abuse::AbuseDesk;
 use crate::client_key::KeyRing;
+use crate::ids::SessionId;
 use crate::matchmaker::MatchmakerHandle;
 use crate::rate_limits::ClientLimiters;
-use crate::registry::{KeyGenerationsInUse, SessionId};
+use crate::registry::KeyGenerationsInUse;
 use crate::session::{GraceExpired, Session};
 
 struct AwaySession {

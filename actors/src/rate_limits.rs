@@ -15,7 +15,7 @@ use crate::client_key::{ClientKey, ClientKeys};
 use crate::protocol::Limits;
 
 /// The limits, as set by the operator.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct RateLimitConfig {
     pub connections_per_minute: u32,
     pub finds_per_minute: u32,
@@ -24,6 +24,19 @@ pub struct RateLimitConfig {
     /// Pings and pongs a client may send per second; beyond it they are not answered and
     /// count as protocol errors.
     pub control_frames_per_second: u32,
+}
+
+impl RateLimitConfig {
+    /// Every limit lifted (0 means unlimited), as in the bench profile.
+    pub fn unlimited() -> Self {
+        Self {
+            connections_per_minute: 0,
+            finds_per_minute: 0,
+            messages_per_second: 0,
+            media_per_minute: 0,
+            control_frames_per_second: 0,
+        }
+    }
 }
 
 fn per_minute(n: u32) -> Option<Quota> {
@@ -221,7 +234,7 @@ mod tests {
         let limits = SessionLimiters::new(
             &RateLimitConfig {
                 messages_per_second: 3,
-                ..RateLimitConfig::default()
+                ..RateLimitConfig::unlimited()
             },
             &Limits::default(),
         );
@@ -237,7 +250,7 @@ mod tests {
     fn keyed_limits_are_per_client() {
         let limits = ClientLimiters::new(&RateLimitConfig {
             finds_per_minute: 2,
-            ..RateLimitConfig::default()
+            ..RateLimitConfig::unlimited()
         });
         let (a, b) = (key("127.0.0.1"), key("127.0.0.2"));
         assert!(limits.check_find(a).is_ok());
@@ -263,7 +276,7 @@ mod tests {
     fn a_previous_key_carries_its_state_over_a_rotation() {
         let limits = ClientLimiters::new(&RateLimitConfig {
             connections_per_minute: 1,
-            ..RateLimitConfig::default()
+            ..RateLimitConfig::unlimited()
         });
         let (old, new) = (keys("127.0.0.1"), key("127.0.0.1"));
         assert_ne!(old.current, new, "two rings, two keys for one address");

@@ -14,7 +14,7 @@ use zeroize::Zeroize;
 use crate::client_key::{ClientKey, ClientKeys};
 use crate::session::Session;
 
-pub type SessionId = u64;
+use crate::ids::SessionId;
 
 /// blake3 of a resume token. The index keeps only this, never the token itself, so a memory
 /// dump of the index cannot be replayed to take over someone's session.

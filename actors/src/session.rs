@@ -12,14 +12,15 @@ use actix::prelude::*;
 use bytestring::ByteString;
 use futures_util::StreamExt as _;
 
-use crate::connection::{close_code, ClientFrame, ClientSink, Outgoing};
+use crate::connection::{close_code, ClientFrame, ClientSink, FrameStream, Outgoing};
 use crate::event_log::Side;
 use crate::hub::retry_after_ms;
-use crate::hub::{FrameStream, Hub};
+use crate::hub::Hub;
+use crate::ids::{ChatId, SessionId};
 use crate::matchmaker::JoinQueue;
 use crate::metrics::{Disconnect, Refusal};
 use crate::pair::{
-    ChatId, EndCause, EndChat, MemberAway, MemberBack, Pair, Post, Relay, TAG_MEDIA, TAG_MSG,
+    EndCause, EndChat, MemberAway, MemberBack, Pair, Post, Relay, TAG_MEDIA, TAG_MSG,
 };
 use crate::pow::Challenge;
 use crate::protocol::{
@@ -28,7 +29,7 @@ use crate::protocol::{
 };
 use crate::purge::{TrackAway, UntrackAway};
 use crate::rate_limits::SessionLimiters;
-use crate::registry::{ResumeToken, SessionId, SessionSlot, TokenHash};
+use crate::registry::{ResumeToken, SessionSlot, TokenHash};
 
 /// Under server-wide outbox pressure, a session may still hold this much unsent; more, and it
 /// is among those cut off.

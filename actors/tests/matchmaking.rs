@@ -65,11 +65,7 @@ impl TestClient {
 fn config() -> ChatConfig {
     ChatConfig {
         interest_timeout: Duration::from_secs(5),
-        heartbeat_interval: Duration::from_secs(3600),
-        max_sessions_per_client: usize::MAX,
-        rate_limits: Default::default(),
-        ban_policy: Default::default(),
-        ..ChatConfig::default()
+        ..ChatConfig::unlimited()
     }
 }
 

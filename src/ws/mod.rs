@@ -15,7 +15,7 @@ use ephemera_actors::Hub;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use crate::startup::AppState;
+use crate::state::AppState;
 pub use reader::MAX_FRAME_HEADER_BYTES;
 use reader::{held_bytes, FrameReader, InboundBudget};
 use writer::{CutOff, CuttableBody, WsSink};

@@ -1,0 +1,18 @@
+//! `AppState`: what every request handler is handed (the chat hub and the request-level
+//! settings), so no handler imports the start-up code for a type.
+
+use std::sync::Arc;
+
+use ephemera_actors::Hub;
+
+use crate::client_identity;
+
+/// Shared with every request handler.
+pub struct AppState {
+    pub hub: Arc<Hub>,
+    pub allowed_origins: Vec<String>,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub client_address_header: client_identity::AddressHeader,
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+}
+
