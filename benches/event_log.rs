@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use ephemera_actors::event_log::{EventLog, Side};
+use ephemera_actors::event_log::{EventKind, EventLog, Side};
 
 const MAX_EVENTS: usize = 256;
 const MAX_BYTES: usize = 4 << 20;
@@ -32,7 +32,7 @@ impl PlainLog {
 fn filled_log() -> EventLog {
     let mut log = EventLog::new(MAX_EVENTS, MAX_BYTES);
     for seq in 1..=EVENTS {
-        log.append(seq, 1, Side::A, vec![b'x'; BODY]);
+        log.append(seq, EventKind::Msg, Side::A, vec![b'x'; BODY]);
     }
     log
 }
@@ -57,7 +57,7 @@ fn bench(c: &mut Criterion) {
             || EventLog::new(MAX_EVENTS, MAX_BYTES),
             |mut log| {
                 for seq in 1..=EVENTS {
-                    log.append(seq, 1, Side::A, vec![b'x'; BODY]);
+                    log.append(seq, EventKind::Msg, Side::A, vec![b'x'; BODY]);
                 }
                 log
             },

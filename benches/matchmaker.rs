@@ -34,7 +34,7 @@ fn pairs_per_second(waiting: usize, pairs: usize, with_interests: bool) -> f64 {
             // Each waits for an interest nobody else has.
             join(&hub, &format!("\"lonely{i}\""), &mut keep).await;
         }
-        while hub.matchmaker.waiting().await < waiting {
+        while hub.matchmaker().waiting().await < waiting {
             tokio::task::yield_now().await;
         }
         let started = Instant::now();
@@ -52,7 +52,7 @@ fn pairs_per_second(waiting: usize, pairs: usize, with_interests: bool) -> f64 {
         }
         let elapsed = started.elapsed();
         assert_eq!(
-            hub.matchmaker.waiting().await,
+            hub.matchmaker().waiting().await,
             waiting,
             "only the arrivals matched"
         );

@@ -143,11 +143,14 @@ settings! {
     session_outbox_max_bytes: usize = 8 << 20, env = "EPHEMERA_SESSION_OUTBOX_MAX_BYTES";
     /// Refusals (bad_request, too_large, rate_limited) a connection may cause per minute before it is closed (1008).
     max_protocol_errors_per_minute: usize = 20, env = "EPHEMERA_MAX_PROTOCOL_ERRORS_PER_MINUTE";
-    /// Unsent bytes all clients together may leave; past it, clients holding more than 64 KiB
-    /// unread are disconnected.
+    /// Unsent bytes all clients together may leave; past it, clients holding more than outbox_fair_share_bytes unread are disconnected.
     outbox_total_max_bytes: usize = 64 << 20, env = "EPHEMERA_OUTBOX_TOTAL_MAX_BYTES";
+    /// Unread bytes a client may still hold while outbox_total_max_bytes is passed.
+    outbox_fair_share_bytes: usize = 64 << 10, env = "EPHEMERA_OUTBOX_FAIR_SHARE_BYTES";
     /// Messages a chat may have queued before a member's sends are refused.
     pair_mailbox_capacity: usize = 256, env = "EPHEMERA_PAIR_MAILBOX_CAPACITY";
+    /// Requests the matchmaker may have queued before finds get server_busy.
+    matchmaker_mailbox_capacity: usize = 65_536, env = "EPHEMERA_MATCHMAKER_MAILBOX_CAPACITY";
     /// STUN URLs handed to clients for WebRTC as they are (e.g. "stun:stun.example:3478").
     ice_urls: Vec<String> = Vec::new(), env = "EPHEMERA_ICE_URLS";
     /// TURN URLs handed to clients with credentials minted per session (TURN REST scheme).
@@ -379,6 +382,8 @@ impl Settings {
             },
             max_protocol_errors_per_minute: self.max_protocol_errors_per_minute,
             pair_mailbox_capacity: self.pair_mailbox_capacity.max(2),
+            matchmaker_mailbox_capacity: self.matchmaker_mailbox_capacity.max(1),
+            outbox_fair_share_bytes: self.outbox_fair_share_bytes,
             ice: ephemera_actors::ice::IceConfig {
                 stun_urls: self.ice_urls.clone(),
                 turn_urls: self.turn_urls.clone(),

@@ -3,7 +3,7 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::{dev::ServerHandle, middleware, web, App, HttpServer};
 use ephemera_actors::Hub;
@@ -127,11 +127,8 @@ impl Server {
     /// Graceful shutdown: refuse new sessions, end every chat with `server_shutdown`, close
     /// every socket with a close frame, then stop the HTTP server; all within the drain time.
     pub async fn shutdown(&self) {
-        let deadline = Instant::now() + self.drain;
         self.hub.shutdown();
-        while !self.hub.registry.is_empty() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let _ = tokio::time::timeout(self.drain, self.hub.drained()).await;
         // Close frames are queued; give writers a moment to flush them before stopping.
         tokio::time::sleep(Duration::from_millis(50)).await;
         self.http.stop(true).await;

@@ -15,4 +15,3 @@ pub struct AppState {
     pub client_address_header: client_identity::AddressHeader,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
-

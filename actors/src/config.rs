@@ -37,6 +37,11 @@ pub struct ChatConfig {
     pub max_protocol_errors_per_minute: usize,
     /// Messages a chat may have queued before a member's sends are refused.
     pub pair_mailbox_capacity: usize,
+    /// Requests the matchmaker may have queued before finds are refused with server_busy.
+    pub matchmaker_mailbox_capacity: usize,
+    /// Under server-wide outbox pressure, the unsent bytes a session may still hold; more, and
+    /// it is among those cut off.
+    pub outbox_fair_share_bytes: usize,
     /// STUN/TURN for video chats, and whether clients must relay.
     pub ice: IceConfig,
 }
@@ -66,6 +71,8 @@ impl ChatConfig {
             pow_auto_difficulty_bits: 16,
             max_protocol_errors_per_minute: 20,
             pair_mailbox_capacity: 256,
+            matchmaker_mailbox_capacity: 65_536,
+            outbox_fair_share_bytes: 64 << 10,
             ice: IceConfig::default(),
         }
     }

@@ -1,8 +1,8 @@
 //! The ephemeral event log of one chat: a bounded ring of chat events that the pair actor
 //! appends to (it is the only writer), replays from on resume, and wipes when the chat ends.
 //!
-//! The log stores opaque bytes with a sequence number, a tag and the side that caused the
-//! event; what the bytes mean is the pair actor's business. Both bounds (events and bytes)
+//! The log stores opaque bytes with a sequence number, the event's kind and the side that
+//! caused the event; how the bytes are rendered is the pair actor's business. Both bounds (events and bytes)
 //! are enforced by evicting the oldest events, and every evicted or wiped body is zeroized
 //! before its memory is released, so no chat content survives in freed heap blocks.
 
@@ -28,11 +28,22 @@ impl Side {
     }
 }
 
+/// What kind of chat event a log entry holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// The chat began (always seq 1); its body is empty, rendered per member.
+    Matched,
+    /// A `msg`; its body is the escaped `"text":"…"}` both members share.
+    Msg,
+    /// A `media`; its body is `"kind":…,"mime":…,"data":…}`.
+    Media,
+}
+
 /// One logged chat event.
 #[derive(Debug)]
 pub struct LogEntry {
     pub seq: u64,
-    pub tag: u8,
+    pub kind: EventKind,
     pub side: Side,
     pub body: Vec<u8>,
 }
@@ -103,7 +114,7 @@ impl EventLog {
     /// Appends an event, evicting the oldest ones until both bounds hold. Sequence numbers
     /// must increase; an event whose body alone exceeds `max_bytes` is not kept (it was
     /// delivered live, but cannot be replayed) and is wiped at once.
-    pub fn append(&mut self, seq: u64, tag: u8, side: Side, mut body: Vec<u8>) {
+    pub fn append(&mut self, seq: u64, kind: EventKind, side: Side, mut body: Vec<u8>) {
         debug_assert!(
             self.last_seq().is_none_or(|last| last < seq),
             "seqs must increase"
@@ -123,7 +134,7 @@ impl EventLog {
         self.bytes += body.len();
         self.slots[index] = Some(LogEntry {
             seq,
-            tag,
+            kind,
             side,
             body,
         });
@@ -222,7 +233,7 @@ mod tests {
     fn wraps_around_keeping_the_newest_events() {
         let mut log = EventLog::new(4, 1 << 20);
         for seq in 1..=10 {
-            log.append(seq, 0, Side::A, body(3, seq as u8));
+            log.append(seq, EventKind::Msg, Side::A, body(3, seq as u8));
         }
         assert_eq!(log.len(), 4);
         assert_eq!(seqs(&log, 0), vec![7, 8, 9, 10]);
@@ -236,10 +247,10 @@ mod tests {
     #[test]
     fn byte_bound_evicts_oldest_until_the_new_event_fits() {
         let mut log = EventLog::new(100, 10);
-        log.append(1, 0, Side::A, body(4, 1));
-        log.append(2, 0, Side::B, body(4, 2));
+        log.append(1, EventKind::Msg, Side::A, body(4, 1));
+        log.append(2, EventKind::Msg, Side::B, body(4, 2));
         assert_eq!(log.bytes(), 8);
-        log.append(3, 0, Side::A, body(5, 3));
+        log.append(3, EventKind::Msg, Side::A, body(5, 3));
         assert_eq!(seqs(&log, 0), vec![2, 3]);
         assert_eq!(log.bytes(), 9);
         assert!(log.bytes() <= 10);
@@ -248,8 +259,8 @@ mod tests {
     #[test]
     fn an_event_larger_than_the_byte_bound_is_not_kept() {
         let mut log = EventLog::new(10, 10);
-        log.append(1, 0, Side::A, body(4, 1));
-        log.append(2, 0, Side::A, body(11, 2));
+        log.append(1, EventKind::Msg, Side::A, body(4, 1));
+        log.append(2, EventKind::Msg, Side::A, body(11, 2));
         assert_eq!(seqs(&log, 0), vec![1]);
         assert_eq!(log.evicted(), 1);
     }
@@ -258,7 +269,7 @@ mod tests {
     fn replay_returns_exactly_the_events_after_a_seq() {
         let mut log = EventLog::new(8, 1 << 20);
         for seq in 1..=12 {
-            log.append(seq, 0, Side::A, body(1, 0));
+            log.append(seq, EventKind::Msg, Side::A, body(1, 0));
         }
         assert_eq!(seqs(&log, 0), (5..=12).collect::<Vec<_>>());
         assert_eq!(seqs(&log, 4), (5..=12).collect::<Vec<_>>());
@@ -276,12 +287,12 @@ mod tests {
         // Four-byte events hit the byte bound first, so the oldest are evicted and the ring's
         // head moves on; one-byte events then fill it until it wraps and must grow.
         for seq in 1..=8 {
-            log.append(seq, 0, Side::A, body(4, seq as u8));
+            log.append(seq, EventKind::Msg, Side::A, body(4, seq as u8));
         }
         assert_ne!(log.head, 0);
         let mut seq = 9;
         while log.len() < INITIAL_SLOTS {
-            log.append(seq, 0, Side::B, body(1, seq as u8));
+            log.append(seq, EventKind::Msg, Side::B, body(1, seq as u8));
             seq += 1;
         }
         assert!(
@@ -289,7 +300,7 @@ mod tests {
             "the ring has wrapped"
         );
         assert_eq!(log.slots.len(), INITIAL_SLOTS);
-        log.append(seq, 0, Side::A, body(1, seq as u8));
+        log.append(seq, EventKind::Msg, Side::A, body(1, seq as u8));
         assert_eq!(log.slots.len(), 2 * INITIAL_SLOTS);
         let first = seq + 1 - log.len() as u64;
         assert_eq!(seqs(&log, 0), (first..=seq).collect::<Vec<_>>());
@@ -297,7 +308,7 @@ mod tests {
         assert_eq!(bodies, (first..=seq).map(|s| s as u8).collect::<Vec<_>>());
         // Growth stops at max_events.
         for more in seq + 1..seq + 100 {
-            log.append(more, 0, Side::A, body(0, 0));
+            log.append(more, EventKind::Msg, Side::A, body(0, 0));
         }
         assert_eq!(log.slots.len(), 40);
         assert_eq!(log.len(), 40);
@@ -307,13 +318,13 @@ mod tests {
     fn wipe_empties_the_log_and_it_can_be_reused() {
         let mut log = EventLog::new(4, 100);
         for seq in 1..=6 {
-            log.append(seq, 1, Side::B, body(10, 0xAB));
+            log.append(seq, EventKind::Msg, Side::B, body(10, 0xAB));
         }
         log.wipe();
         assert!(log.is_empty());
         assert_eq!(log.bytes(), 0);
         assert_eq!(seqs(&log, 0), Vec::<u64>::new());
-        log.append(7, 0, Side::A, body(1, 1));
+        log.append(7, EventKind::Msg, Side::A, body(1, 1));
         assert_eq!(seqs(&log, 0), vec![7]);
     }
 }

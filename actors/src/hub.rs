@@ -2,25 +2,30 @@
 //! session registry and gauges, and is the one entry point a transport uses to connect a
 //! client (`Hub::connect`) or to shut everything down (`Hub::shutdown`).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use actix::{Actor, Addr};
+use actix::Addr;
 
 use crate::abuse::{AbuseDesk, AbuseStanding};
-use crate::client_key::{ClientKeys, KeyRing};
+use crate::client_key::{ClientKey, ClientKeys, KeyRing};
 pub use crate::config::ChatConfig;
 use crate::connection::{
-    channel_sink, close_code, ChannelSinkReceiver, ClientFrame, ClientSink, FrameStream, Outgoing,
+    channel_sink, close_code, ChannelSinkReceiver, ClientFrame, ClientSink, FrameStream,
+    OutboxGauge, Outgoing,
 };
-use crate::matchmaker::{Matchmaker, MatchmakerHandle};
+use crate::ids::SessionId;
+use crate::matchmaker::MatchmakerHandle;
 use crate::metrics::{ChatMetrics, Refusal};
 use crate::pow::PowPolicy;
 use crate::protocol::{render_error, ErrorCode};
-use crate::purge::PurgeTimer;
+use crate::purge::{PurgeHandle, PurgeTimer};
 use crate::rate_limits::{ClientLimiters, HeldBack, RateLimitConfig};
-use crate::registry::{hash_presented_token, NoPlace, Registry, ResumeToken, Stats, StatsSnapshot};
+use crate::registry::{
+    hash_presented_token, NoPlace, Occupancy, Registry, ResumeToken, Stats, StatsSnapshot,
+    TokenHash,
+};
 use crate::session::{Attach, Session, Shutdown};
 
 /// A wait as whole milliseconds, never 0 (0 would read as "retry now").
@@ -52,20 +57,23 @@ pub struct InProcessClient {
 }
 
 /// Shared by every session: settings, registry, gauges, metrics and the long-lived actors.
+/// Its fields are private: sessions and transports ask for what they need by intent.
 pub struct Hub {
-    pub config: ChatConfig,
-    pub registry: Registry,
-    pub stats: Stats,
-    pub metrics: ChatMetrics,
-    pub matchmaker: MatchmakerHandle,
-    pub purge: Addr<PurgeTimer>,
-    pub client_keys: Arc<KeyRing>,
-    pub client_limits: Arc<ClientLimiters>,
-    pub abuse: Arc<AbuseDesk>,
-    pub pow: PowPolicy,
+    config: ChatConfig,
+    registry: Registry,
+    gauges: Stats,
+    metrics: ChatMetrics,
+    matchmaker: MatchmakerHandle,
+    purge: PurgeHandle,
+    client_keys: Arc<KeyRing>,
+    client_limits: Arc<ClientLimiters>,
+    abuse: Arc<AbuseDesk>,
+    pow: PowPolicy,
     /// Unsent bytes in every session's outbox together.
-    pub outbox_total: Arc<std::sync::atomic::AtomicUsize>,
+    outbox_total: Arc<AtomicUsize>,
     draining: AtomicBool,
+    /// Woken when the last session leaves the registry, for shutdown.
+    emptied: tokio::sync::Notify,
 }
 
 impl Hub {
@@ -74,21 +82,18 @@ impl Hub {
     pub fn start(config: ChatConfig) -> Arc<Hub> {
         let metrics = ChatMetrics::register();
         let abuse = Arc::new(AbuseDesk::new(config.ban_policy));
-        let matchmaker = MatchmakerHandle::new(
-            Matchmaker::new(&config, ChatMetrics::register(), abuse.clone()).start(),
-        );
+        let matchmaker = MatchmakerHandle::start_local(&config, metrics.clone(), abuse.clone());
         let client_keys = Arc::new(KeyRing::new(config.salt_rotation));
         let client_limits = Arc::new(ClientLimiters::new(&config.rate_limits));
         let registry = Registry::new(config.max_sessions, config.max_sessions_per_client);
-        let purge = PurgeTimer::new(
+        let purge = PurgeHandle::start(PurgeTimer::new(
             config.purge_interval,
             matchmaker.clone(),
             client_keys.clone(),
             registry.key_generations_in_use(),
             client_limits.clone(),
             abuse.clone(),
-        )
-        .start();
+        ));
         Arc::new(Hub {
             registry,
             client_keys,
@@ -100,13 +105,30 @@ impl Hub {
                 config.pow_auto_threshold_per_second,
                 config.pow_auto_difficulty_bits,
             ),
-            stats: Stats::default(),
+            gauges: Stats::default(),
             metrics,
             matchmaker,
             purge,
             config,
             draining: AtomicBool::new(false),
+            emptied: tokio::sync::Notify::new(),
         })
+    }
+
+    pub fn config(&self) -> &ChatConfig {
+        &self.config
+    }
+
+    pub fn metrics(&self) -> &ChatMetrics {
+        &self.metrics
+    }
+
+    pub fn matchmaker(&self) -> &MatchmakerHandle {
+        &self.matchmaker
+    }
+
+    pub(crate) fn purge(&self) -> &PurgeHandle {
+        &self.purge
     }
 
     /// The client keys of the client at `ip`; the address goes no further than this call.
@@ -114,8 +136,57 @@ impl Hub {
         self.client_keys.client_keys(ip)
     }
 
+    /// Sessions online, waiting and chatting.
     pub fn stats(&self) -> StatsSnapshot {
-        self.stats.snapshot()
+        self.gauges.snapshot(self.registry.live_sessions())
+    }
+
+    /// A session moved between idle, waiting and chatting.
+    pub(crate) fn session_moved(&self, from: Occupancy, to: Occupancy) {
+        self.gauges.moved(from, to);
+    }
+
+    pub(crate) fn next_session_id(&self) -> SessionId {
+        self.registry.next_session_id()
+    }
+
+    /// A session started: it can be resumed by its token hash from now on.
+    pub(crate) fn session_started(&self, token: TokenHash, session: Addr<Session>) {
+        self.registry.insert(token, session);
+        self.metrics.sessions_started.increment(1);
+    }
+
+    /// A session ended.
+    pub(crate) fn session_ended(&self, token: &TokenHash) {
+        self.registry.remove(token);
+        if self.registry.is_empty() {
+            self.emptied.notify_waiters();
+        }
+    }
+
+    /// A counter for a new connection's outbox that also counts into the server-wide total.
+    pub fn new_outbox_gauge(&self) -> OutboxGauge {
+        OutboxGauge::counting_into(self.outbox_total.clone())
+    }
+
+    /// Whether all outboxes together hold more than `outbox_total_max_bytes`.
+    pub(crate) fn outboxes_over_budget(&self) -> bool {
+        self.outbox_total.load(Ordering::Relaxed) > self.config.outbox_total_max_bytes
+    }
+
+    /// How long `client` is still banned, if it is.
+    pub(crate) fn ban_remaining(&self, client: ClientKey, now: Instant) -> Option<Duration> {
+        self.abuse.banned_for(client, now)
+    }
+
+    /// Spends one of `client`'s finds; `Err` holds how long to wait.
+    pub(crate) fn spend_find(&self, client: ClientKey) -> Result<(), Duration> {
+        self.client_limits.check_find(client)
+    }
+
+    /// The proof-of-work difficulty to ask of a session starting now (0: none).
+    pub(crate) fn pow_difficulty_for_new_session(&self, now: Instant) -> u32 {
+        self.pow.difficulty_for_new_session(now)
     }
 
     pub fn is_draining(&self) -> bool {
@@ -247,12 +318,23 @@ impl Hub {
     }
 
     /// Starts draining: new connections are refused, every chat ends with `server_shutdown`
-    /// and every connection is closed with a close frame. Returns at once; watch
-    /// `registry.is_empty()` for the end.
+    /// and every connection is closed with a close frame. Returns at once; `drained` waits for
+    /// the end.
     pub fn shutdown(&self) {
         self.draining.store(true, Ordering::Release);
         for session in self.registry.all() {
             session.do_send(Shutdown);
+        }
+    }
+
+    /// Waits until no session is left (after `shutdown`).
+    pub async fn drained(&self) {
+        loop {
+            let emptied = self.emptied.notified();
+            if self.registry.is_empty() {
+                return;
+            }
+            emptied.await;
         }
     }
 }

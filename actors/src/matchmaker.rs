@@ -21,10 +21,14 @@ use crate::pair::{Member, Pair, PairSpec};
 use crate::protocol::Mode;
 use crate::session::Session;
 
-/// The only way other actors reach the matchmaker.
+/// The only way other actors reach the matchmaker: the seam a matchmaker shared by several
+/// nodes will stand behind. An enum over the implementations rather than a trait object: each
+/// method stays a plain call with typed messages (no boxed futures), and adding a variant
+/// makes the compiler point at every place that must learn about it (docs/architecture.md).
 #[derive(Clone)]
-pub struct MatchmakerHandle {
-    addr: Addr<Matchmaker>,
+pub enum MatchmakerHandle {
+    /// The in-process matchmaker actor of a single node.
+    Local(Addr<Matchmaker>),
 }
 
 /// The matchmaker could not take the request now (its mailbox is full).
@@ -33,32 +37,43 @@ pub struct MatchmakerHandle {
 pub struct MatchmakerBusy;
 
 impl MatchmakerHandle {
-    pub fn new(addr: Addr<Matchmaker>) -> Self {
-        Self { addr }
+    /// Starts the local matchmaker on the current arbiter.
+    pub fn start_local(config: &ChatConfig, metrics: ChatMetrics, abuse: Arc<AbuseDesk>) -> Self {
+        MatchmakerHandle::Local(Matchmaker::new(config, metrics, abuse).start())
     }
 
     /// Queues a session. Bounded: refused when the matchmaker's mailbox is full.
     pub fn join(&self, join: JoinQueue) -> Result<(), MatchmakerBusy> {
-        self.addr.try_send(join).map_err(|_| MatchmakerBusy)
+        match self {
+            MatchmakerHandle::Local(addr) => addr.try_send(join).map_err(|_| MatchmakerBusy),
+        }
     }
 
     /// Takes a session out of its queue, if it is still there. Never refused: a session must
     /// always be able to leave.
     pub fn leave(&self, session: SessionId) {
-        self.addr.do_send(LeaveQueue { session });
+        match self {
+            MatchmakerHandle::Local(addr) => addr.do_send(LeaveQueue { session }),
+        }
     }
 
     pub fn chat_finished(&self, finished: ChatFinished) {
-        self.addr.do_send(finished);
+        match self {
+            MatchmakerHandle::Local(addr) => addr.do_send(finished),
+        }
     }
 
     pub fn purge_expired(&self, now: Instant) {
-        self.addr.do_send(PurgeExpired { now });
+        match self {
+            MatchmakerHandle::Local(addr) => addr.do_send(PurgeExpired { now }),
+        }
     }
 
     /// How many sessions wait, for tests and benches.
     pub async fn waiting(&self) -> usize {
-        self.addr.send(CountWaiting).await.unwrap_or(0)
+        match self {
+            MatchmakerHandle::Local(addr) => addr.send(CountWaiting).await.unwrap_or(0),
+        }
     }
 }
 
@@ -99,6 +114,7 @@ pub struct Matchmaker {
     log_max_events: usize,
     log_max_bytes: usize,
     pair_mailbox_capacity: usize,
+    mailbox_capacity: usize,
     metrics: ChatMetrics,
     /// Handed to every pair, which files reports there.
     abuse: Arc<AbuseDesk>,
@@ -122,6 +138,7 @@ impl Matchmaker {
             log_max_events: config.limits.event_log_max_events,
             log_max_bytes: config.limits.event_log_max_bytes,
             pair_mailbox_capacity: config.pair_mailbox_capacity,
+            mailbox_capacity: config.matchmaker_mailbox_capacity.max(1),
             metrics,
             abuse,
             addr: None,
@@ -283,7 +300,7 @@ impl Matchmaker {
             log_max_events: self.log_max_events,
             log_max_bytes: self.log_max_bytes,
             mailbox_capacity: self.pair_mailbox_capacity,
-            matchmaker: MatchmakerHandle::new(self.self_addr()),
+            matchmaker: MatchmakerHandle::Local(self.self_addr()),
             counters: self.metrics.pair_counters(),
             abuse: self.abuse.clone(),
         };
@@ -306,7 +323,7 @@ impl Actor for Matchmaker {
     fn started(&mut self, ctx: &mut Context<Self>) {
         // Joins from every session land here; bound the mailbox so a flood is refused at the
         // sender (`MatchmakerHandle::join`) instead of queueing without limit.
-        ctx.set_mailbox_capacity(65_536);
+        ctx.set_mailbox_capacity(self.mailbox_capacity);
         self.addr = Some(ctx.address());
     }
 }

@@ -157,6 +157,7 @@ impl Disconnect {
     }
 }
 
+#[derive(Clone)]
 pub struct ChatMetrics {
     pub sessions_started: Counter,
     pub sessions_resumed: Counter,

@@ -12,7 +12,7 @@ use zeroize::Zeroize;
 
 use crate::abuse::AbuseDesk;
 use crate::client_key::ClientKey;
-use crate::event_log::{EventLog, LogEntry, Side};
+use crate::event_log::{EventKind, EventLog, LogEntry, Side};
 use crate::ids::{ChatId, SessionId};
 use crate::matchmaker::{ChatFinished, MatchmakerHandle};
 use crate::metrics::PairCounters;
@@ -23,11 +23,6 @@ use crate::protocol::{
 use crate::session::{ChatEnded, ChatEvent, ChatStarted, Session};
 
 static NEXT_CHAT_ID: AtomicU64 = AtomicU64::new(1);
-
-/// Log tags: what kind of chat event a log entry holds.
-pub const TAG_MATCHED: u8 = 0;
-pub const TAG_MSG: u8 = 1;
-pub const TAG_MEDIA: u8 = 2;
 
 /// Why a member ends the chat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,30 +107,34 @@ impl Pair {
 
     /// Renders a logged event as `viewer` sees it.
     fn render(&self, entry: &LogEntry, viewer: Side) -> ByteString {
-        match entry.tag {
-            TAG_MATCHED => render_matched(MatchedFrame {
+        match entry.kind {
+            EventKind::Matched => render_matched(MatchedFrame {
                 seq: entry.seq,
                 mode: self.mode,
                 common: &self.common,
                 stranger_nick: self.member(viewer.other()).nick.as_deref(),
                 initiator: self.initiator == viewer,
             }),
-            TAG_MEDIA => render_chat_event("media", entry.seq, entry.side == viewer, &entry.body),
-            _ => render_chat_event("msg", entry.seq, entry.side == viewer, &entry.body),
+            EventKind::Media => {
+                render_chat_event("media", entry.seq, entry.side == viewer, &entry.body)
+            }
+            EventKind::Msg => {
+                render_chat_event("msg", entry.seq, entry.side == viewer, &entry.body)
+            }
         }
     }
 
     /// Numbers, logs and fans out one chat event.
-    fn emit(&mut self, tag: u8, side: Side, body: Vec<u8>) {
-        match tag {
-            TAG_MSG => self.counters.messages.increment(1),
-            TAG_MEDIA => self.counters.media.increment(1),
-            _ => {}
+    fn emit(&mut self, kind: EventKind, side: Side, body: Vec<u8>) {
+        match kind {
+            EventKind::Msg => self.counters.messages.increment(1),
+            EventKind::Media => self.counters.media.increment(1),
+            EventKind::Matched => {}
         }
         self.last_seq += 1;
         let entry = LogEntry {
             seq: self.last_seq,
-            tag,
+            kind,
             side,
             body,
         };
@@ -144,7 +143,7 @@ impl Pair {
             self.send_to(viewer, entry.seq, frame);
         }
         self.log
-            .append(entry.seq, entry.tag, entry.side, entry.body);
+            .append(entry.seq, entry.kind, entry.side, entry.body);
     }
 
     fn end(&mut self, by: Side, cause: EndCause, ctx: &mut Context<Self>) {
@@ -205,12 +204,14 @@ impl Actor for Pair {
         for side in [Side::A, Side::B] {
             self.member(side).addr.do_send(ChatStarted {
                 chat: self.chat,
-                pair: ctx.address(),
+                pair: PairHandle {
+                    addr: ctx.address(),
+                },
                 side,
                 mode: self.mode,
             });
         }
-        self.emit(TAG_MATCHED, self.initiator, Vec::new());
+        self.emit(EventKind::Matched, self.initiator, Vec::new());
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
@@ -227,12 +228,61 @@ impl Actor for Pair {
     }
 }
 
+/// How sessions reach their chat's pair actor: one method per thing a member can do.
+#[derive(Clone, Debug)]
+pub struct PairHandle {
+    addr: Addr<Pair>,
+}
+
+/// Why a `post` was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PostRefused {
+    /// The chat's mailbox is full: the member sends faster than the chat can take.
+    Busy,
+    /// The chat has ended; its `ended` is on the way to the member.
+    Ended,
+}
+
+impl PairHandle {
+    /// A `msg` or `media` to number, log and fan out. Bounded by the pair's mailbox.
+    pub fn post(&self, side: Side, kind: EventKind, body: Vec<u8>) -> Result<(), PostRefused> {
+        self.addr
+            .try_send(Post { side, kind, body })
+            .map_err(|err| match err {
+                SendError::Full(_) => PostRefused::Busy,
+                SendError::Closed(_) => PostRefused::Ended,
+            })
+    }
+
+    /// A `typing` or `signal` for the stranger, best effort: `Err` when the chat is busy.
+    pub fn relay(&self, side: Side, frame: ByteString) -> Result<(), PostRefused> {
+        self.addr
+            .try_send(Relay { side, frame })
+            .map_err(|_| PostRefused::Busy)
+    }
+
+    /// `side` ends the chat (leave, next, report, grace over, shutdown). Never refused.
+    pub fn end(&self, side: Side, cause: EndCause) {
+        self.addr.do_send(EndChat { side, cause });
+    }
+
+    /// `side`'s connection dropped. Never refused.
+    pub fn away(&self, side: Side) {
+        self.addr.do_send(MemberAway { side });
+    }
+
+    /// `side` is back; answers with every logged event after `after_seq`, rendered for it.
+    pub fn back(&self, side: Side, after_seq: u64) -> Request<Pair, MemberBack> {
+        self.addr.send(MemberBack { side, after_seq })
+    }
+}
+
 /// A member said something that belongs in the log (`msg` or `media`). Sent by its session.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Post {
     pub side: Side,
-    pub tag: u8,
+    pub kind: EventKind,
     pub body: Vec<u8>,
 }
 
@@ -241,7 +291,7 @@ impl Handler<Post> for Pair {
 
     fn handle(&mut self, post: Post, _ctx: &mut Context<Self>) {
         if !self.ended {
-            self.emit(post.tag, post.side, post.body);
+            self.emit(post.kind, post.side, post.body);
         }
     }
 }

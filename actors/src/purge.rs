@@ -91,8 +91,43 @@ impl Actor for PurgeTimer {
     }
 }
 
+/// How sessions reach the purge timer.
+#[derive(Clone)]
+pub struct PurgeHandle {
+    addr: Addr<PurgeTimer>,
+}
+
+impl PurgeHandle {
+    pub fn start(timer: PurgeTimer) -> Self {
+        Self {
+            addr: timer.start(),
+        }
+    }
+
+    /// End `session` at `deadline` unless it comes back (its drop number `generation`).
+    pub fn track_away(
+        &self,
+        session: SessionId,
+        generation: u64,
+        deadline: Instant,
+        addr: Addr<Session>,
+    ) {
+        self.addr.do_send(TrackAway {
+            session,
+            generation,
+            deadline,
+            addr,
+        });
+    }
+
+    /// `session` resumed or stopped: forget its deadline.
+    pub fn untrack_away(&self, session: SessionId) {
+        self.addr.do_send(UntrackAway { session });
+    }
+}
+
 /// A session's connection dropped; end it at `deadline` unless it comes back. Sent by the
-/// session.
+/// session through `PurgeHandle`.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct TrackAway {

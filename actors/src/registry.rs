@@ -64,19 +64,48 @@ fn hash_token_str(token: &str) -> TokenHash {
     *blake3::hash(token.as_bytes()).as_bytes()
 }
 
-/// Aggregate, non-identifying counts of sessions by state.
+/// Where a session is, for the gauges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Occupancy {
+    Idle,
+    Waiting,
+    Chatting,
+}
+
+/// Aggregate, non-identifying counts of sessions waiting and chatting. How many are online is
+/// the registry's count of live sessions, kept in one place.
 #[derive(Debug, Default)]
 pub struct Stats {
-    pub online: AtomicI64,
-    pub waiting: AtomicI64,
-    pub chatting: AtomicI64,
+    waiting: AtomicI64,
+    chatting: AtomicI64,
 }
 
 impl Stats {
-    pub fn snapshot(&self) -> StatsSnapshot {
+    /// A session moved from `from` to `to`.
+    pub fn moved(&self, from: Occupancy, to: Occupancy) {
+        if from == to {
+            return;
+        }
+        if let Some(gauge) = self.gauge(from) {
+            gauge.fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Some(gauge) = self.gauge(to) {
+            gauge.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn gauge(&self, occupancy: Occupancy) -> Option<&AtomicI64> {
+        match occupancy {
+            Occupancy::Idle => None,
+            Occupancy::Waiting => Some(&self.waiting),
+            Occupancy::Chatting => Some(&self.chatting),
+        }
+    }
+
+    pub fn snapshot(&self, online: usize) -> StatsSnapshot {
         let read = |gauge: &AtomicI64| gauge.load(Ordering::Relaxed).max(0) as u64;
         StatsSnapshot {
-            online: read(&self.online),
+            online: online as u64,
             waiting: read(&self.waiting),
             chatting: read(&self.chatting),
         }
@@ -267,6 +296,11 @@ impl Registry {
 
     pub fn len(&self) -> usize {
         self.sessions.read().len()
+    }
+
+    /// Sessions alive (every one holds a place from before it starts until it ends).
+    pub fn live_sessions(&self) -> usize {
+        self.places.total.load(Ordering::Acquire)
     }
 
     pub fn is_empty(&self) -> bool {

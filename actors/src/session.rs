@@ -13,27 +13,21 @@ use bytestring::ByteString;
 use futures_util::StreamExt as _;
 
 use crate::connection::{close_code, ClientFrame, ClientSink, FrameStream, Outgoing};
+use crate::event_log::EventKind;
 use crate::event_log::Side;
 use crate::hub::retry_after_ms;
 use crate::hub::Hub;
 use crate::ids::{ChatId, SessionId};
 use crate::matchmaker::JoinQueue;
 use crate::metrics::{Disconnect, Refusal};
-use crate::pair::{
-    EndCause, EndChat, MemberAway, MemberBack, Pair, Post, Relay, TAG_MEDIA, TAG_MSG,
-};
+use crate::pair::{EndCause, PairHandle, PostRefused};
 use crate::pow::Challenge;
 use crate::protocol::{
     fixed, parse_client_frame, render_error, render_hello, render_waiting, ClientRequest,
     ErrorCode, FindRequest, HelloFrame, Mode, PowChallenge, ProtocolError,
 };
-use crate::purge::{TrackAway, UntrackAway};
 use crate::rate_limits::SessionLimiters;
-use crate::registry::{ResumeToken, SessionSlot, TokenHash};
-
-/// Under server-wide outbox pressure, a session may still hold this much unsent; more, and it
-/// is among those cut off.
-const OUTBOX_FAIR_SHARE_BYTES: usize = 64 << 10;
+use crate::registry::{Occupancy, ResumeToken, SessionSlot, TokenHash};
 
 /// How long a client that was refused for a full chat mailbox should wait.
 const CHAT_BUSY_RETRY_MS: u64 = 100;
@@ -44,14 +38,14 @@ enum State {
     Waiting,
     Chatting {
         chat: ChatId,
-        pair: Addr<Pair>,
+        pair: PairHandle,
         side: Side,
         mode: Mode,
     },
     /// This member asked to end the chat; the pair's `ended` is on its way.
     Ending {
         chat: ChatId,
-        pair: Addr<Pair>,
+        pair: PairHandle,
         side: Side,
         requeue: bool,
     },
@@ -66,7 +60,15 @@ impl State {
         }
     }
 
-    fn chat(&self) -> Option<(ChatId, &Addr<Pair>, Side)> {
+    fn occupancy(&self) -> Occupancy {
+        match self {
+            State::Idle => Occupancy::Idle,
+            State::Waiting => Occupancy::Waiting,
+            State::Chatting { .. } | State::Ending { .. } => Occupancy::Chatting,
+        }
+    }
+
+    fn chat(&self) -> Option<(ChatId, &PairHandle, Side)> {
         match self {
             State::Chatting {
                 chat, pair, side, ..
@@ -134,7 +136,7 @@ impl Session {
     ) -> Addr<Session> {
         let (token, token_hash) = ResumeToken::generate();
         let session = Session {
-            id: hub.registry.next_session_id(),
+            id: hub.next_session_id(),
             token_hash,
             token: Some(token),
             slot,
@@ -148,8 +150,8 @@ impl Session {
             last_heard: Instant::now(),
             away_generation: 0,
             protocol_errors: VecDeque::new(),
-            limits: SessionLimiters::new(&hub.config.rate_limits, &hub.config.limits),
-            pow: match hub.pow.difficulty_for_new_session(Instant::now()) {
+            limits: SessionLimiters::new(&hub.config().rate_limits, &hub.config().limits),
+            pow: match hub.pow_difficulty_for_new_session(Instant::now()) {
                 0 => None,
                 bits => Some(Challenge::new(bits)),
             },
@@ -161,17 +163,8 @@ impl Session {
     }
 
     fn set_state(&mut self, state: State) {
-        let gauge = |state: &State| match state {
-            State::Idle => None,
-            State::Waiting => Some(&self.hub.stats.waiting),
-            State::Chatting { .. } | State::Ending { .. } => Some(&self.hub.stats.chatting),
-        };
-        if let Some(old) = gauge(&self.state) {
-            old.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        if let Some(new) = gauge(&state) {
-            new.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
+        self.hub
+            .session_moved(self.state.occupancy(), state.occupancy());
         self.state = state;
     }
 
@@ -192,19 +185,19 @@ impl Session {
     }
 
     fn send_hello(&mut self, token: &ResumeToken, resumed: bool, ctx: &mut Context<Self>) {
-        let online = self.hub.stats.snapshot().online;
+        let online = self.hub.stats().online;
         let hub = self.hub.clone();
         let state = self.state.name();
         let challenge = self.pow.as_ref().map(|c| (c.encoded(), c.difficulty));
-        let ice_servers = hub.config.ice.servers();
+        let ice_servers = hub.config().ice.servers();
         let frame = render_hello(HelloFrame {
             token: token.as_str(),
             resumed,
             state,
             online,
-            limits: &hub.config.limits,
+            limits: &hub.config().limits,
             ice_servers: &ice_servers,
-            relay_only: hub.config.ice.relay_only,
+            relay_only: hub.config().ice.relay_only,
             pow: challenge
                 .as_ref()
                 .map(|(challenge, difficulty)| PowChallenge {
@@ -231,15 +224,11 @@ impl Session {
         };
         connection.sink.send(frame);
         let unsent = connection.sink.unsent_bytes();
-        let server_pressed = self
-            .hub
-            .outbox_total
-            .load(std::sync::atomic::Ordering::Relaxed)
-            > self.hub.config.outbox_total_max_bytes;
-        if unsent > self.hub.config.session_outbox_max_bytes
-            || (server_pressed && unsent > OUTBOX_FAIR_SHARE_BYTES)
+        let server_pressed = self.hub.outboxes_over_budget();
+        if unsent > self.hub.config().session_outbox_max_bytes
+            || (server_pressed && unsent > self.hub.config().outbox_fair_share_bytes)
         {
-            self.hub.metrics.disconnected(Disconnect::SlowConsumer);
+            self.hub.metrics().disconnected(Disconnect::SlowConsumer);
             tracing::debug!(reason = "slow consumer", "connection cut off");
             self.go_away(ctx);
         }
@@ -263,7 +252,7 @@ impl Session {
             ErrorCode::Banned => Refusal::Banned,
             ErrorCode::ServerBusy => Refusal::ServerBusy,
         };
-        self.hub.metrics.refused(refusal);
+        self.hub.metrics().refused(refusal);
         self.push(render_error(error.code, &error.message, None), ctx);
         if matches!(
             error.code,
@@ -283,8 +272,8 @@ impl Session {
             self.protocol_errors.pop_front();
         }
         self.protocol_errors.push_back(now);
-        if self.protocol_errors.len() > self.hub.config.max_protocol_errors_per_minute {
-            self.hub.metrics.disconnected(Disconnect::ProtocolErrors);
+        if self.protocol_errors.len() > self.hub.config().max_protocol_errors_per_minute {
+            self.hub.metrics().disconnected(Disconnect::ProtocolErrors);
             self.close(close_code::POLICY_VIOLATION, "too many protocol errors");
             ctx.stop();
         }
@@ -293,7 +282,7 @@ impl Session {
     /// Refuses a frame over a rate limit. Refusals count towards the protocol-error budget,
     /// so a client that keeps going past its limit is disconnected.
     fn rate_limited(&mut self, wait: Duration, what: &str, ctx: &mut Context<Self>) {
-        self.hub.metrics.refused(Refusal::RateLimited);
+        self.hub.metrics().refused(Refusal::RateLimited);
         let message = format!("you are sending {what} too fast; wait a little");
         self.push(
             render_error(ErrorCode::RateLimited, &message, Some(retry_after_ms(wait))),
@@ -304,14 +293,11 @@ impl Session {
 
     /// Tells a banned client so (with how long is left) and returns true.
     fn refused_as_banned(&mut self, ctx: &mut Context<Self>) -> bool {
-        let banned = self
-            .hub
-            .abuse
-            .banned_for(self.slot.client(), Instant::now());
+        let banned = self.hub.ban_remaining(self.slot.client(), Instant::now());
         let Some(left) = banned else {
             return false;
         };
-        self.hub.metrics.refused(Refusal::Banned);
+        self.hub.metrics().refused(Refusal::Banned);
         let error = render_error(
             ErrorCode::Banned,
             "strangers reported you; you cannot chat for a while",
@@ -335,17 +321,17 @@ impl Session {
         match request {
             ClientRequest::Find(find) => self.find(find, ctx),
             ClientRequest::Msg { body } => match self.limits.check_message() {
-                Ok(()) => self.post(TAG_MSG, body, ctx),
+                Ok(()) => self.post(EventKind::Msg, body, ctx),
                 Err(wait) => self.rate_limited(wait, "messages", ctx),
             },
             ClientRequest::Media { body } => match self.limits.check_media() {
-                Ok(()) => self.post(TAG_MEDIA, body, ctx),
+                Ok(()) => self.post(EventKind::Media, body, ctx),
                 Err(wait) => self.rate_limited(wait, "images and voice notes", ctx),
             },
             ClientRequest::Typing { active } => {
                 if self.limits.check_typing().is_err() {
                     // An indicator is a hint: past the rate it is dropped, without an answer.
-                    return self.hub.metrics.refused(Refusal::TypingDropped);
+                    return self.hub.metrics().refused(Refusal::TypingDropped);
                 }
                 let frame = if active {
                     fixed::TYPING_ON
@@ -359,11 +345,7 @@ impl Session {
             ClientRequest::Leave => self.leave(ctx),
             ClientRequest::Report { reason } => match &self.state {
                 State::Chatting { pair, side, .. } => {
-                    let (pair, side) = (pair.clone(), *side);
-                    pair.do_send(EndChat {
-                        side,
-                        cause: EndCause::Reported(reason),
-                    });
+                    pair.end(*side, EndCause::Reported(reason));
                     self.begin_ending(false);
                 }
                 _ => self.not_chatting(ctx),
@@ -417,11 +399,11 @@ impl Session {
             // Solved: the challenge is spent, and the session admitted.
             self.pow = None;
         }
-        if let Err(wait) = self.hub.client_limits.check_find(self.slot.client()) {
+        if let Err(wait) = self.hub.spend_find(self.slot.client()) {
             return self.rate_limited(wait, "finds", ctx);
         }
         if matches!(self.state, State::Waiting) {
-            self.hub.matchmaker.leave(self.id);
+            self.hub.matchmaker().leave(self.id);
         }
         self.preferences = Some(find);
         self.join_queue(ctx);
@@ -440,8 +422,8 @@ impl Session {
             nick: preferences.nick.clone(),
             arbiter: Arbiter::current(),
         };
-        if self.hub.matchmaker.join(join).is_err() {
-            self.hub.metrics.refused(Refusal::QueueBusy);
+        if self.hub.matchmaker().join(join).is_err() {
+            self.hub.metrics().refused(Refusal::QueueBusy);
             self.set_state(State::Idle);
             self.push(
                 render_error(ErrorCode::ServerBusy, "the queue is busy, try again", None),
@@ -450,22 +432,18 @@ impl Session {
             return;
         }
         self.set_state(State::Waiting);
-        let online = self.hub.stats.snapshot().online;
+        let online = self.hub.stats().online;
         self.push(render_waiting(online), ctx);
     }
 
-    fn post(&mut self, tag: u8, body: Vec<u8>, ctx: &mut Context<Self>) {
+    fn post(&mut self, kind: EventKind, body: Vec<u8>, ctx: &mut Context<Self>) {
         let State::Chatting { pair, side, .. } = &self.state else {
             return self.not_chatting(ctx);
         };
-        match pair.try_send(Post {
-            side: *side,
-            tag,
-            body,
-        }) {
+        match pair.post(*side, kind, body) {
             Ok(()) => {}
-            Err(SendError::Full(_)) => {
-                self.hub.metrics.refused(Refusal::ChatBusy);
+            Err(PostRefused::Busy) => {
+                self.hub.metrics().refused(Refusal::ChatBusy);
                 let error = render_error(
                     ErrorCode::RateLimited,
                     "you are sending faster than the chat can take",
@@ -474,7 +452,7 @@ impl Session {
                 self.push(error, ctx);
             }
             // The chat just ended; its `ended` is already on the way to this session.
-            Err(SendError::Closed(_)) => self.not_chatting(ctx),
+            Err(PostRefused::Ended) => self.not_chatting(ctx),
         }
     }
 
@@ -507,8 +485,8 @@ impl Session {
             return self.not_chatting(ctx);
         };
         // Typing and signalling are best effort: dropped, and counted, when the chat is busy.
-        if pair.try_send(Relay { side: *side, frame }).is_err() {
-            self.hub.metrics.refused(Refusal::ChatBusy);
+        if pair.relay(*side, frame).is_err() {
+            self.hub.metrics().refused(Refusal::ChatBusy);
         }
     }
 
@@ -518,21 +496,18 @@ impl Session {
             if self.refused_as_banned(ctx) {
                 return;
             }
-            if let Err(wait) = self.hub.client_limits.check_find(self.slot.client()) {
+            if let Err(wait) = self.hub.spend_find(self.slot.client()) {
                 return self.rate_limited(wait, "finds", ctx);
             }
         }
         match &mut self.state {
             State::Chatting { pair, side, .. } => {
-                pair.do_send(EndChat {
-                    side: *side,
-                    cause: EndCause::Left,
-                });
+                pair.end(*side, EndCause::Left);
                 self.begin_ending(true);
             }
             State::Ending { requeue, .. } => *requeue = true,
             State::Waiting => {
-                self.hub.matchmaker.leave(self.id);
+                self.hub.matchmaker().leave(self.id);
                 self.join_queue(ctx);
             }
             State::Idle => self.join_queue(ctx),
@@ -542,15 +517,12 @@ impl Session {
     fn leave(&mut self, ctx: &mut Context<Self>) {
         match &mut self.state {
             State::Chatting { pair, side, .. } => {
-                pair.do_send(EndChat {
-                    side: *side,
-                    cause: EndCause::Left,
-                });
+                pair.end(*side, EndCause::Left);
                 self.begin_ending(false);
             }
             State::Ending { requeue, .. } => *requeue = false,
             State::Waiting => {
-                self.hub.matchmaker.leave(self.id);
+                self.hub.matchmaker().leave(self.id);
                 self.set_state(State::Idle);
             }
             State::Idle => self.not_chatting(ctx),
@@ -578,20 +550,20 @@ impl Session {
         self.detach(ctx);
         self.away_generation += 1;
         if let Some((_, pair, side)) = self.state.chat() {
-            pair.do_send(MemberAway { side });
+            pair.away(side);
         }
-        self.hub.purge.do_send(TrackAway {
-            session: self.id,
-            generation: self.away_generation,
-            deadline: Instant::now() + self.hub.config.resume_grace,
-            addr: ctx.address(),
-        });
+        self.hub.purge().track_away(
+            self.id,
+            self.away_generation,
+            Instant::now() + self.hub.config().resume_grace,
+            ctx.address(),
+        );
     }
 
     fn handle_frame(&mut self, frame: ClientFrame, ctx: &mut Context<Self>) {
         self.last_heard = Instant::now();
         match frame {
-            ClientFrame::Text(text) => match parse_client_frame(&text, &self.hub.config.limits) {
+            ClientFrame::Text(text) => match parse_client_frame(&text, &self.hub.config().limits) {
                 Ok(request) => self.handle_request(request, ctx),
                 Err(error) => self.refuse(error, ctx),
             },
@@ -611,29 +583,31 @@ impl Session {
                 self.control_frame_allowed(ctx);
             }
             ClientFrame::Close(_) => {
-                self.hub.metrics.disconnected(Disconnect::CloseFrame);
+                self.hub.metrics().disconnected(Disconnect::CloseFrame);
                 self.close(close_code::NORMAL, "bye");
                 ctx.stop();
             }
             ClientFrame::TooLarge => {
-                self.hub.metrics.disconnected(Disconnect::FrameTooLarge);
-                self.hub.metrics.refused(Refusal::TooLarge);
+                self.hub.metrics().disconnected(Disconnect::FrameTooLarge);
+                self.hub.metrics().refused(Refusal::TooLarge);
                 let message = format!(
                     "frames may be at most {} bytes",
-                    self.hub.config.limits.max_frame_bytes
+                    self.hub.config().limits.max_frame_bytes
                 );
                 self.push(render_error(ErrorCode::TooLarge, &message, None), ctx);
                 self.close(close_code::MESSAGE_TOO_BIG, "frame too large");
                 ctx.stop();
             }
             ClientFrame::Invalid { code, reason } => {
-                self.hub.metrics.disconnected(Disconnect::ProtocolViolation);
-                self.hub.metrics.refused(Refusal::BadRequest);
+                self.hub
+                    .metrics()
+                    .disconnected(Disconnect::ProtocolViolation);
+                self.hub.metrics().refused(Refusal::BadRequest);
                 self.close(code, reason);
                 ctx.stop();
             }
             ClientFrame::Dropped => {
-                self.hub.metrics.disconnected(Disconnect::Dropped);
+                self.hub.metrics().disconnected(Disconnect::Dropped);
                 self.go_away(ctx);
             }
         }
@@ -645,7 +619,7 @@ impl Session {
         if self.limits.check_control_frame().is_ok() {
             return true;
         }
-        self.hub.metrics.refused(Refusal::ControlFrames);
+        self.hub.metrics().refused(Refusal::ControlFrames);
         self.count_protocol_error(ctx);
         false
     }
@@ -654,8 +628,8 @@ impl Session {
         if self.connection.is_none() {
             return;
         }
-        if self.last_heard.elapsed() > self.hub.config.client_timeout {
-            self.hub.metrics.disconnected(Disconnect::ClientTimeout);
+        if self.last_heard.elapsed() > self.hub.config().client_timeout {
+            self.hub.metrics().disconnected(Disconnect::ClientTimeout);
             self.go_away(ctx);
         } else {
             self.send(Outgoing::Ping, ctx);
@@ -667,43 +641,31 @@ impl Actor for Session {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.hub.registry.insert(self.token_hash, ctx.address());
-        self.hub
-            .stats
-            .online
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.hub.metrics.sessions_started.increment(1);
+        self.hub.session_started(self.token_hash, ctx.address());
         if let Some((sink, frames)) = self.pending_connection.take() {
             self.attach(sink, frames, ctx);
         }
         if let Some(token) = self.token.take() {
             self.send_hello(&token, false, ctx);
         }
-        ctx.run_interval(self.hub.config.heartbeat_interval, Self::heartbeat);
+        ctx.run_interval(self.hub.config().heartbeat_interval, Self::heartbeat);
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         match &self.state {
-            State::Waiting => self.hub.matchmaker.leave(self.id),
+            State::Waiting => self.hub.matchmaker().leave(self.id),
             State::Chatting { pair, side, .. } | State::Ending { pair, side, .. } => {
-                pair.do_send(EndChat {
-                    side: *side,
-                    cause: self.stop_cause,
-                });
+                pair.end(*side, self.stop_cause);
             }
             State::Idle => {}
         }
         self.set_state(State::Idle);
         if self.connection.is_none() {
-            self.hub.purge.do_send(UntrackAway { session: self.id });
+            self.hub.purge().untrack_away(self.id);
         }
         // Dropping the sink lets its writer send what is queued (a close frame included).
         self.connection = None;
-        self.hub.registry.remove(&self.token_hash);
-        self.hub
-            .stats
-            .online
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.hub.session_ended(&self.token_hash);
     }
 }
 
@@ -752,26 +714,25 @@ impl Handler<Attach> for Session {
             // The old connection has not been noticed dead yet; the new one wins. What was
             // queued for it is dropped at once: a client that takes over its own session again
             // and again must not leave a replay behind on each connection it abandons.
-            self.hub.metrics.disconnected(Disconnect::ResumedElsewhere);
+            self.hub
+                .metrics()
+                .disconnected(Disconnect::ResumedElsewhere);
             ctx.cancel_future(old.frames);
             old.sink.close_at_once(
                 close_code::RESUMED_ELSEWHERE,
                 "resumed on another connection",
             );
         } else {
-            self.hub.purge.do_send(UntrackAway { session: self.id });
+            self.hub.purge().untrack_away(self.id);
         }
         self.away_generation += 1;
-        self.hub.metrics.sessions_resumed.increment(1);
+        self.hub.metrics().sessions_resumed.increment(1);
         self.attach(attach.sink, attach.frames, ctx);
         self.send_hello(&attach.token, true, ctx);
         self.delivered_seq = attach.last_seq;
         match self.state.chat() {
             Some((chat, pair, side)) => {
-                let request = pair.send(MemberBack {
-                    side,
-                    after_seq: attach.last_seq,
-                });
+                let request = pair.back(side, attach.last_seq);
                 // Nothing else is handled until the replay is queued, so live events that
                 // arrive meanwhile are filtered by `delivered_seq` and never doubled.
                 ctx.wait(request.into_actor(self).map(move |replay, session, ctx| {
@@ -781,7 +742,7 @@ impl Handler<Attach> for Session {
                     }
                     session
                         .hub
-                        .metrics
+                        .metrics()
                         .replayed_events
                         .increment(replay.len() as u64);
                     for (seq, frame) in replay {
@@ -809,7 +770,7 @@ impl Handler<Attach> for Session {
 #[rtype(result = "()")]
 pub struct ChatStarted {
     pub chat: ChatId,
-    pub pair: Addr<Pair>,
+    pub pair: PairHandle,
     pub side: Side,
     pub mode: Mode,
 }
@@ -820,14 +781,11 @@ impl Handler<ChatStarted> for Session {
     fn handle(&mut self, started: ChatStarted, _ctx: &mut Context<Self>) {
         if !matches!(self.state, State::Waiting) || self.shutting_down {
             // This session left the queue while the match was being made.
-            started.pair.do_send(EndChat {
-                side: started.side,
-                cause: EndCause::Left,
-            });
+            started.pair.end(started.side, EndCause::Left);
             return;
         }
         if self.connection.is_none() {
-            started.pair.do_send(MemberAway { side: started.side });
+            started.pair.away(started.side);
         }
         self.delivered_seq = 0;
         self.last_ended = None;
@@ -911,7 +869,7 @@ impl Handler<GraceExpired> for Session {
 
     fn handle(&mut self, expired: GraceExpired, ctx: &mut Context<Self>) {
         if self.connection.is_none() && expired.generation == self.away_generation {
-            self.hub.metrics.sessions_expired.increment(1);
+            self.hub.metrics().sessions_expired.increment(1);
             self.stop_cause = EndCause::Lost;
             ctx.stop();
         }
@@ -929,13 +887,12 @@ impl Handler<Shutdown> for Session {
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
         self.shutting_down = true;
         self.stop_cause = EndCause::Shutdown;
-        self.hub.metrics.disconnected(Disconnect::Shutdown);
+        self.hub.metrics().disconnected(Disconnect::Shutdown);
         match self.state.chat() {
             // The pair answers with `ended` `server_shutdown`; the session closes then.
-            Some((_, pair, side)) if self.connection.is_some() => pair.do_send(EndChat {
-                side,
-                cause: EndCause::Shutdown,
-            }),
+            Some((_, pair, side)) if self.connection.is_some() => {
+                pair.end(side, EndCause::Shutdown)
+            }
             _ => {
                 self.close(close_code::GOING_AWAY, "server shutting down");
                 ctx.stop();

@@ -5,7 +5,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use ephemera_actors::event_log::{EventLog, Side};
+use ephemera_actors::event_log::{EventKind, EventLog, Side};
 
 const MARKER: &[u8] = b"WIPE-MARKER-7f3a";
 
@@ -55,15 +55,15 @@ fn evicted_and_wiped_events_leave_no_bytes_in_freed_memory() {
 
     let mut log = EventLog::new(4, 1 << 20);
     for seq in 1..=10 {
-        log.append(seq, 0, Side::A, marked_body(seq as u8, 0));
+        log.append(seq, EventKind::Matched, Side::A, marked_body(seq as u8, 0));
     }
     // Six events were evicted by the count bound.
     let mut small = EventLog::new(100, 64);
     for seq in 1..=10 {
-        small.append(seq, 0, Side::B, marked_body(seq as u8, 0));
+        small.append(seq, EventKind::Matched, Side::B, marked_body(seq as u8, 0));
     }
     // An oversized event is refused and must be wiped too.
-    small.append(11, 0, Side::B, marked_body(11, 200));
+    small.append(11, EventKind::Matched, Side::B, marked_body(11, 200));
     log.wipe();
     drop(small);
     INSPECTING.store(false, Ordering::SeqCst);

@@ -127,7 +127,7 @@ async fn modes_never_mix_and_cooldown_blocks_a_rematch() {
     other.find(&[]).await;
     text.nothing().await;
     other.nothing().await;
-    assert_eq!(hub.matchmaker.waiting().await, 3);
+    assert_eq!(hub.matchmaker().waiting().await, 3);
 }
 
 #[actix_rt::test]

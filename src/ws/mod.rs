@@ -38,7 +38,7 @@ pub async fn upgrade(
 ) -> actix_web::Result<HttpResponse> {
     let hub: Arc<Hub> = state.hub.clone();
     if !crate::client_identity::origin_allowed(&req, &state) {
-        hub.metrics.refused(Refusal::Origin);
+        hub.metrics().refused(Refusal::Origin);
         return Ok(HttpResponse::Forbidden().body("origin not allowed\n"));
     }
     let Some(keys) = crate::client_identity::client_keys(&req) else {
@@ -62,11 +62,11 @@ pub async fn upgrade(
     let (frames_tx, frames_rx) = mpsc::channel(INBOUND_FRAMES_AHEAD);
     let reader = FrameReader::new(
         body.into_inner(),
-        hub.config.limits.max_frame_bytes,
+        hub.config().limits.max_frame_bytes,
         budget.clone(),
     );
     actix_web::rt::spawn(reader.run(frames_tx));
-    let sink = WsSink::spawn(ws_session, cut_off, hub.outbox_total.clone());
+    let sink = WsSink::spawn(ws_session, cut_off, hub.new_outbox_gauge());
     let frames = Box::pin(frame_stream(frames_rx, budget));
 
     let query = query.into_inner();

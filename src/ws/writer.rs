@@ -4,7 +4,7 @@
 //! immediate: the response body fails, so actix-http drops the TCP connection and everything
 //! it buffered, instead of waiting for a peer that never reads to take a close frame.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -89,13 +89,8 @@ pub struct WsSink {
 }
 
 impl WsSink {
-    pub fn spawn(
-        ws: actix_ws::Session,
-        cut_off: Arc<CutOff>,
-        outbox_total: Arc<AtomicUsize>,
-    ) -> Self {
+    pub fn spawn(ws: actix_ws::Session, cut_off: Arc<CutOff>, gauge: OutboxGauge) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let gauge = OutboxGauge::counting_into(outbox_total);
         let socket = Some(ws.clone());
         let writer = actix_web::rt::spawn(write_frames(ws, rx, gauge.clone())).abort_handle();
         Self {
