@@ -21,7 +21,9 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 /// Everything the server holds about the caller's client key, and nothing about anyone else.
 pub async fn privacy_me(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let Some(keys) = crate::client_identity::client_keys(&req) else {
-        return HttpResponse::InternalServerError().finish();
+        // The middleware that derives keys wraps every route; without it nothing is safe.
+        tracing::error!("no client key on a request; is forget_client_address installed?");
+        return HttpResponse::InternalServerError().body("server misconfigured\n");
     };
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))

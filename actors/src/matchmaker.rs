@@ -367,10 +367,13 @@ impl Handler<JoinQueue> for Matchmaker {
         if self.try_match(join.session) {
             return;
         }
-        let (mode, interests) = {
-            let waiting = &self.waiting[&join.session];
-            (waiting.mode, waiting.interests.clone())
+        // Inserted above and not matched, so it is there; if that ever breaks, the session
+        // is left out of the indexes (it can still leave) and the fault is said, not hidden.
+        let Some(waiting) = self.waiting.get(&join.session) else {
+            tracing::error!("a joining session vanished before it was indexed");
+            return;
         };
+        let (mode, interests) = (waiting.mode, waiting.interests.clone());
         let queue = &mut self.queues[mode.index()];
         for interest in interests {
             queue

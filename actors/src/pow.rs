@@ -73,8 +73,16 @@ pub struct PowPolicy {
     fixed_bits: u32,
     auto_threshold_per_second: f64,
     auto_bits: u32,
-    /// Sessions started in the current one-second window, and the rate of the last full one.
-    window: Mutex<(Instant, u32, f64)>,
+    window: Mutex<ArrivalWindow>,
+}
+
+/// New sessions counted over one-second windows.
+struct ArrivalWindow {
+    started_at: Instant,
+    /// Sessions started since `started_at`.
+    sessions: u32,
+    /// Sessions per second over the last full window.
+    last_rate_per_second: f64,
 }
 
 impl PowPolicy {
@@ -83,7 +91,11 @@ impl PowPolicy {
             fixed_bits,
             auto_threshold_per_second,
             auto_bits,
-            window: Mutex::new((Instant::now(), 0, 0.0)),
+            window: Mutex::new(ArrivalWindow {
+                started_at: Instant::now(),
+                sessions: 0,
+                last_rate_per_second: 0.0,
+            }),
         }
     }
 
@@ -96,15 +108,16 @@ impl PowPolicy {
             return 0;
         }
         let mut window = self.window.lock();
-        let elapsed = now.saturating_duration_since(window.0);
+        let elapsed = now.saturating_duration_since(window.started_at);
         if elapsed >= Duration::from_secs(1) {
-            window.2 = f64::from(window.1) / elapsed.as_secs_f64();
-            *window = (now, 0, window.2);
+            window.last_rate_per_second = f64::from(window.sessions) / elapsed.as_secs_f64();
+            window.started_at = now;
+            window.sessions = 0;
         }
-        window.1 += 1;
+        window.sessions += 1;
         // The rate of the window in progress counts too, so a sudden flood is met at once.
-        let current = f64::from(window.1);
-        if window.2.max(current) > self.auto_threshold_per_second {
+        let current = f64::from(window.sessions);
+        if window.last_rate_per_second.max(current) > self.auto_threshold_per_second {
             self.auto_bits
         } else {
             0

@@ -3,8 +3,13 @@
 //! state (idle, waiting, chatting) and its read position in the chat's log, and writes to the
 //! client through a bounded `ClientSink`. Talks to the matchmaker (queueing), to its chat's
 //! pair actor (everything said in a chat) and to the purge timer (resume grace).
+//!
+//! Layout: this file holds the actor, its lifecycle (connections, drops, resume) and its
+//! messages; `requests` what a client asks of it; `policy` its rules as plain values.
 
-use std::collections::VecDeque;
+mod policy;
+mod requests;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,24 +18,19 @@ use bytestring::ByteString;
 use futures_util::StreamExt as _;
 
 use crate::connection::{close_code, ClientFrame, ClientSink, FrameStream, Outgoing};
-use crate::event_log::EventKind;
 use crate::event_log::Side;
-use crate::hub::retry_after_ms;
 use crate::hub::Hub;
 use crate::ids::{ChatId, SessionId};
-use crate::matchmaker::JoinQueue;
 use crate::metrics::{Disconnect, Refusal};
-use crate::pair::{EndCause, PairHandle, PostRefused};
+use crate::pair::{EndCause, PairHandle};
 use crate::pow::Challenge;
 use crate::protocol::{
-    fixed, parse_client_frame, render_error, render_hello, render_waiting, ClientRequest,
-    ErrorCode, FindRequest, HelloFrame, Mode, PowChallenge, ProtocolError,
+    parse_client_frame, render_error, render_hello, ErrorCode, FindRequest, HelloFrame, Mode,
+    PowChallenge, ProtocolError,
 };
 use crate::rate_limits::SessionLimiters;
 use crate::registry::{Occupancy, ResumeToken, SessionSlot, TokenHash};
-
-/// How long a client that was refused for a full chat mailbox should wait.
-const CHAT_BUSY_RETRY_MS: u64 = 100;
+use policy::{ErrorBudget, OutboxBounds};
 
 #[derive(Debug)]
 enum State {
@@ -117,7 +117,8 @@ pub struct Session {
     last_heard: Instant,
     /// Bumped on every drop and resume, so a stale grace expiry is recognised.
     away_generation: u64,
-    protocol_errors: VecDeque<Instant>,
+    protocol_errors: ErrorBudget<Instant>,
+    outbox_bounds: OutboxBounds,
     limits: SessionLimiters,
     /// The proof-of-work challenge this session must solve before its first `find`.
     pow: Option<Challenge>,
@@ -149,7 +150,14 @@ impl Session {
             last_ended: None,
             last_heard: Instant::now(),
             away_generation: 0,
-            protocol_errors: VecDeque::new(),
+            protocol_errors: ErrorBudget::new(
+                hub.config().max_protocol_errors_per_minute,
+                Duration::from_secs(60),
+            ),
+            outbox_bounds: OutboxBounds {
+                max_bytes: hub.config().session_outbox_max_bytes,
+                fair_share_bytes: hub.config().outbox_fair_share_bytes,
+            },
             limits: SessionLimiters::new(&hub.config().rate_limits, &hub.config().limits),
             pow: match hub.pow_difficulty_for_new_session(Instant::now()) {
                 0 => None,
@@ -224,9 +232,9 @@ impl Session {
         };
         connection.sink.send(frame);
         let unsent = connection.sink.unsent_bytes();
-        let server_pressed = self.hub.outboxes_over_budget();
-        if unsent > self.hub.config().session_outbox_max_bytes
-            || (server_pressed && unsent > self.hub.config().outbox_fair_share_bytes)
+        if self
+            .outbox_bounds
+            .must_cut_off(unsent, self.hub.outboxes_over_budget())
         {
             self.hub.metrics().disconnected(Disconnect::SlowConsumer);
             tracing::debug!(reason = "slow consumer", "connection cut off");
@@ -237,310 +245,6 @@ impl Session {
     fn close(&mut self, code: u16, reason: &'static str) {
         if let Some(connection) = self.connection.as_mut() {
             connection.sink.send(Outgoing::Close { code, reason });
-        }
-    }
-
-    fn refuse(&mut self, error: ProtocolError, ctx: &mut Context<Self>) {
-        let refusal = match error.code {
-            ErrorCode::BadRequest => Refusal::BadRequest,
-            ErrorCode::TooLarge => Refusal::TooLarge,
-            ErrorCode::NotChatting => Refusal::NotChatting,
-            ErrorCode::AlreadyChatting => Refusal::AlreadyChatting,
-            ErrorCode::AgeRequired => Refusal::AgeRequired,
-            ErrorCode::PowRequired | ErrorCode::PowInvalid => Refusal::ProofOfWork,
-            ErrorCode::RateLimited => Refusal::RateLimited,
-            ErrorCode::Banned => Refusal::Banned,
-            ErrorCode::ServerBusy => Refusal::ServerBusy,
-        };
-        self.hub.metrics().refused(refusal);
-        self.push(render_error(error.code, &error.message, None), ctx);
-        if matches!(
-            error.code,
-            ErrorCode::BadRequest | ErrorCode::TooLarge | ErrorCode::PowInvalid
-        ) {
-            self.count_protocol_error(ctx);
-        }
-    }
-
-    fn count_protocol_error(&mut self, ctx: &mut Context<Self>) {
-        let now = Instant::now();
-        while self
-            .protocol_errors
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60))
-        {
-            self.protocol_errors.pop_front();
-        }
-        self.protocol_errors.push_back(now);
-        if self.protocol_errors.len() > self.hub.config().max_protocol_errors_per_minute {
-            self.hub.metrics().disconnected(Disconnect::ProtocolErrors);
-            self.close(close_code::POLICY_VIOLATION, "too many protocol errors");
-            ctx.stop();
-        }
-    }
-
-    /// Refuses a frame over a rate limit. Refusals count towards the protocol-error budget,
-    /// so a client that keeps going past its limit is disconnected.
-    fn rate_limited(&mut self, wait: Duration, what: &str, ctx: &mut Context<Self>) {
-        self.hub.metrics().refused(Refusal::RateLimited);
-        let message = format!("you are sending {what} too fast; wait a little");
-        self.push(
-            render_error(ErrorCode::RateLimited, &message, Some(retry_after_ms(wait))),
-            ctx,
-        );
-        self.count_protocol_error(ctx);
-    }
-
-    /// Tells a banned client so (with how long is left) and returns true.
-    fn refused_as_banned(&mut self, ctx: &mut Context<Self>) -> bool {
-        let banned = self.hub.ban_remaining(self.slot.client(), Instant::now());
-        let Some(left) = banned else {
-            return false;
-        };
-        self.hub.metrics().refused(Refusal::Banned);
-        let error = render_error(
-            ErrorCode::Banned,
-            "strangers reported you; you cannot chat for a while",
-            Some(retry_after_ms(left)),
-        );
-        self.push(error, ctx);
-        true
-    }
-
-    fn not_chatting(&mut self, ctx: &mut Context<Self>) {
-        self.refuse(
-            ProtocolError {
-                code: ErrorCode::NotChatting,
-                message: "you are not in a chat".into(),
-            },
-            ctx,
-        );
-    }
-
-    fn handle_request(&mut self, request: ClientRequest, ctx: &mut Context<Self>) {
-        match request {
-            ClientRequest::Find(find) => self.find(find, ctx),
-            ClientRequest::Msg { body } => match self.limits.check_message() {
-                Ok(()) => self.post(EventKind::Msg, body, ctx),
-                Err(wait) => self.rate_limited(wait, "messages", ctx),
-            },
-            ClientRequest::Media { body } => match self.limits.check_media() {
-                Ok(()) => self.post(EventKind::Media, body, ctx),
-                Err(wait) => self.rate_limited(wait, "images and voice notes", ctx),
-            },
-            ClientRequest::Typing { active } => {
-                if self.limits.check_typing().is_err() {
-                    // An indicator is a hint: past the rate it is dropped, without an answer.
-                    return self.hub.metrics().refused(Refusal::TypingDropped);
-                }
-                let frame = if active {
-                    fixed::TYPING_ON
-                } else {
-                    fixed::TYPING_OFF
-                };
-                self.relay(ByteString::from_static(frame), ctx);
-            }
-            ClientRequest::Signal { frame } => self.signal(frame, ctx),
-            ClientRequest::Next => self.next(ctx),
-            ClientRequest::Leave => self.leave(ctx),
-            ClientRequest::Report { reason } => match &self.state {
-                State::Chatting { pair, side, .. } => {
-                    pair.end(*side, EndCause::Reported(reason));
-                    self.begin_ending(false);
-                }
-                _ => self.not_chatting(ctx),
-            },
-        }
-    }
-
-    fn find(&mut self, find: FindRequest, ctx: &mut Context<Self>) {
-        if self.state.chat().is_some() {
-            return self.refuse(
-                ProtocolError {
-                    code: ErrorCode::AlreadyChatting,
-                    message: "you are already in a chat; send next or leave first".into(),
-                },
-                ctx,
-            );
-        }
-        if !find.adult {
-            return self.refuse(
-                ProtocolError {
-                    code: ErrorCode::AgeRequired,
-                    message: "confirm that you are an adult (\"adult\":true) to chat".into(),
-                },
-                ctx,
-            );
-        }
-        if self.refused_as_banned(ctx) {
-            return;
-        }
-        if let Some(challenge) = &self.pow {
-            let error = match find.pow.as_deref() {
-                None => Some((
-                    ErrorCode::PowRequired,
-                    "solve the proof-of-work challenge in hello",
-                )),
-                Some(nonce) if !challenge.is_solved_by(nonce) => Some((
-                    ErrorCode::PowInvalid,
-                    "that nonce does not solve the challenge",
-                )),
-                Some(_) => None,
-            };
-            if let Some((code, message)) = error {
-                return self.refuse(
-                    ProtocolError {
-                        code,
-                        message: message.into(),
-                    },
-                    ctx,
-                );
-            }
-            // Solved: the challenge is spent, and the session admitted.
-            self.pow = None;
-        }
-        if let Err(wait) = self.hub.spend_find(self.slot.client()) {
-            return self.rate_limited(wait, "finds", ctx);
-        }
-        if matches!(self.state, State::Waiting) {
-            self.hub.matchmaker().leave(self.id);
-        }
-        self.preferences = Some(find);
-        self.join_queue(ctx);
-    }
-
-    fn join_queue(&mut self, ctx: &mut Context<Self>) {
-        let Some(preferences) = self.preferences.as_ref() else {
-            return self.not_chatting(ctx);
-        };
-        let join = JoinQueue {
-            session: self.id,
-            addr: ctx.address(),
-            client: self.slot.client(),
-            mode: preferences.mode,
-            interests: preferences.interests.clone(),
-            nick: preferences.nick.clone(),
-            arbiter: Arbiter::current(),
-        };
-        if self.hub.matchmaker().join(join).is_err() {
-            self.hub.metrics().refused(Refusal::QueueBusy);
-            self.set_state(State::Idle);
-            self.push(
-                render_error(ErrorCode::ServerBusy, "the queue is busy, try again", None),
-                ctx,
-            );
-            return;
-        }
-        self.set_state(State::Waiting);
-        let online = self.hub.stats().online;
-        self.push(render_waiting(online), ctx);
-    }
-
-    fn post(&mut self, kind: EventKind, body: Vec<u8>, ctx: &mut Context<Self>) {
-        let State::Chatting { pair, side, .. } = &self.state else {
-            return self.not_chatting(ctx);
-        };
-        match pair.post(*side, kind, body) {
-            Ok(()) => {}
-            Err(PostRefused::Busy) => {
-                self.hub.metrics().refused(Refusal::ChatBusy);
-                let error = render_error(
-                    ErrorCode::RateLimited,
-                    "you are sending faster than the chat can take",
-                    Some(CHAT_BUSY_RETRY_MS),
-                );
-                self.push(error, ctx);
-            }
-            // The chat just ended; its `ended` is already on the way to this session.
-            Err(PostRefused::Ended) => self.not_chatting(ctx),
-        }
-    }
-
-    /// WebRTC signalling: only between members of a video chat, and rate limited, since each
-    /// signal may carry up to `max_signal_bytes` to the stranger.
-    fn signal(&mut self, frame: ByteString, ctx: &mut Context<Self>) {
-        match &self.state {
-            State::Chatting {
-                mode: Mode::Video, ..
-            } => {}
-            State::Chatting { .. } => {
-                return self.refuse(
-                    ProtocolError {
-                        code: ErrorCode::BadRequest,
-                        message: "signals are for video chats only".into(),
-                    },
-                    ctx,
-                )
-            }
-            _ => return self.not_chatting(ctx),
-        }
-        match self.limits.check_signal() {
-            Ok(()) => self.relay(frame, ctx),
-            Err(wait) => self.rate_limited(wait, "signals", ctx),
-        }
-    }
-
-    fn relay(&mut self, frame: ByteString, ctx: &mut Context<Self>) {
-        let State::Chatting { pair, side, .. } = &self.state else {
-            return self.not_chatting(ctx);
-        };
-        // Typing and signalling are best effort: dropped, and counted, when the chat is busy.
-        if pair.relay(*side, frame).is_err() {
-            self.hub.metrics().refused(Refusal::ChatBusy);
-        }
-    }
-
-    fn next(&mut self, ctx: &mut Context<Self>) {
-        // `next` queues again, so it is refused to the banned and spends a find.
-        if self.preferences.is_some() {
-            if self.refused_as_banned(ctx) {
-                return;
-            }
-            if let Err(wait) = self.hub.spend_find(self.slot.client()) {
-                return self.rate_limited(wait, "finds", ctx);
-            }
-        }
-        match &mut self.state {
-            State::Chatting { pair, side, .. } => {
-                pair.end(*side, EndCause::Left);
-                self.begin_ending(true);
-            }
-            State::Ending { requeue, .. } => *requeue = true,
-            State::Waiting => {
-                self.hub.matchmaker().leave(self.id);
-                self.join_queue(ctx);
-            }
-            State::Idle => self.join_queue(ctx),
-        }
-    }
-
-    fn leave(&mut self, ctx: &mut Context<Self>) {
-        match &mut self.state {
-            State::Chatting { pair, side, .. } => {
-                pair.end(*side, EndCause::Left);
-                self.begin_ending(false);
-            }
-            State::Ending { requeue, .. } => *requeue = false,
-            State::Waiting => {
-                self.hub.matchmaker().leave(self.id);
-                self.set_state(State::Idle);
-            }
-            State::Idle => self.not_chatting(ctx),
-        }
-    }
-
-    fn begin_ending(&mut self, requeue: bool) {
-        if let State::Chatting {
-            chat, pair, side, ..
-        } = &self.state
-        {
-            let ending = State::Ending {
-                chat: *chat,
-                pair: pair.clone(),
-                side: *side,
-                requeue,
-            };
-            self.set_state(ending);
         }
     }
 

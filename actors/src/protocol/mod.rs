@@ -1,0 +1,248 @@
+//! Protocol v1 on the wire: the limits, codes and requests (here), parsing and validating
+//! client frames (`parse`), and rendering server frames (`render`). The session actor calls
+//! `parse_client_frame`; everyone who sends a frame to a client renders it with `render`, so
+//! the JSON shapes live in one place.
+
+mod parse;
+mod render;
+
+pub use parse::{base64_decoded_len, parse_client_frame};
+pub use render::*;
+
+use std::borrow::Cow;
+
+use bytestring::ByteString;
+use serde::Serialize;
+
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The limits a client must respect; echoed to it in `hello`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Limits {
+    pub max_text_chars: usize,
+    pub max_nick_chars: usize,
+    pub max_interests: usize,
+    pub max_interest_chars: usize,
+    pub max_media_bytes: usize,
+    pub max_signal_bytes: usize,
+    pub max_frame_bytes: usize,
+    pub event_log_max_events: usize,
+    pub event_log_max_bytes: usize,
+    pub media_mime_types: &'static [&'static str],
+    /// `signal` frames per minute per session (0: unlimited).
+    pub max_signals_per_minute: u32,
+    /// `typing` frames per second per session (0: unlimited); more are dropped unanswered.
+    pub max_typing_per_second: u32,
+}
+
+impl Limits {
+    /// Protocol v1's limits, as the shared spec's table gives them; the server's settings take
+    /// their defaults from here.
+    pub const V1: Limits = Limits {
+        max_text_chars: 2000,
+        max_nick_chars: 24,
+        max_interests: 10,
+        max_interest_chars: 32,
+        max_media_bytes: 1 << 20,
+        max_signal_bytes: 64 << 10,
+        max_frame_bytes: 2 << 20,
+        event_log_max_events: 256,
+        event_log_max_bytes: 4 << 20,
+        media_mime_types: MEDIA_MIME_TYPES,
+        max_signals_per_minute: 120,
+        max_typing_per_second: 4,
+    };
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::V1
+    }
+}
+
+pub const MEDIA_MIME_TYPES: &[&str] = &[
+    "image/jpeg",
+    "image/png",
+    "image/webp",
+    "image/gif",
+    "audio/webm",
+    "audio/ogg",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    Text,
+    Video,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Text => "text",
+            Mode::Video => "video",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaKind {
+    Image,
+    Audio,
+}
+
+impl MediaKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaKind::Image => "image",
+            MediaKind::Audio => "audio",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportReason {
+    Spam,
+    Harassment,
+    Nudity,
+    Minor,
+    Other,
+}
+
+impl ReportReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReportReason::Spam => "spam",
+            ReportReason::Harassment => "harassment",
+            ReportReason::Nudity => "nudity",
+            ReportReason::Minor => "minor",
+            ReportReason::Other => "other",
+        }
+    }
+}
+
+/// Why a chat ended, as one member sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndedReason {
+    YouLeft,
+    StrangerLeft,
+    StrangerLost,
+    YouReported,
+    ServerShutdown,
+}
+
+impl EndedReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndedReason::YouLeft => "you_left",
+            EndedReason::StrangerLeft => "stranger_left",
+            EndedReason::StrangerLost => "stranger_lost",
+            EndedReason::YouReported => "you_reported",
+            EndedReason::ServerShutdown => "server_shutdown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadRequest,
+    TooLarge,
+    RateLimited,
+    Banned,
+    AgeRequired,
+    NotChatting,
+    AlreadyChatting,
+    PowRequired,
+    PowInvalid,
+    ServerBusy,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Banned => "banned",
+            ErrorCode::AgeRequired => "age_required",
+            ErrorCode::NotChatting => "not_chatting",
+            ErrorCode::AlreadyChatting => "already_chatting",
+            ErrorCode::PowRequired => "pow_required",
+            ErrorCode::PowInvalid => "pow_invalid",
+            ErrorCode::ServerBusy => "server_busy",
+        }
+    }
+}
+
+/// A refused client frame: the code and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ProtocolError {
+    pub code: ErrorCode,
+    pub message: Cow<'static, str>,
+}
+
+impl ProtocolError {
+    fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::BadRequest, message)
+    }
+
+    fn too_large(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::TooLarge, message)
+    }
+}
+
+/// What a client asks for in `find`, validated and normalised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FindRequest {
+    pub adult: bool,
+    pub mode: Mode,
+    /// Trimmed, lowercased, de-duplicated, none empty.
+    pub interests: Vec<String>,
+    /// Trimmed; `None` when absent or empty.
+    pub nick: Option<String>,
+    pub pow: Option<String>,
+}
+
+/// A validated client frame.
+#[derive(Debug)]
+pub enum ClientRequest {
+    Find(FindRequest),
+    /// `body` is the frame's shared JSON tail, `"text":"…"}`, ready for the event log.
+    Msg {
+        body: Vec<u8>,
+    },
+    Typing {
+        active: bool,
+    },
+    /// `body` is `"kind":"…","mime":"…","data":"…"}`.
+    Media {
+        body: Vec<u8>,
+    },
+    /// The whole outgoing `signal` frame, with `data` copied verbatim.
+    Signal {
+        frame: ByteString,
+    },
+    Next,
+    Leave,
+    Report {
+        reason: ReportReason,
+    },
+}
+
+/// Appends `text` as a JSON string literal.
+pub fn write_json_string(out: &mut Vec<u8>, text: &str) {
+    // Serialising a &str into a Vec cannot fail: serde_json only errors on I/O or on
+    // non-string map keys, neither of which can happen here.
+    serde_json::to_writer(&mut *out, text).expect("writing a JSON string into a Vec");
+}
