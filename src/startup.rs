@@ -73,8 +73,17 @@ impl Server {
                 .route("/ws", web::get().to(ws::upgrade))
                 .route("/privacy", web::get().to(privacy_page::privacy))
                 .route("/api/privacy/me", web::get().to(routes::privacy_me))
-                .route("/healthz", web::get().to(routes::healthz))
-                .route("/readyz", web::get().to(routes::readyz))
+                // Load balancers and uptime checks often probe with HEAD.
+                .service(
+                    web::resource("/healthz")
+                        .route(web::get().to(routes::healthz))
+                        .route(web::head().to(routes::healthz)),
+                )
+                .service(
+                    web::resource("/readyz")
+                        .route(web::get().to(routes::readyz))
+                        .route(web::head().to(routes::readyz)),
+                )
                 .route("/stats", web::get().to(routes::stats))
                 .route("/metrics", web::get().to(routes::metrics))
                 .service(

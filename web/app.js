@@ -109,7 +109,7 @@ function mediaElement(frame) {
 function showState() {
   $("chat").dataset.state = client.state;
 }
-for (const type of ["hello", "waiting", "matched", "ended", "lost"]) client.addEventListener(type, showState);
+for (const type of ["hello", "waiting", "matched", "ended", "lost", "left"]) client.addEventListener(type, showState);
 
 function setIdleControls(idle) {
   $("next").textContent = idle ? "New chat" : "Next";
@@ -172,6 +172,10 @@ client.addEventListener("lost", () => {
   endCall();
   say("The connection was lost for too long and the chat has ended.");
   status("");
+  setIdleControls(true);
+});
+client.addEventListener("left", () => {
+  status("You left the queue.");
   setIdleControls(true);
 });
 client.addEventListener("working", () => status("Checking you are not a bot…"));

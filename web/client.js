@@ -274,7 +274,16 @@ export class ChatClient extends EventTarget {
   }
   signal(data) { return this.send({ type: "signal", data }); }
   next() { return this.send({ type: "next" }); }
-  leave() { return this.send({ type: "leave" }); }
+  /// Ends the chat, or leaves the queue. The server does not answer a leave from the queue,
+  /// so the session is idle at once and `left` tells the view.
+  leave() {
+    const sent = this.send({ type: "leave" });
+    if (sent && this.state === "waiting") {
+      this.state = "idle";
+      this.emit("left", {});
+    }
+    return sent;
+  }
 
   report(reason) {
     if (!REPORT_REASONS.includes(reason)) throw new Error(`Unknown report reason: ${reason}`);

@@ -11,6 +11,18 @@ async fn health_and_readiness_answer() {
     let server = spawn_server(test_settings());
     assert_eq!(server.get("/healthz").await.0, 200);
     assert_eq!(server.get("/readyz").await.0, 200);
+    for path in ["/healthz", "/readyz"] {
+        let head = format!("HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut stream, head.as_bytes())
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut answer)
+            .await
+            .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "HEAD {path}: {answer}");
+    }
     let (status, body) = server.get("/").await;
     assert_eq!(status, 200);
     assert!(body.contains("<html"));

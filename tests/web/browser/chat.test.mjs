@@ -178,3 +178,19 @@ test("the lobby works with the keyboard alone, remembers preferences, and has a 
   await again.waitForSelector('#status:has-text("Looking for a stranger")');
   assert.deepEqual(await context.cookies(), []);
 });
+
+test("Stop while looking for a stranger leaves the queue and says so", async (t) => {
+  const server = await startServer();
+  t.after(server.stop);
+  const { page } = await openPage(browser, server.url);
+  await startChat(page, {});
+  await page.waitForSelector('#chat[data-state="waiting"]');
+  await page.click("#stop");
+  await page.waitForSelector('#chat[data-state="idle"]');
+  assert.equal(await page.textContent("#status"), "You left the queue.");
+  assert.equal(await page.textContent("#stop"), "Leave");
+  assert.equal(await page.isDisabled("#report"), true);
+  const stats = await (await fetch(`${server.url}/stats`)).json();
+  assert.equal(stats.waiting, 0, "the server took the session out of the queue");
+  await screenshot(page, "stop-while-waiting");
+});

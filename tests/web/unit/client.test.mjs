@@ -241,3 +241,16 @@ test("typing is sent only in a chat, only when it changes, and refreshed at most
   t.client.typing(false);
   assert.deepEqual(typing().map((f) => f.active), [true, true, false]);
 });
+
+test("leaving the queue makes the client idle at once, since the server does not answer", async () => {
+  const t = makeClient();
+  t.client.connect();
+  t.socket().deliver(hello());
+  await t.client.find({});
+  t.socket().deliver({ type: "waiting", online: 1 });
+  const left = [];
+  t.client.addEventListener("left", () => left.push(t.client.state));
+  assert.equal(t.client.leave(), true);
+  assert.deepEqual(t.socket().sent.at(-1), { type: "leave" });
+  assert.deepEqual(left, ["idle"]);
+});
