@@ -5,7 +5,9 @@
 //! check bans before queueing; the purge tick forgets what has run out.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use parking_lot::Mutex;
 

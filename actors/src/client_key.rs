@@ -12,7 +12,9 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use parking_lot::RwLock;
 use zeroize::Zeroize;

@@ -4,7 +4,9 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use actix::Addr;
 
@@ -309,11 +311,9 @@ impl Hub {
         PrivacyReport {
             client_key_prefix: client.short(),
             open_sessions: self.registry.sessions_of(keys),
-            abuse: self.abuse.standing(client, std::time::Instant::now()),
+            abuse: self.abuse.standing(client, Instant::now()),
             limits: self.config.rate_limits,
-            rate_limited: self
-                .client_limits
-                .held_back(client, std::time::Instant::now()),
+            rate_limited: self.client_limits.held_back(client, Instant::now()),
         }
     }
 

@@ -4,7 +4,9 @@
 //! When it pairs two sessions it starts their pair actor on the first one's arbiter.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use std::sync::Arc;
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use bytestring::ByteString;
+use tokio::time::Instant;
 use zeroize::Zeroize;
 
 use crate::abuse::AbuseDesk;
@@ -154,10 +155,7 @@ impl Pair {
         if let EndCause::Reported(_) = cause {
             self.counters.reports.increment(1);
             let (reported, reporter) = (self.member(by.other()).client, self.member(by).client);
-            if self
-                .abuse
-                .report(reported, reporter, std::time::Instant::now())
-            {
+            if self.abuse.report(reported, reporter, Instant::now()) {
                 tracing::info!("a client key was banned after reports");
             }
         }

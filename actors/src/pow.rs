@@ -4,7 +4,9 @@
 //! `difficulty` zero bits. Verifying is one hash, checked without early exit; a challenge is
 //! bound to its session and used once: solving it admits the session.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use base64::Engine as _;
 use parking_lot::Mutex;

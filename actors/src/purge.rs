@@ -3,7 +3,9 @@
 //! drops and unregister when they resume or stop.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use actix::prelude::*;
 

@@ -5,10 +5,15 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
+use tokio::time::Instant;
+
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use parking_lot::Mutex;
 
 use crate::client_key::{ClientKey, ClientKeys};
@@ -47,22 +52,41 @@ fn per_second(n: u32) -> Option<Quota> {
     NonZeroU32::new(n).map(Quota::per_second)
 }
 
-/// One clock for every limiter. Making a quanta clock queries the CPU (cpuid) each time; with
-/// three per session that was about 5% of the actor-pipeline benchmark's CPU profile. A clone
-/// of a made clock costs nothing.
-fn shared_clock() -> DefaultClock {
-    static CLOCK: std::sync::OnceLock<DefaultClock> = std::sync::OnceLock::new();
-    CLOCK.get_or_init(DefaultClock::default).clone()
+/// The limiters' clock: tokio's, so a test that pauses time controls the limits too (a
+/// refused client becomes welcome again when the test advances the clock, not after a
+/// sleep). Outside a paused runtime it reads the monotonic clock like any `Instant::now()`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokioClock;
+
+impl Clock for TokioClock {
+    type Instant = std::time::Instant;
+
+    fn now(&self) -> std::time::Instant {
+        Instant::now().into_std()
+    }
+}
+
+type DirectLimiter =
+    RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<std::time::Instant>>;
+type KeyedLimiter<K> =
+    RateLimiter<K, DefaultKeyedStateStore<K>, TokioClock, NoOpMiddleware<std::time::Instant>>;
+
+fn keyed(quota: Quota) -> KeyedLimiter<ClientKey> {
+    RateLimiter::new(quota, DefaultKeyedStateStore::default(), TokioClock)
+}
+
+fn direct(quota: Quota) -> DirectLimiter {
+    RateLimiter::direct_with_clock(quota, TokioClock)
 }
 
 /// Limits keyed by client key, shared by every session.
 pub struct ClientLimiters {
-    connections: Option<DefaultKeyedRateLimiter<ClientKey>>,
-    finds: Option<DefaultKeyedRateLimiter<ClientKey>>,
+    connections: Option<KeyedLimiter<ClientKey>>,
+    finds: Option<KeyedLimiter<ClientKey>>,
     /// Until when each refused client is held back, per limit, so a client can be shown its
     /// current state (governor cannot be asked without spending a cell). Pruned on the tick.
     held_back: Mutex<HashMap<(ClientKey, LimitKind), Instant>>,
-    clock: DefaultClock,
+    clock: TokioClock,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -81,11 +105,10 @@ pub struct HeldBack {
 impl ClientLimiters {
     pub fn new(config: &RateLimitConfig) -> Self {
         Self {
-            connections: per_minute(config.connections_per_minute)
-                .map(DefaultKeyedRateLimiter::keyed),
-            finds: per_minute(config.finds_per_minute).map(DefaultKeyedRateLimiter::keyed),
+            connections: per_minute(config.connections_per_minute).map(keyed),
+            finds: per_minute(config.finds_per_minute).map(keyed),
             held_back: Mutex::new(HashMap::new()),
-            clock: shared_clock(),
+            clock: TokioClock,
         }
     }
 
@@ -162,27 +185,25 @@ impl ClientLimiters {
 
 /// Limits of one session; lives in the session actor.
 pub struct SessionLimiters {
-    messages: Option<DefaultDirectRateLimiter>,
-    media: Option<DefaultDirectRateLimiter>,
-    signals: Option<DefaultDirectRateLimiter>,
-    typing: Option<DefaultDirectRateLimiter>,
-    control_frames: Option<DefaultDirectRateLimiter>,
-    clock: DefaultClock,
+    messages: Option<DirectLimiter>,
+    media: Option<DirectLimiter>,
+    signals: Option<DirectLimiter>,
+    typing: Option<DirectLimiter>,
+    control_frames: Option<DirectLimiter>,
+    clock: TokioClock,
 }
 
 impl SessionLimiters {
     /// The signal and typing rates are protocol limits (echoed in `hello`), so they come from
     /// `limits`; the rest from `config`.
     pub fn new(config: &RateLimitConfig, limits: &Limits) -> Self {
-        let direct =
-            |quota: Quota| DefaultDirectRateLimiter::direct_with_clock(quota, shared_clock());
         Self {
             messages: per_second(config.messages_per_second).map(direct),
             media: per_minute(config.media_per_minute).map(direct),
             signals: per_minute(limits.max_signals_per_minute).map(direct),
             typing: per_second(limits.max_typing_per_second).map(direct),
             control_frames: per_second(config.control_frames_per_second).map(direct),
-            clock: shared_clock(),
+            clock: TokioClock,
         }
     }
 
@@ -206,7 +227,7 @@ impl SessionLimiters {
         self.check(self.media.as_ref())
     }
 
-    fn check(&self, limiter: Option<&DefaultDirectRateLimiter>) -> Result<(), Duration> {
+    fn check(&self, limiter: Option<&DirectLimiter>) -> Result<(), Duration> {
         match limiter {
             None => Ok(()),
             Some(limiter) => limiter

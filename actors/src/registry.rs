@@ -361,7 +361,7 @@ mod tests {
     fn each_client_has_its_own_bound_across_salt_rotations() {
         let ring = ring();
         let registry = Registry::new(100, 2);
-        let start = std::time::Instant::now();
+        let start = tokio::time::Instant::now();
         let before = ring.client_keys(ip("127.0.0.1"));
         let _one = registry.try_reserve(&before).unwrap();
         assert!(registry

@@ -3,64 +3,11 @@
 
 use std::time::Duration;
 
-use ephemera_actors::connection::{ChannelSinkReceiver, ClientFrame, Outgoing};
-use ephemera_actors::hub::InProcessClient;
 use ephemera_actors::{ChatConfig, Hub};
-use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use serde_json::json;
 
-const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-
-struct TestClient {
-    frames: mpsc::Sender<ClientFrame>,
-    out: ChannelSinkReceiver,
-}
-
-impl TestClient {
-    async fn connect(hub: &std::sync::Arc<Hub>) -> TestClient {
-        let InProcessClient { frames, out } = hub.connect_in_process(LOOPBACK, 64).await;
-        let mut client = TestClient { frames, out };
-        assert_eq!(client.next().await["type"], "hello");
-        client
-    }
-
-    async fn send(&self, frame: Value) {
-        self.frames
-            .send(ClientFrame::Text(frame.to_string().into()))
-            .await
-            .unwrap();
-    }
-
-    /// The next text frame; lets the actors run until one is there.
-    async fn next(&mut self) -> Value {
-        for _ in 0..10_000 {
-            match self.out.try_recv() {
-                Some(Outgoing::Text(text)) => return serde_json::from_str(&text).unwrap(),
-                Some(_) => continue,
-                None => tokio::task::yield_now().await,
-            }
-        }
-        panic!("no frame arrived");
-    }
-
-    /// Lets the actors run a while and checks nothing was sent.
-    async fn nothing(&mut self) {
-        for _ in 0..200 {
-            tokio::task::yield_now().await;
-        }
-        assert!(
-            self.out.is_empty(),
-            "unexpected frame: {:?}",
-            self.out.try_recv()
-        );
-    }
-
-    async fn find(&mut self, interests: &[&str]) {
-        self.send(json!({"type":"find","adult":true,"interests":interests}))
-            .await;
-        assert_eq!(self.next().await["type"], "waiting");
-    }
-}
+mod support;
+use support::TestClient;
 
 fn config() -> ChatConfig {
     ChatConfig {

@@ -11,7 +11,9 @@ mod policy;
 mod requests;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use actix::prelude::*;
 use bytestring::ByteString;

@@ -87,7 +87,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
+    use tokio::time::Instant;
 
     #[test]
     fn an_outbox_is_cut_off_past_its_bound_or_past_its_share_under_pressure() {

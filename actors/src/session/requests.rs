@@ -1,7 +1,9 @@
 //! What a client asks of its session: the requests (`find`, `msg`, `next`, …) and the
 //! refusals, with their counting and the protocol-error budget.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use actix::prelude::*;
 use bytestring::ByteString;
