@@ -180,8 +180,10 @@ async fn leave_while_waiting_takes_the_session_out_of_the_queue() {
     let server = spawn_server(test_settings());
     let mut a = server.waiting_client(find_text()).await;
     a.send(json!({"type":"leave"})).await;
-    // Let the matchmaker take the leave before anyone else arrives.
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // The matchmaker takes the leave before anyone else arrives.
+    server
+        .stats_until("the queue is empty", |s| s["waiting"] == 0)
+        .await;
     let mut b = server.waiting_client(find_text()).await;
     b.expect_nothing(std::time::Duration::from_millis(200))
         .await;

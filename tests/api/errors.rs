@@ -139,7 +139,9 @@ async fn beyond_max_sessions_new_connections_get_server_busy() {
     refused.expect_close(1013).await;
     // A place frees up when a session ends.
     b.close().await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    server
+        .stats_until("the closed session is gone", |s| s["online"] == 1)
+        .await;
     let c = server.client().await;
     assert_eq!(c.hello["type"], "hello");
 }

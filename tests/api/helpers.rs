@@ -124,6 +124,12 @@ impl TestServer {
     pub async fn get(&self, path: &str) -> (u16, String) {
         http_get(self.addr, path).await
     }
+
+    /// Waits until the server's /stats satisfy `done`: the server acts on its own threads, so
+    /// a test waits on the fact it needs, not on a guessed sleep.
+    pub async fn stats_until(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        stats_until(self.addr, what, done).await
+    }
 }
 
 /// Test settings with a resume grace long enough for a test to drop and come back.
@@ -141,6 +147,23 @@ pub fn find_text() -> Value {
 
 pub fn find_with(mode: &str, interests: &[&str]) -> Value {
     json!({"type": "find", "adult": true, "mode": mode, "interests": interests})
+}
+
+/// Polls /stats at `addr` until `done` holds (see `TestServer::stats_until`).
+pub async fn stats_until(addr: SocketAddr, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + EXPECT_WITHIN;
+    loop {
+        let (_, body) = http_get(addr, "/stats").await;
+        let stats: Value = serde_json::from_str(&body).expect("/stats is JSON");
+        if done(&stats) {
+            return stats;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never happened: {what} ({stats})"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// A minimal HTTP/1.1 GET, enough for the small endpoints.

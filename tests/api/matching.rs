@@ -116,6 +116,8 @@ async fn strangers_may_meet_again_once_the_cooldown_is_over() {
     a.send(json!({"type":"leave"})).await;
     a.expect("ended").await;
     b.expect("ended").await;
+    // The real server runs on the real clock, so the 0.3 s cooldown must really pass; the rule
+    // itself is tested on a paused clock in actors/tests/time_rules.rs.
     tokio::time::sleep(Duration::from_millis(400)).await;
     a.send(find_text()).await;
     a.expect("waiting").await;

@@ -4,7 +4,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use serde_json::json;
 
@@ -148,7 +147,7 @@ async fn a_dump_after_the_chat_holds_no_message_nick_interest_or_address() {
     // B leaves with a close frame; A's connection drops, and its grace (0.3 s) runs out.
     b.close().await;
     a.drop_connection();
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    stats_until(addr, "every session is gone", |s| s["online"] == 0).await;
     let after = tokio::task::spawn_blocking(move || dump(pid))
         .await
         .unwrap();

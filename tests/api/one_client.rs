@@ -415,7 +415,7 @@ async fn one_connection_cannot_make_the_server_hold_memory() {
         a.close().await;
         b.close().await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    stats_until(addr, "the warm-up sessions are gone", |s| s["online"] == 0).await;
     let baseline = process.resident_bytes();
     let files = process.open_files();
     let bound = baseline + frame_bound + outbox_bound + 8 * MIB;

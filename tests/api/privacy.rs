@@ -36,7 +36,14 @@ async fn one_client_may_hold_only_so_many_sessions_and_others_are_unaffected() {
     assert_eq!(other.hello["type"], "hello");
     // A closed session frees its place.
     two.close().await;
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while privacy_me(&server, "127.10.0.1", "").await["open_sessions"] != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the place was never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     Client::connect_from(server.addr, ip("127.10.0.1")).await;
 }
 

@@ -118,6 +118,8 @@ async fn a_waiting_session_keeps_its_place_in_the_queue_while_away() {
     let a = server.waiting_client(find_text()).await;
     let token = a.token();
     a.drop_connection();
+    // The server notices a dropped socket on its own; nothing it exposes says when, so give it
+    // a moment of real time (a resume before it noticed is a takeover, tested elsewhere).
     tokio::time::sleep(Duration::from_millis(50)).await;
     let mut b = server.waiting_client(find_text()).await;
     b.expect("matched").await;

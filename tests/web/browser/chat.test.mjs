@@ -105,7 +105,9 @@ test("a voice note is recorded from the microphone and plays on the other side",
   const [a, b] = await pair(server);
   await a.page.click("#voice");
   await a.page.waitForSelector('#voice[aria-pressed="true"]');
-  await a.page.waitForTimeout(1200); // a second of the fake microphone's beep
+  // Real time on purpose: a voice note is a recording, so a second of the fake microphone's
+  // beep must really be recorded.
+  await a.page.waitForTimeout(1200);
   await a.page.click("#voice");
   const note = await b.page.waitForSelector("#log li.stranger audio");
   assert.match(await note.getAttribute("src"), /^blob:/);

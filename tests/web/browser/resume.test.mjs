@@ -35,6 +35,8 @@ test("going offline for a few seconds and back resumes the chat with no lost or 
   await send(b.page, "while you were away 2");
   await send(a.page, "typed while offline");
   await a.page.waitForSelector('#log li.you.pending:has-text("typed while offline")');
+  // Real time on purpose: stay offline as a real drop does, long enough for the page's
+  // reconnect attempts to fail and back off, so the resume is tested after a gap, not a blip.
   await a.page.waitForTimeout(2000);
 
   await a.context.setOffline(false);

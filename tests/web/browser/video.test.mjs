@@ -64,6 +64,7 @@ test("video mode connects the two strangers and plays each one's camera on the o
   assert.equal(await a.page.getAttribute("#camera", "aria-pressed"), "false");
   assert.equal(await a.page.evaluate(() => document.getElementById("local-video").srcObject.getVideoTracks()[0].enabled), false);
   await a.page.click("#camera");
+  // Real time on purpose: the re-enabled camera paints a frame before the screenshot.
   await a.page.waitForTimeout(500);
   await screenshot(a.page, "video");
   for (const person of [a, b]) {
