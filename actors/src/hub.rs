@@ -58,6 +58,27 @@ pub struct InProcessClient {
     pub out: ChannelSinkReceiver,
 }
 
+impl InProcessClient {
+    /// Sends one text frame, as the client would.
+    pub async fn send_text(&self, text: &str) {
+        // A closed channel means the session is gone, which the next read shows.
+        let _ = self.frames.send(ClientFrame::Text(text.into())).await;
+    }
+
+    /// The next text frame the client received, letting the actors (on this thread) run until
+    /// one arrives; `None` if none came within `max_turns` turns of the runtime.
+    pub async fn next_text(&self, max_turns: usize) -> Option<bytestring::ByteString> {
+        for _ in 0..max_turns {
+            match self.out.try_recv() {
+                Some(Outgoing::Text(text)) => return Some(text),
+                Some(_) => continue,
+                None => tokio::task::yield_now().await,
+            }
+        }
+        None
+    }
+}
+
 /// Shared by every session: settings, registry, gauges, metrics and the long-lived actors.
 /// Its fields are private: sessions and transports ask for what they need by intent.
 pub struct Hub {

@@ -38,6 +38,8 @@ pub mod purge;
 pub mod rate_limits;
 pub mod registry;
 pub mod session;
+#[cfg(test)]
+mod test_support;
 
 pub use config::ChatConfig;
 pub use connection::FrameStream;

@@ -382,3 +382,75 @@ impl Handler<EndChat> for Pair {
         self.end(end.side, end.cause, ctx);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::connection::ClientFrame;
+    use crate::test_support::{expect, hub, matched, send};
+
+    #[actix_rt::test]
+    async fn both_members_see_one_numbering_and_the_sender_gets_the_same_seq_as_its_echo() {
+        let hub = hub();
+        let (a, b) = matched(&hub, "text").await;
+        send(&a, json!({"type":"msg","text":"one"})).await;
+        let echo = expect(&a, "msg").await;
+        let seen = expect(&b, "msg").await;
+        assert_eq!(
+            (echo["seq"].clone(), echo["from"].clone()),
+            (json!(2), json!("you"))
+        );
+        assert_eq!(
+            (seen["seq"].clone(), seen["from"].clone()),
+            (json!(2), json!("stranger"))
+        );
+        send(&b, json!({"type":"msg","text":"two"})).await;
+        assert_eq!(expect(&a, "msg").await["seq"], 3);
+        assert_eq!(expect(&b, "msg").await["seq"], 3);
+    }
+
+    #[actix_rt::test]
+    async fn a_report_ends_the_chat_for_both_with_their_own_reasons_and_counts_once() {
+        let hub = hub();
+        let (a, b) = matched(&hub, "text").await;
+        send(&a, json!({"type":"report","reason":"spam"})).await;
+        let ended_a = expect(&a, "ended").await;
+        let ended_b = expect(&b, "ended").await;
+        assert_eq!(ended_a["reason"], "you_reported");
+        assert_eq!(ended_b["reason"], "stranger_left");
+        assert_eq!(
+            ended_a["seq"], ended_b["seq"],
+            "the end is one event of the chat"
+        );
+        let reported = hub.client_keys_for("127.0.8.2".parse().unwrap());
+        assert_eq!(hub.privacy_report(&reported).abuse.reports_in_window, 1);
+    }
+
+    #[actix_rt::test]
+    async fn a_member_who_drops_is_reported_away_and_the_chat_keeps_logging_for_it() {
+        let hub = hub();
+        let (a, b) = matched(&hub, "text").await;
+        a.frames.send(ClientFrame::Dropped).await.unwrap();
+        expect(&b, "stranger_away").await;
+        // Typing is not logged and not relayed to an away member; a message is logged.
+        send(&b, json!({"type":"typing","active":true})).await;
+        send(&b, json!({"type":"msg","text":"are you there?"})).await;
+        assert_eq!(expect(&b, "msg").await["seq"], 2);
+        send(&b, json!({"type":"leave"})).await;
+        assert_eq!(expect(&b, "ended").await["reason"], "you_left");
+        assert_eq!(hub.stats().chatting, 0);
+    }
+
+    #[actix_rt::test]
+    async fn signals_and_typing_pass_unlogged_and_do_not_take_a_seq() {
+        let hub = hub();
+        let (a, b) = matched(&hub, "video").await;
+        send(&a, json!({"type":"signal","data":{"sdp":"offer"}})).await;
+        let signal = expect(&b, "signal").await;
+        assert_eq!(signal["data"]["sdp"], "offer");
+        assert!(signal.get("seq").is_none());
+        send(&a, json!({"type":"msg","text":"after"})).await;
+        assert_eq!(expect(&b, "msg").await["seq"], 2);
+    }
+}

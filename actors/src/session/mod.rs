@@ -606,3 +606,108 @@ impl Handler<Shutdown> for Session {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::connection::{channel_sink, close_code, Outgoing};
+    use crate::hub::InProcessClient;
+    use crate::test_support::{client, client_with_hello, expect, hub, matched, send};
+
+    #[actix_rt::test]
+    async fn find_queues_and_leave_takes_the_session_out_again() {
+        let hub = hub();
+        let a = client(&hub, 1).await;
+        send(&a, json!({"type":"find","adult":true})).await;
+        expect(&a, "waiting").await;
+        assert_eq!(hub.stats().waiting, 1);
+        send(&a, json!({"type":"leave"})).await;
+        send(&a, json!({"type":"leave"})).await;
+        // Idle now: a second leave has nothing to leave.
+        assert_eq!(expect(&a, "error").await["code"], "not_chatting");
+        assert_eq!(hub.stats().waiting, 0);
+    }
+
+    #[actix_rt::test]
+    async fn next_ends_the_chat_and_queues_again_while_find_is_refused_in_a_chat() {
+        let hub = hub();
+        let (a, b) = matched(&hub, "text").await;
+        send(&a, json!({"type":"find","adult":true})).await;
+        assert_eq!(expect(&a, "error").await["code"], "already_chatting");
+        send(&a, json!({"type":"next"})).await;
+        assert_eq!(expect(&a, "ended").await["reason"], "you_left");
+        expect(&a, "waiting").await;
+        assert_eq!(expect(&b, "ended").await["reason"], "stranger_left");
+        assert_eq!(hub.stats().waiting, 1);
+        assert_eq!(hub.stats().chatting, 0);
+    }
+
+    #[actix_rt::test]
+    async fn a_resume_replaces_the_connection_and_the_old_ones_frames_are_ignored() {
+        let hub = hub();
+        let (old, hello) = client_with_hello(&hub, 1).await;
+        let b = client(&hub, 2).await;
+        for member in [&old, &b] {
+            send(member, json!({"type":"find","adult":true})).await;
+            expect(member, "waiting").await;
+        }
+        expect(&old, "matched").await;
+        expect(&b, "matched").await;
+
+        let (sink, out) = channel_sink();
+        let (frames, mut rx) = tokio::sync::mpsc::channel(8);
+        let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        let keys = hub.client_keys_for("127.0.8.1".parse().unwrap());
+        let token = hello["session"].as_str().unwrap().to_owned();
+        hub.connect(keys, Some((&token, 1)), Box::new(sink), Box::pin(stream))
+            .await;
+        let new = InProcessClient { frames, out };
+        let resumed = expect(&new, "hello").await;
+        assert_eq!(resumed["resumed"], true);
+        assert_eq!(resumed["state"], "chatting");
+        let mut old_closed_with = None;
+        for _ in 0..10_000 {
+            match old.out.try_recv() {
+                Some(Outgoing::Close { code, .. }) => {
+                    old_closed_with = Some(code);
+                    break;
+                }
+                Some(_) => {}
+                None => tokio::task::yield_now().await,
+            }
+        }
+        assert_eq!(old_closed_with, Some(close_code::RESUMED_ELSEWHERE));
+        // A late frame of the replaced connection must not act on the session.
+        send(&old, json!({"type":"msg","text":"from the old connection"})).await;
+        send(&new, json!({"type":"msg","text":"from the new one"})).await;
+        assert_eq!(expect(&b, "msg").await["text"], "from the new one");
+        assert_eq!(expect(&new, "msg").await["seq"], 2);
+    }
+
+    #[actix_rt::test]
+    async fn more_protocol_errors_than_the_budget_close_the_connection_with_1008() {
+        let hub = hub();
+        let a = client(&hub, 1).await;
+        let budget = hub.config().max_protocol_errors_per_minute;
+        for _ in 0..=budget {
+            send(&a, json!({"type":"nonsense"})).await;
+        }
+        for _ in 0..budget {
+            assert_eq!(expect(&a, "error").await["code"], "bad_request");
+        }
+        assert_eq!(expect(&a, "error").await["code"], "bad_request");
+        let mut closed = None;
+        for _ in 0..10_000 {
+            match a.out.try_recv() {
+                Some(Outgoing::Close { code, .. }) => {
+                    closed = Some(code);
+                    break;
+                }
+                Some(_) => {}
+                None => tokio::task::yield_now().await,
+            }
+        }
+        assert_eq!(closed, Some(close_code::POLICY_VIOLATION));
+    }
+}

@@ -4,17 +4,15 @@
 
 use std::net::IpAddr;
 
-use ephemera_actors::connection::{ChannelSinkReceiver, ClientFrame, Outgoing};
+use ephemera_actors::connection::ClientFrame;
 use ephemera_actors::hub::InProcessClient;
 use ephemera_actors::Hub;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 
 pub const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
 pub struct TestClient {
-    pub frames: mpsc::Sender<ClientFrame>,
-    pub out: ChannelSinkReceiver,
+    pub connection: InProcessClient,
     /// The `hello` the connection began with.
     pub hello: Value,
 }
@@ -26,10 +24,8 @@ impl TestClient {
 
     /// Connects as the client at `ip` (distinct addresses are distinct clients).
     pub async fn connect_from(hub: &std::sync::Arc<Hub>, ip: IpAddr) -> TestClient {
-        let InProcessClient { frames, out } = hub.connect_in_process(ip, 64).await;
         let mut client = TestClient {
-            frames,
-            out,
+            connection: hub.connect_in_process(ip, 64).await,
             hello: Value::Null,
         };
         client.hello = client.next().await;
@@ -38,22 +34,17 @@ impl TestClient {
     }
 
     pub async fn send(&self, frame: Value) {
-        self.frames
-            .send(ClientFrame::Text(frame.to_string().into()))
-            .await
-            .unwrap();
+        self.connection.send_text(&frame.to_string()).await;
     }
 
     /// The next text frame; lets the actors run until one is there.
     pub async fn next(&mut self) -> Value {
-        for _ in 0..10_000 {
-            match self.out.try_recv() {
-                Some(Outgoing::Text(text)) => return serde_json::from_str(&text).unwrap(),
-                Some(_) => continue,
-                None => tokio::task::yield_now().await,
-            }
-        }
-        panic!("no frame arrived");
+        let text = self
+            .connection
+            .next_text(10_000)
+            .await
+            .expect("a frame arrives");
+        serde_json::from_str(&text).unwrap()
     }
 
     /// Lets the actors run a while and checks nothing was sent.
@@ -62,9 +53,9 @@ impl TestClient {
             tokio::task::yield_now().await;
         }
         assert!(
-            self.out.is_empty(),
+            self.connection.out.is_empty(),
             "unexpected frame: {:?}",
-            self.out.try_recv()
+            self.connection.out.try_recv()
         );
     }
 
@@ -86,7 +77,11 @@ impl TestClient {
 
     /// The connection drops without a close frame.
     pub async fn drop_connection(&self) {
-        self.frames.send(ClientFrame::Dropped).await.unwrap();
+        self.connection
+            .frames
+            .send(ClientFrame::Dropped)
+            .await
+            .unwrap();
     }
 
     pub async fn say(&self, text: &str) {
