@@ -13,21 +13,9 @@ use actix_web::http::header::HeaderMap;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, HttpRequest};
 use ephemera_actors::client_key::ClientKeys;
-use serde::{Deserialize, Serialize};
 
+use crate::settings::AddressHeader;
 use crate::state::AppState;
-
-/// Which forwarding header a trusted proxy sets. One is believed, never a preference order:
-/// a client could otherwise send the other one through a proxy that passes it on unchanged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum AddressHeader {
-    /// `X-Forwarded-For` (with `X-Forwarded-Host` and `X-Forwarded-Proto` for the Origin check).
-    #[default]
-    XForwardedFor,
-    /// RFC 7239 `Forwarded` (`for=`, `host=`, `proto=`).
-    Forwarded,
-}
 
 /// Set on requests that came through a trusted proxy, so later checks may believe its headers.
 #[derive(Debug, Clone, Copy)]

@@ -138,7 +138,7 @@ settings! {
     /// Proxies (CIDR list) whose forwarding header (client_address_header) is believed.
     trusted_proxies: Vec<String> = Vec::new(), env = "EPHEMERA_TRUSTED_PROXIES";
     /// Which header trusted proxies set: "x-forwarded-for" or "forwarded" (RFC 7239); only that one is read.
-    client_address_header: crate::client_identity::AddressHeader = crate::client_identity::AddressHeader::XForwardedFor, env = "EPHEMERA_CLIENT_ADDRESS_HEADER";
+    client_address_header: AddressHeader = AddressHeader::XForwardedFor, env = "EPHEMERA_CLIENT_ADDRESS_HEADER";
     /// Bytes a client may leave unread before it is disconnected.
     session_outbox_max_bytes: usize = 8 << 20, env = "EPHEMERA_SESSION_OUTBOX_MAX_BYTES";
     /// Refusals (bad_request, too_large, rate_limited) a connection may cause per minute before it is closed (1008).
@@ -173,6 +173,18 @@ settings! {
     log_level: String = "info".to_owned(), env = "EPHEMERA_LOG_LEVEL";
     /// Seconds between returns of freed memory to the operating system (0: never).
     memory_trim_interval_seconds: f64 = 5.0, env = "EPHEMERA_MEMORY_TRIM_INTERVAL_SECONDS";
+}
+
+/// Which forwarding header a trusted proxy sets. One is believed, never a preference order:
+/// a client could otherwise send the other one through a proxy that passes it on unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum AddressHeader {
+    /// `X-Forwarded-For` (with `X-Forwarded-Host` and `X-Forwarded-Proto` for the Origin check).
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded` (`for=`, `host=`, `proto=`).
+    Forwarded,
 }
 
 #[derive(Debug, thiserror::Error)]

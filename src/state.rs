@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use ephemera_actors::Hub;
 
-use crate::client_identity;
+use crate::settings::AddressHeader;
 
 /// Shared with every request handler.
 pub struct AppState {
     pub hub: Arc<Hub>,
     pub allowed_origins: Vec<String>,
     pub trusted_proxies: Vec<ipnet::IpNet>,
-    pub client_address_header: client_identity::AddressHeader,
+    pub client_address_header: AddressHeader,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }

@@ -1,56 +1,29 @@
-//! The hub wires the chat core together: it starts the matchmaker and the purge timer, owns the
-//! session registry and gauges, and is the one entry point a transport uses to connect a
-//! client (`Hub::connect`) or to shut everything down (`Hub::shutdown`).
+//! The hub is the front door of the chat core: it starts the matchmaker and the purge timer,
+//! and is the one entry point a transport uses to connect a client (`Hub::connect`) or to
+//! shut everything down (`Hub::shutdown`). What sessions share lives in `ChatContext`; the hub
+//! holds it, and nothing in the core depends on the hub.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::time::Instant;
-
-use actix::Addr;
-
-use crate::abuse::{AbuseDesk, AbuseStanding};
-use crate::client_key::{ClientKey, ClientKeys, KeyRing};
-pub use crate::config::ChatConfig;
+use crate::abuse::AbuseDesk;
+use crate::client_key::{ClientKeys, KeyRing};
+use crate::config::ChatConfig;
 use crate::connection::{
     channel_sink, close_code, ChannelSinkReceiver, ClientFrame, ClientSink, FrameStream,
     OutboxGauge, Outgoing,
 };
-use crate::ids::SessionId;
+use crate::context::ChatContext;
+pub use crate::context::PrivacyReport;
 use crate::matchmaker::MatchmakerHandle;
 use crate::metrics::{ChatMetrics, Refusal};
-use crate::pow::PowPolicy;
-use crate::protocol::{render_error, ErrorCode};
+use crate::protocol::{render_error, retry_after_ms, ErrorCode};
 use crate::purge::{PurgeHandle, PurgeTimer};
-use crate::rate_limits::{ClientLimiters, HeldBack, RateLimitConfig};
-use crate::registry::{
-    hash_presented_token, NoPlace, Occupancy, Registry, ResumeToken, Stats, StatsSnapshot,
-    TokenHash,
-};
-use crate::session::{Attach, Session, Shutdown};
-
-/// A wait as whole milliseconds, never 0 (0 would read as "retry now").
-pub fn retry_after_ms(wait: Duration) -> u64 {
-    (wait.as_millis() as u64).max(1)
-}
+use crate::rate_limits::ClientLimiters;
+use crate::registry::{Attach, NoPlace, ResumeToken, SessionCommand, StatsSnapshot};
+use crate::session::Session;
 
 /// How long a client at its session bound is asked to wait.
 const CLIENT_LIMIT_RETRY_MS: u64 = 1000;
-
-/// Everything the server holds about one client key.
-#[derive(Debug, serde::Serialize)]
-pub struct PrivacyReport {
-    /// The first bytes of the key, in hex: enough to see it change when the salt rotates.
-    pub client_key_prefix: String,
-    pub open_sessions: usize,
-    /// Reports counted against this key, bans so far, and any ban in force.
-    pub abuse: AbuseStanding,
-    /// The rate limits that apply to this client.
-    pub limits: RateLimitConfig,
-    /// How long each limit still holds this client back (null: not at all).
-    pub rate_limited: HeldBack,
-}
 
 /// A client connected with `Hub::connect_in_process`.
 pub struct InProcessClient {
@@ -79,24 +52,11 @@ impl InProcessClient {
     }
 }
 
-/// Shared by every session: settings, registry, gauges, metrics and the long-lived actors.
-/// Its fields are private: sessions and transports ask for what they need by intent.
+/// The chat core's front door: the shared context and the long-lived actors' handles.
 pub struct Hub {
-    config: ChatConfig,
-    registry: Registry,
-    gauges: Stats,
-    metrics: ChatMetrics,
+    context: Arc<ChatContext>,
     matchmaker: MatchmakerHandle,
     purge: PurgeHandle,
-    client_keys: Arc<KeyRing>,
-    client_limits: Arc<ClientLimiters>,
-    abuse: Arc<AbuseDesk>,
-    pow: PowPolicy,
-    /// Unsent bytes in every session's outbox together.
-    outbox_total: Arc<AtomicUsize>,
-    draining: AtomicBool,
-    /// Woken when the last session leaves the registry, for shutdown.
-    emptied: tokio::sync::Notify,
 }
 
 impl Hub {
@@ -108,112 +68,63 @@ impl Hub {
         let matchmaker = MatchmakerHandle::start_local(&config, metrics.clone(), abuse.clone());
         let client_keys = Arc::new(KeyRing::new(config.salt_rotation));
         let client_limits = Arc::new(ClientLimiters::new(&config.rate_limits));
-        let registry = Registry::new(config.max_sessions, config.max_sessions_per_client);
-        let purge = PurgeHandle::start(PurgeTimer::new(
-            config.purge_interval,
-            matchmaker.clone(),
+        let purge_interval = config.purge_interval;
+        let context = Arc::new(ChatContext::new(
+            config,
+            metrics,
             client_keys.clone(),
-            registry.key_generations_in_use(),
             client_limits.clone(),
             abuse.clone(),
         ));
-        Arc::new(Hub {
-            registry,
+        let purge = PurgeHandle::start(PurgeTimer::new(
+            purge_interval,
+            matchmaker.clone(),
             client_keys,
+            context.key_generations_in_use(),
             client_limits,
             abuse,
-            outbox_total: Arc::default(),
-            pow: PowPolicy::new(
-                config.pow_difficulty_bits,
-                config.pow_auto_threshold_per_second,
-                config.pow_auto_difficulty_bits,
-            ),
-            gauges: Stats::default(),
-            metrics,
+        ));
+        Arc::new(Hub {
+            context,
             matchmaker,
             purge,
-            config,
-            draining: AtomicBool::new(false),
-            emptied: tokio::sync::Notify::new(),
         })
     }
 
     pub fn config(&self) -> &ChatConfig {
-        &self.config
+        self.context.config()
     }
 
     pub fn metrics(&self) -> &ChatMetrics {
-        &self.metrics
+        self.context.metrics()
     }
 
     pub fn matchmaker(&self) -> &MatchmakerHandle {
         &self.matchmaker
     }
 
-    pub(crate) fn purge(&self) -> &PurgeHandle {
-        &self.purge
-    }
-
     /// The client keys of the client at `ip`; the address goes no further than this call.
     pub fn client_keys_for(&self, ip: std::net::IpAddr) -> ClientKeys {
-        self.client_keys.client_keys(ip)
+        self.context.client_keys_for(ip)
     }
 
     /// Sessions online, waiting and chatting.
     pub fn stats(&self) -> StatsSnapshot {
-        self.gauges.snapshot(self.registry.live_sessions())
-    }
-
-    /// A session moved between idle, waiting and chatting.
-    pub(crate) fn session_moved(&self, from: Occupancy, to: Occupancy) {
-        self.gauges.moved(from, to);
-    }
-
-    pub(crate) fn next_session_id(&self) -> SessionId {
-        self.registry.next_session_id()
-    }
-
-    /// A session started: it can be resumed by its token hash from now on.
-    pub(crate) fn session_started(&self, token: TokenHash, session: Addr<Session>) {
-        self.registry.insert(token, session);
-        self.metrics.sessions_started.increment(1);
-    }
-
-    /// A session ended.
-    pub(crate) fn session_ended(&self, token: &TokenHash) {
-        self.registry.remove(token);
-        if self.registry.is_empty() {
-            self.emptied.notify_waiters();
-        }
+        self.context.stats()
     }
 
     /// A counter for a new connection's outbox that also counts into the server-wide total.
     pub fn new_outbox_gauge(&self) -> OutboxGauge {
-        OutboxGauge::counting_into(self.outbox_total.clone())
-    }
-
-    /// Whether all outboxes together hold more than `outbox_total_max_bytes`.
-    pub(crate) fn outboxes_over_budget(&self) -> bool {
-        self.outbox_total.load(Ordering::Relaxed) > self.config.outbox_total_max_bytes
-    }
-
-    /// How long `client` is still banned, if it is.
-    pub(crate) fn ban_remaining(&self, client: ClientKey, now: Instant) -> Option<Duration> {
-        self.abuse.banned_for(client, now)
-    }
-
-    /// Spends one of `client`'s finds; `Err` holds how long to wait.
-    pub(crate) fn spend_find(&self, client: ClientKey) -> Result<(), Duration> {
-        self.client_limits.check_find(client)
-    }
-
-    /// The proof-of-work difficulty to ask of a session starting now (0: none).
-    pub(crate) fn pow_difficulty_for_new_session(&self, now: Instant) -> u32 {
-        self.pow.difficulty_for_new_session(now)
+        self.context.new_outbox_gauge()
     }
 
     pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
+        self.context.is_draining()
+    }
+
+    /// What the server holds about the client with `keys`, for GET /api/privacy/me.
+    pub fn privacy_report(&self, keys: &ClientKeys) -> PrivacyReport {
+        self.context.privacy_report(keys)
     }
 
     /// Connects the client with keys `keys` (see `KeyRing::client_keys`; the transport turns
@@ -227,8 +138,8 @@ impl Hub {
         mut sink: Box<dyn ClientSink>,
         frames: FrameStream,
     ) {
-        if let Err(wait) = self.client_limits.check_connection(&keys) {
-            self.metrics.refused(Refusal::RateLimited);
+        if let Err(wait) = self.context.check_connection(&keys) {
+            self.metrics().refused(Refusal::RateLimited);
             let mut sink = sink;
             sink.send(Outgoing::Text(render_error(
                 ErrorCode::RateLimited,
@@ -242,16 +153,14 @@ impl Hub {
             return;
         }
         if let Some((token, last_seq)) = resume {
-            if let Some(session) =
-                hash_presented_token(token).and_then(|h| self.registry.lookup(&h))
-            {
+            if let Some(session) = self.context.live_session(token) {
                 let attach = Attach {
                     sink,
                     frames,
                     last_seq,
                     token: ResumeToken::presented(token),
                 };
-                match session.send(attach).await {
+                match session.send(SessionCommand::Attach(attach)).await {
                     Ok(Ok(())) => return,
                     // The session ended between the lookup and the attach: give the client
                     // back its connection and start afresh.
@@ -279,7 +188,7 @@ impl Hub {
         let (sink, out) = channel_sink();
         let (frames, mut rx) = tokio::sync::mpsc::channel(frames_ahead.max(1));
         let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
-        let keys = self.client_keys.client_keys(client_ip);
+        let keys = self.client_keys_for(client_ip);
         self.connect(keys, None, Box::new(sink), Box::pin(stream))
             .await;
         InProcessClient { frames, out }
@@ -291,19 +200,20 @@ impl Hub {
         mut sink: Box<dyn ClientSink>,
         frames: FrameStream,
     ) {
-        self.abuse.carry_over(&keys);
-        let slot = if self.is_draining() {
-            Err(NoPlace::ServerFull)
-        } else {
-            self.registry.try_reserve(&keys)
-        };
-        let refusal = match slot {
+        let refusal = match self.context.admit(&keys) {
             Ok(slot) => {
-                Session::start_new(self.clone(), slot, sink, frames);
+                Session::start_new(
+                    self.context.clone(),
+                    self.matchmaker.clone(),
+                    self.purge.clone(),
+                    slot,
+                    sink,
+                    frames,
+                );
                 return;
             }
             Err(NoPlace::ServerFull) => {
-                self.metrics.refused(Refusal::ServerBusy);
+                self.metrics().refused(Refusal::ServerBusy);
                 render_error(
                     ErrorCode::ServerBusy,
                     "the server is full, try again later",
@@ -311,7 +221,7 @@ impl Hub {
                 )
             }
             Err(NoPlace::ClientLimit) => {
-                self.metrics.refused(Refusal::ClientSessions);
+                self.metrics().refused(Refusal::ClientSessions);
                 render_error(
                     ErrorCode::RateLimited,
                     "too many open sessions from your network; close one and try again",
@@ -326,36 +236,17 @@ impl Hub {
         });
     }
 
-    /// What the server holds about the client with `keys`, for GET /api/privacy/me.
-    pub fn privacy_report(&self, keys: &ClientKeys) -> PrivacyReport {
-        let client = keys.current;
-        PrivacyReport {
-            client_key_prefix: client.short(),
-            open_sessions: self.registry.sessions_of(keys),
-            abuse: self.abuse.standing(client, Instant::now()),
-            limits: self.config.rate_limits,
-            rate_limited: self.client_limits.held_back(client, Instant::now()),
-        }
-    }
-
     /// Starts draining: new connections are refused, every chat ends with `server_shutdown`
     /// and every connection is closed with a close frame. Returns at once; `drained` waits for
     /// the end.
     pub fn shutdown(&self) {
-        self.draining.store(true, Ordering::Release);
-        for session in self.registry.all() {
-            session.do_send(Shutdown);
+        for session in self.context.begin_draining() {
+            session.do_send(SessionCommand::Shutdown);
         }
     }
 
     /// Waits until no session is left (after `shutdown`).
     pub async fn drained(&self) {
-        loop {
-            let emptied = self.emptied.notified();
-            if self.registry.is_empty() {
-                return;
-            }
-            emptied.await;
-        }
+        self.context.drained().await;
     }
 }

@@ -5,6 +5,7 @@
 //! Layout:
 //! - `hub`: wires the core together; the entry point for connecting clients and shutting down.
 //! - `config`: `ChatConfig`, the actors' view of the server's settings.
+//! - `context`: `ChatContext`, what every session shares and reads (no actor in it).
 //! - `ids`: the numbers that name sessions and chats.
 //! - `session`: the session actor, one per client: frames in, limits, state, resume.
 //! - `pair`: the pair actor, one per chat: sole writer of the chat's log, fan-out, replay.
@@ -25,6 +26,7 @@ pub mod abuse;
 pub mod client_key;
 pub mod config;
 pub mod connection;
+pub mod context;
 pub mod event_log;
 pub mod hub;
 pub mod ice;

@@ -1,18 +1,20 @@
 //! Who is connected: the resume-token index of live sessions, the session-count bound and the
 //! aggregate gauges behind /stats. Sessions insert and remove themselves; the server looks
-//! tokens up on resume and walks the index on shutdown.
+//! tokens up on resume and walks the index on shutdown. The index holds what the hub may ask of
+//! a live session (`SessionCommand`), not the session actor's type, so nothing here depends on
+//! the actors.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use actix::Addr;
+use actix::{Message, Recipient};
 use base64::Engine as _;
 use parking_lot::{Mutex, RwLock};
 use zeroize::Zeroize;
 
 use crate::client_key::{ClientKey, ClientKeys};
-use crate::session::Session;
+use crate::connection::{ClientSink, FrameStream};
 
 use crate::ids::SessionId;
 
@@ -72,6 +74,32 @@ pub enum Occupancy {
     Chatting,
 }
 
+/// What the hub asks of a live session. Sent by `Hub::connect` (attach) and `Hub::shutdown`.
+#[derive(Message)]
+#[rtype(result = "Result<(), AttachRejected>")]
+pub enum SessionCommand {
+    /// A client resumed with this session's token: take its new connection.
+    Attach(Attach),
+    /// The server is shutting down: end your chat and close your connection.
+    Shutdown,
+}
+
+/// A new connection for an (usually away) session.
+pub struct Attach {
+    pub sink: Box<dyn ClientSink>,
+    pub frames: FrameStream,
+    /// The highest chat `seq` the client has seen.
+    pub last_seq: u64,
+    /// The token the client presented, echoed in `hello`.
+    pub token: ResumeToken,
+}
+
+/// The connection of a refused `Attach`, handed back so that a fresh session can use it.
+pub struct AttachRejected {
+    pub sink: Box<dyn ClientSink>,
+    pub frames: FrameStream,
+}
+
 /// Aggregate, non-identifying counts of sessions waiting and chatting. How many are online is
 /// the registry's count of live sessions, kept in one place.
 #[derive(Debug, Default)]
@@ -122,7 +150,7 @@ pub struct StatsSnapshot {
 /// Live sessions by token hash, with bounds on how many may exist at once, in all and per
 /// client.
 pub struct Registry {
-    sessions: RwLock<HashMap<TokenHash, Addr<Session>>>,
+    sessions: RwLock<HashMap<TokenHash, Recipient<SessionCommand>>>,
     places: Arc<Places>,
     max_sessions: usize,
     max_sessions_per_client: usize,
@@ -282,7 +310,7 @@ impl Registry {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub fn insert(&self, token: TokenHash, session: Addr<Session>) {
+    pub fn insert(&self, token: TokenHash, session: Recipient<SessionCommand>) {
         self.sessions.write().insert(token, session);
     }
 
@@ -290,7 +318,7 @@ impl Registry {
         self.sessions.write().remove(token);
     }
 
-    pub fn lookup(&self, token: &TokenHash) -> Option<Addr<Session>> {
+    pub fn lookup(&self, token: &TokenHash) -> Option<Recipient<SessionCommand>> {
         self.sessions.read().get(token).cloned()
     }
 
@@ -308,7 +336,7 @@ impl Registry {
     }
 
     /// Every live session, for a broadcast such as shutdown.
-    pub fn all(&self) -> Vec<Addr<Session>> {
+    pub fn all(&self) -> Vec<Recipient<SessionCommand>> {
         self.sessions.read().values().cloned().collect()
     }
 }

@@ -97,7 +97,7 @@ async fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
     );
     let standard_server = spawn_server(Settings {
         trusted_proxies: vec!["127.30.0.0/24".to_owned()],
-        client_address_header: ephemera::client_identity::AddressHeader::Forwarded,
+        client_address_header: ephemera::settings::AddressHeader::Forwarded,
         ..test_settings()
     });
     let direct_to_standard = privacy_me(&standard_server, "127.40.0.9", "").await;

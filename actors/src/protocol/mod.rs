@@ -240,6 +240,11 @@ pub enum ClientRequest {
     },
 }
 
+/// A wait as whole milliseconds for `retry_after_ms`, never 0 (0 would read as "retry now").
+pub fn retry_after_ms(wait: std::time::Duration) -> u64 {
+    (wait.as_millis() as u64).max(1)
+}
+
 /// Appends `text` as a JSON string literal.
 pub fn write_json_string(out: &mut Vec<u8>, text: &str) {
     // Serialising a &str into a Vec cannot fail: serde_json only errors on I/O or on

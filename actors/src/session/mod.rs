@@ -20,9 +20,10 @@ use bytestring::ByteString;
 use futures_util::StreamExt as _;
 
 use crate::connection::{close_code, ClientFrame, ClientSink, FrameStream, Outgoing};
+use crate::context::ChatContext;
 use crate::event_log::Side;
-use crate::hub::Hub;
 use crate::ids::{ChatId, SessionId};
+use crate::matchmaker::MatchmakerHandle;
 use crate::metrics::{Disconnect, Refusal};
 use crate::pair::{EndCause, PairHandle};
 use crate::pow::Challenge;
@@ -30,8 +31,11 @@ use crate::protocol::{
     parse_client_frame, render_error, render_hello, ErrorCode, FindRequest, HelloFrame, Mode,
     PowChallenge, ProtocolError,
 };
+use crate::purge::PurgeHandle;
 use crate::rate_limits::SessionLimiters;
-use crate::registry::{Occupancy, ResumeToken, SessionSlot, TokenHash};
+use crate::registry::{
+    Attach, AttachRejected, Occupancy, ResumeToken, SessionCommand, SessionSlot, TokenHash,
+};
 use policy::{ErrorBudget, OutboxBounds};
 
 #[derive(Debug)]
@@ -101,7 +105,9 @@ pub struct Session {
     token_hash: TokenHash,
     /// Handed to the client in the first `hello`, then wiped; resumes only ever see the hash.
     token: Option<ResumeToken>,
-    hub: Arc<Hub>,
+    context: Arc<ChatContext>,
+    matchmaker: MatchmakerHandle,
+    purge: PurgeHandle,
     /// This session's place under the session bounds; also says which client it is.
     slot: SessionSlot,
     connection: Option<Connection>,
@@ -132,14 +138,16 @@ pub struct Session {
 impl Session {
     /// Starts a session for a new client on the current arbiter.
     pub fn start_new(
-        hub: Arc<Hub>,
+        context: Arc<ChatContext>,
+        matchmaker: MatchmakerHandle,
+        purge: PurgeHandle,
         slot: SessionSlot,
         sink: Box<dyn ClientSink>,
         frames: FrameStream,
     ) -> Addr<Session> {
         let (token, token_hash) = ResumeToken::generate();
         let session = Session {
-            id: hub.next_session_id(),
+            id: context.next_session_id(),
             token_hash,
             token: Some(token),
             slot,
@@ -153,27 +161,29 @@ impl Session {
             last_heard: Instant::now(),
             away_generation: 0,
             protocol_errors: ErrorBudget::new(
-                hub.config().max_protocol_errors_per_minute,
+                context.config().max_protocol_errors_per_minute,
                 Duration::from_secs(60),
             ),
             outbox_bounds: OutboxBounds {
-                max_bytes: hub.config().session_outbox_max_bytes,
-                fair_share_bytes: hub.config().outbox_fair_share_bytes,
+                max_bytes: context.config().session_outbox_max_bytes,
+                fair_share_bytes: context.config().outbox_fair_share_bytes,
             },
-            limits: SessionLimiters::new(&hub.config().rate_limits, &hub.config().limits),
-            pow: match hub.pow_difficulty_for_new_session(Instant::now()) {
+            limits: SessionLimiters::new(&context.config().rate_limits, &context.config().limits),
+            pow: match context.pow_difficulty_for_new_session(Instant::now()) {
                 0 => None,
                 bits => Some(Challenge::new(bits)),
             },
             shutting_down: false,
             stop_cause: EndCause::Left,
-            hub,
+            context,
+            matchmaker,
+            purge,
         };
         session.start()
     }
 
     fn set_state(&mut self, state: State) {
-        self.hub
+        self.context
             .session_moved(self.state.occupancy(), state.occupancy());
         self.state = state;
     }
@@ -195,19 +205,19 @@ impl Session {
     }
 
     fn send_hello(&mut self, token: &ResumeToken, resumed: bool, ctx: &mut Context<Self>) {
-        let online = self.hub.stats().online;
-        let hub = self.hub.clone();
+        let online = self.context.stats().online;
+        let context = self.context.clone();
         let state = self.state.name();
         let challenge = self.pow.as_ref().map(|c| (c.encoded(), c.difficulty));
-        let ice_servers = hub.config().ice.servers();
+        let ice_servers = context.config().ice.servers();
         let frame = render_hello(HelloFrame {
             token: token.as_str(),
             resumed,
             state,
             online,
-            limits: &hub.config().limits,
+            limits: &context.config().limits,
             ice_servers: &ice_servers,
-            relay_only: hub.config().ice.relay_only,
+            relay_only: context.config().ice.relay_only,
             pow: challenge
                 .as_ref()
                 .map(|(challenge, difficulty)| PowChallenge {
@@ -236,9 +246,11 @@ impl Session {
         let unsent = connection.sink.unsent_bytes();
         if self
             .outbox_bounds
-            .must_cut_off(unsent, self.hub.outboxes_over_budget())
+            .must_cut_off(unsent, self.context.outboxes_over_budget())
         {
-            self.hub.metrics().disconnected(Disconnect::SlowConsumer);
+            self.context
+                .metrics()
+                .disconnected(Disconnect::SlowConsumer);
             tracing::debug!(reason = "slow consumer", "connection cut off");
             self.go_away(ctx);
         }
@@ -258,10 +270,10 @@ impl Session {
         if let Some((_, pair, side)) = self.state.chat() {
             pair.away(side);
         }
-        self.hub.purge().track_away(
+        self.purge.track_away(
             self.id,
             self.away_generation,
-            Instant::now() + self.hub.config().resume_grace,
+            Instant::now() + self.context.config().resume_grace,
             ctx.address(),
         );
     }
@@ -269,10 +281,12 @@ impl Session {
     fn handle_frame(&mut self, frame: ClientFrame, ctx: &mut Context<Self>) {
         self.last_heard = Instant::now();
         match frame {
-            ClientFrame::Text(text) => match parse_client_frame(&text, &self.hub.config().limits) {
-                Ok(request) => self.handle_request(request, ctx),
-                Err(error) => self.refuse(error, ctx),
-            },
+            ClientFrame::Text(text) => {
+                match parse_client_frame(&text, &self.context.config().limits) {
+                    Ok(request) => self.handle_request(request, ctx),
+                    Err(error) => self.refuse(error, ctx),
+                }
+            }
             ClientFrame::Binary => self.refuse(
                 ProtocolError {
                     code: ErrorCode::BadRequest,
@@ -289,31 +303,33 @@ impl Session {
                 self.control_frame_allowed(ctx);
             }
             ClientFrame::Close(_) => {
-                self.hub.metrics().disconnected(Disconnect::CloseFrame);
+                self.context.metrics().disconnected(Disconnect::CloseFrame);
                 self.close(close_code::NORMAL, "bye");
                 ctx.stop();
             }
             ClientFrame::TooLarge => {
-                self.hub.metrics().disconnected(Disconnect::FrameTooLarge);
-                self.hub.metrics().refused(Refusal::TooLarge);
+                self.context
+                    .metrics()
+                    .disconnected(Disconnect::FrameTooLarge);
+                self.context.metrics().refused(Refusal::TooLarge);
                 let message = format!(
                     "frames may be at most {} bytes",
-                    self.hub.config().limits.max_frame_bytes
+                    self.context.config().limits.max_frame_bytes
                 );
                 self.push(render_error(ErrorCode::TooLarge, &message, None), ctx);
                 self.close(close_code::MESSAGE_TOO_BIG, "frame too large");
                 ctx.stop();
             }
             ClientFrame::Invalid { code, reason } => {
-                self.hub
+                self.context
                     .metrics()
                     .disconnected(Disconnect::ProtocolViolation);
-                self.hub.metrics().refused(Refusal::BadRequest);
+                self.context.metrics().refused(Refusal::BadRequest);
                 self.close(code, reason);
                 ctx.stop();
             }
             ClientFrame::Dropped => {
-                self.hub.metrics().disconnected(Disconnect::Dropped);
+                self.context.metrics().disconnected(Disconnect::Dropped);
                 self.go_away(ctx);
             }
         }
@@ -325,7 +341,7 @@ impl Session {
         if self.limits.check_control_frame().is_ok() {
             return true;
         }
-        self.hub.metrics().refused(Refusal::ControlFrames);
+        self.context.metrics().refused(Refusal::ControlFrames);
         self.count_protocol_error(ctx);
         false
     }
@@ -334,8 +350,10 @@ impl Session {
         if self.connection.is_none() {
             return;
         }
-        if self.last_heard.elapsed() > self.hub.config().client_timeout {
-            self.hub.metrics().disconnected(Disconnect::ClientTimeout);
+        if self.last_heard.elapsed() > self.context.config().client_timeout {
+            self.context
+                .metrics()
+                .disconnected(Disconnect::ClientTimeout);
             self.go_away(ctx);
         } else {
             self.send(Outgoing::Ping, ctx);
@@ -347,19 +365,20 @@ impl Actor for Session {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.hub.session_started(self.token_hash, ctx.address());
+        self.context
+            .session_started(self.token_hash, ctx.address().recipient());
         if let Some((sink, frames)) = self.pending_connection.take() {
             self.attach(sink, frames, ctx);
         }
         if let Some(token) = self.token.take() {
             self.send_hello(&token, false, ctx);
         }
-        ctx.run_interval(self.hub.config().heartbeat_interval, Self::heartbeat);
+        ctx.run_interval(self.context.config().heartbeat_interval, Self::heartbeat);
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         match &self.state {
-            State::Waiting => self.hub.matchmaker().leave(self.id),
+            State::Waiting => self.matchmaker.leave(self.id),
             State::Chatting { pair, side, .. } | State::Ending { pair, side, .. } => {
                 pair.end(*side, self.stop_cause);
             }
@@ -367,11 +386,11 @@ impl Actor for Session {
         }
         self.set_state(State::Idle);
         if self.connection.is_none() {
-            self.hub.purge().untrack_away(self.id);
+            self.purge.untrack_away(self.id);
         }
         // Dropping the sink lets its writer send what is queued (a close frame included).
         self.connection = None;
-        self.hub.session_ended(&self.token_hash);
+        self.context.session_ended(&self.token_hash);
     }
 }
 
@@ -387,29 +406,24 @@ impl StreamHandler<TaggedFrame> for Session {
     fn finished(&mut self, _ctx: &mut Context<Self>) {}
 }
 
-/// Attach a new connection to this (usually away) session. Sent by `Hub::connect` when a
-/// client resumes with this session's token.
-#[derive(Message)]
-#[rtype(result = "Result<(), AttachRejected>")]
-pub struct Attach {
-    pub sink: Box<dyn ClientSink>,
-    pub frames: FrameStream,
-    /// The highest chat `seq` the client has seen.
-    pub last_seq: u64,
-    /// The token the client presented, echoed in `hello`.
-    pub token: ResumeToken,
-}
-
-/// The connection of a refused `Attach`, handed back so that a fresh session can use it.
-pub struct AttachRejected {
-    pub sink: Box<dyn ClientSink>,
-    pub frames: FrameStream,
-}
-
-impl Handler<Attach> for Session {
+impl Handler<SessionCommand> for Session {
     type Result = Result<(), AttachRejected>;
 
-    fn handle(&mut self, attach: Attach, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, command: SessionCommand, ctx: &mut Context<Self>) -> Self::Result {
+        match command {
+            SessionCommand::Attach(attach) => self.resume(attach, ctx),
+            SessionCommand::Shutdown => {
+                self.shut_down(ctx);
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Session {
+    /// A client resumed with this session's token: attach its new connection, say hello and
+    /// replay what it missed.
+    fn resume(&mut self, attach: Attach, ctx: &mut Context<Self>) -> Result<(), AttachRejected> {
         if self.shutting_down {
             return Err(AttachRejected {
                 sink: attach.sink,
@@ -420,7 +434,7 @@ impl Handler<Attach> for Session {
             // The old connection has not been noticed dead yet; the new one wins. What was
             // queued for it is dropped at once: a client that takes over its own session again
             // and again must not leave a replay behind on each connection it abandons.
-            self.hub
+            self.context
                 .metrics()
                 .disconnected(Disconnect::ResumedElsewhere);
             ctx.cancel_future(old.frames);
@@ -429,10 +443,10 @@ impl Handler<Attach> for Session {
                 "resumed on another connection",
             );
         } else {
-            self.hub.purge().untrack_away(self.id);
+            self.purge.untrack_away(self.id);
         }
         self.away_generation += 1;
-        self.hub.metrics().sessions_resumed.increment(1);
+        self.context.metrics().sessions_resumed.increment(1);
         self.attach(attach.sink, attach.frames, ctx);
         self.send_hello(&attach.token, true, ctx);
         self.delivered_seq = attach.last_seq;
@@ -447,7 +461,7 @@ impl Handler<Attach> for Session {
                         return;
                     }
                     session
-                        .hub
+                        .context
                         .metrics()
                         .replayed_events
                         .increment(replay.len() as u64);
@@ -575,25 +589,19 @@ impl Handler<GraceExpired> for Session {
 
     fn handle(&mut self, expired: GraceExpired, ctx: &mut Context<Self>) {
         if self.connection.is_none() && expired.generation == self.away_generation {
-            self.hub.metrics().sessions_expired.increment(1);
+            self.context.metrics().sessions_expired.increment(1);
             self.stop_cause = EndCause::Lost;
             ctx.stop();
         }
     }
 }
 
-/// Sent by `Hub::shutdown` to every session: end your chat and close your connection.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Shutdown;
-
-impl Handler<Shutdown> for Session {
-    type Result = ();
-
-    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+impl Session {
+    /// The server is shutting down: end the chat and close the connection.
+    fn shut_down(&mut self, ctx: &mut Context<Self>) {
         self.shutting_down = true;
         self.stop_cause = EndCause::Shutdown;
-        self.hub.metrics().disconnected(Disconnect::Shutdown);
+        self.context.metrics().disconnected(Disconnect::Shutdown);
         match self.state.chat() {
             // The pair answers with `ended` `server_shutdown`; the session closes then.
             Some((_, pair, side)) if self.connection.is_some() => {

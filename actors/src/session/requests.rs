@@ -12,12 +12,12 @@ use super::policy::{is_protocol_error, refusal_for};
 use super::{Session, State};
 use crate::connection::close_code;
 use crate::event_log::EventKind;
-use crate::hub::retry_after_ms;
 use crate::matchmaker::JoinQueue;
 use crate::metrics::{Disconnect, Refusal};
 use crate::pair::{EndCause, PostRefused};
 use crate::protocol::{
-    fixed, render_error, render_waiting, ClientRequest, ErrorCode, FindRequest, Mode, ProtocolError,
+    fixed, render_error, render_waiting, retry_after_ms, ClientRequest, ErrorCode, FindRequest,
+    Mode, ProtocolError,
 };
 
 /// How long a client that was refused for a full chat mailbox should wait.
@@ -25,7 +25,7 @@ const CHAT_BUSY_RETRY_MS: u64 = 100;
 
 impl Session {
     pub(super) fn refuse(&mut self, error: ProtocolError, ctx: &mut Context<Self>) {
-        self.hub.metrics().refused(refusal_for(error.code));
+        self.context.metrics().refused(refusal_for(error.code));
         self.push(render_error(error.code, &error.message, None), ctx);
         if is_protocol_error(error.code) {
             self.count_protocol_error(ctx);
@@ -34,7 +34,9 @@ impl Session {
 
     pub(super) fn count_protocol_error(&mut self, ctx: &mut Context<Self>) {
         if self.protocol_errors.record(Instant::now()) {
-            self.hub.metrics().disconnected(Disconnect::ProtocolErrors);
+            self.context
+                .metrics()
+                .disconnected(Disconnect::ProtocolErrors);
             self.close(close_code::POLICY_VIOLATION, "too many protocol errors");
             ctx.stop();
         }
@@ -43,7 +45,7 @@ impl Session {
     /// Refuses a frame over a rate limit. Refusals count towards the protocol-error budget,
     /// so a client that keeps going past its limit is disconnected.
     pub(super) fn rate_limited(&mut self, wait: Duration, what: &str, ctx: &mut Context<Self>) {
-        self.hub.metrics().refused(Refusal::RateLimited);
+        self.context.metrics().refused(Refusal::RateLimited);
         let message = format!("you are sending {what} too fast; wait a little");
         self.push(
             render_error(ErrorCode::RateLimited, &message, Some(retry_after_ms(wait))),
@@ -54,11 +56,13 @@ impl Session {
 
     /// Tells a banned client so (with how long is left) and returns true.
     pub(super) fn refused_as_banned(&mut self, ctx: &mut Context<Self>) -> bool {
-        let banned = self.hub.ban_remaining(self.slot.client(), Instant::now());
+        let banned = self
+            .context
+            .ban_remaining(self.slot.client(), Instant::now());
         let Some(left) = banned else {
             return false;
         };
-        self.hub.metrics().refused(Refusal::Banned);
+        self.context.metrics().refused(Refusal::Banned);
         let error = render_error(
             ErrorCode::Banned,
             "strangers reported you; you cannot chat for a while",
@@ -92,7 +96,7 @@ impl Session {
             ClientRequest::Typing { active } => {
                 if self.limits.check_typing().is_err() {
                     // An indicator is a hint: past the rate it is dropped, without an answer.
-                    return self.hub.metrics().refused(Refusal::TypingDropped);
+                    return self.context.metrics().refused(Refusal::TypingDropped);
                 }
                 let frame = if active {
                     fixed::TYPING_ON
@@ -160,11 +164,11 @@ impl Session {
             // Solved: the challenge is spent, and the session admitted.
             self.pow = None;
         }
-        if let Err(wait) = self.hub.spend_find(self.slot.client()) {
+        if let Err(wait) = self.context.spend_find(self.slot.client()) {
             return self.rate_limited(wait, "finds", ctx);
         }
         if matches!(self.state, State::Waiting) {
-            self.hub.matchmaker().leave(self.id);
+            self.matchmaker.leave(self.id);
         }
         self.preferences = Some(find);
         self.join_queue(ctx);
@@ -183,8 +187,8 @@ impl Session {
             nick: preferences.nick.clone(),
             arbiter: Arbiter::current(),
         };
-        if self.hub.matchmaker().join(join).is_err() {
-            self.hub.metrics().refused(Refusal::QueueBusy);
+        if self.matchmaker.join(join).is_err() {
+            self.context.metrics().refused(Refusal::QueueBusy);
             self.set_state(State::Idle);
             self.push(
                 render_error(ErrorCode::ServerBusy, "the queue is busy, try again", None),
@@ -193,7 +197,7 @@ impl Session {
             return;
         }
         self.set_state(State::Waiting);
-        let online = self.hub.stats().online;
+        let online = self.context.stats().online;
         self.push(render_waiting(online), ctx);
     }
 
@@ -204,7 +208,7 @@ impl Session {
         match pair.post(*side, kind, body) {
             Ok(()) => {}
             Err(PostRefused::Busy) => {
-                self.hub.metrics().refused(Refusal::ChatBusy);
+                self.context.metrics().refused(Refusal::ChatBusy);
                 let error = render_error(
                     ErrorCode::RateLimited,
                     "you are sending faster than the chat can take",
@@ -247,7 +251,7 @@ impl Session {
         };
         // Typing and signalling are best effort: dropped, and counted, when the chat is busy.
         if pair.relay(*side, frame).is_err() {
-            self.hub.metrics().refused(Refusal::ChatBusy);
+            self.context.metrics().refused(Refusal::ChatBusy);
         }
     }
 
@@ -257,7 +261,7 @@ impl Session {
             if self.refused_as_banned(ctx) {
                 return;
             }
-            if let Err(wait) = self.hub.spend_find(self.slot.client()) {
+            if let Err(wait) = self.context.spend_find(self.slot.client()) {
                 return self.rate_limited(wait, "finds", ctx);
             }
         }
@@ -268,7 +272,7 @@ impl Session {
             }
             State::Ending { requeue, .. } => *requeue = true,
             State::Waiting => {
-                self.hub.matchmaker().leave(self.id);
+                self.matchmaker.leave(self.id);
                 self.join_queue(ctx);
             }
             State::Idle => self.join_queue(ctx),
@@ -283,7 +287,7 @@ impl Session {
             }
             State::Ending { requeue, .. } => *requeue = false,
             State::Waiting => {
-                self.hub.matchmaker().leave(self.id);
+                self.matchmaker.leave(self.id);
                 self.set_state(State::Idle);
             }
             State::Idle => self.not_chatting(ctx),
