@@ -3,7 +3,7 @@
 //! stream of `ClientFrame`s and a `ClientSink`, and the actors do the rest.
 //!
 //! Layout:
-//! - `hub`: wires the core together; the entry point for connecting clients and shutting down.
+//! - `hub`: the front door: starts the actors, connects clients (new or resumed), shuts down.
 //! - `config`: `ChatConfig`, the actors' view of the server's settings.
 //! - `context`: `ChatContext`, what every session shares and reads (no actor in it).
 //! - `ids`: the numbers that name sessions and chats.
