@@ -418,6 +418,23 @@ pub fn spawn_binary(command: &mut std::process::Command) -> SpawnedBinary {
     }
 }
 
+/// A child process that is killed when the test lets go of it, even when the test fails
+/// halfway, so no server outlives its test.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl KillOnDrop {
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub struct SpawnedBinary {
     pub child: std::process::Child,
     pub addr: SocketAddr,

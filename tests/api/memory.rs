@@ -67,7 +67,8 @@ fn found(dump: &[u8], secrets: &[Secret]) -> Vec<&'static str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dump_after_the_chat_holds_no_message_nick_interest_or_address() {
-    let (mut child, addr) = start_server();
+    let (child, addr) = start_server();
+    let child = KillOnDrop(child);
     // Unique per run, so nothing else in the process can hold them by chance.
     let tag = format!(
         "{:x}",
@@ -152,8 +153,7 @@ async fn a_dump_after_the_chat_holds_no_message_nick_interest_or_address() {
         .await
         .unwrap();
     let left = found(&after, &secrets);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child);
     assert!(
         left.is_empty(),
         "left in the server's memory after the chat: {left:?}"

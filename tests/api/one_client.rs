@@ -397,7 +397,7 @@ async fn one_connection_cannot_make_the_server_hold_memory() {
             ])
             .stderr(Stdio::null()),
     );
-    let mut child = spawned.child;
+    let child = KillOnDrop(spawned.child);
     let addr = spawned.addr;
     let process = Process(child.id());
     // Warm up: a chat, so start-up allocations are behind the baseline.
@@ -528,8 +528,7 @@ async fn one_connection_cannot_make_the_server_hold_memory() {
         process.resident_bytes() / MIB,
         baseline / MIB
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
 }
 
 /// Malformed HTTP requests carry client values into the frameworks' log lines. None of them
@@ -543,8 +542,8 @@ async fn malformed_requests_are_counted_and_never_logged_with_what_the_client_se
                 .args(["--log-level", level])
                 .stderr(Stdio::piped()),
         );
-        let mut child = spawned.child;
-        let stderr = child.stderr.take().unwrap();
+        let mut child = KillOnDrop(spawned.child);
+        let stderr = child.0.stderr.take().unwrap();
         let reader = std::thread::spawn(move || {
             let mut text = String::new();
             std::io::BufReader::new(stderr)
@@ -581,7 +580,7 @@ async fn malformed_requests_are_counted_and_never_logged_with_what_the_client_se
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
-        let _ = child.wait();
+        let _ = child.0.wait();
         let output = reader.join().unwrap();
         for marker in [
             "NickZebra42",
