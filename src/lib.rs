@@ -7,6 +7,7 @@
 //! - `settings`: every setting, layered from defaults, a TOML file, variables and flags.
 //! - `startup`: builds and runs the server, and drains it on shutdown.
 //! - `state`: `AppState`, what every request handler is handed.
+//! - `socket_watch`: ends connections whose peer stopped reading (stalled writes, cut-offs).
 //! - `ws`: the /ws upgrade and the socket adapter for session actors: a bounded frame reader
 //!   (`ws/reader.rs`) and a cuttable writer (`ws/writer.rs`).
 //! - `hardening`: security headers, and core dumps off.
@@ -23,6 +24,7 @@ pub mod memory;
 pub mod privacy_page;
 pub mod routes;
 pub mod settings;
+pub mod socket_watch;
 pub mod startup;
 pub mod state;
 pub mod static_files;

@@ -163,6 +163,8 @@ settings! {
     relay_only: bool = false, env = "EPHEMERA_RELAY_ONLY";
     /// Seconds a shutdown waits for chats to end and connections to close.
     shutdown_drain_seconds: f64 = 10.0, env = "EPHEMERA_SHUTDOWN_DRAIN_SECONDS";
+    /// Seconds a connection may leave bytes unacknowledged, taking nothing, before it is closed (0: never).
+    write_stall_timeout_seconds: f64 = 20.0, env = "EPHEMERA_WRITE_STALL_TIMEOUT_SECONDS";
     /// Seconds a client may take to send a request's headers (slow-loris guard; at least 1).
     http_request_timeout_seconds: f64 = 10.0, env = "EPHEMERA_HTTP_REQUEST_TIMEOUT_SECONDS";
     /// HTTP worker threads (0: one per CPU core).
@@ -230,6 +232,10 @@ impl Settings {
                 self.http_request_timeout_seconds,
             ),
             ("salt_rotation_seconds", self.salt_rotation_seconds),
+            (
+                "write_stall_timeout_seconds",
+                self.write_stall_timeout_seconds,
+            ),
             (
                 "memory_trim_interval_seconds",
                 self.memory_trim_interval_seconds,

@@ -13,6 +13,7 @@ use crate::hardening;
 use crate::privacy_page;
 use crate::routes;
 use crate::settings::Settings;
+use crate::socket_watch::{self, SocketId};
 use crate::state::AppState;
 use crate::static_files;
 use crate::telemetry;
@@ -57,6 +58,7 @@ impl Server {
         }
         let privacy = web::Data::new(privacy_page::PrivacyPage(privacy_page::render(settings)));
         let drain = Settings::duration(settings.shutdown_drain_seconds);
+        let write_stall_timeout = Settings::duration(settings.write_stall_timeout_seconds);
         let mut http = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -95,9 +97,19 @@ impl Server {
         })
         // Chat frames are small and latency-bound: send them at once, not when Nagle's
         // algorithm decides.
-        .on_connect(|connection, _| {
-            if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
-                let _ = tcp.set_nodelay(true);
+        .on_connect(move |connection, extensions| {
+            use std::os::fd::AsRawFd as _;
+            type Tls = actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>;
+            let tcp = connection
+                .downcast_ref::<actix_web::rt::net::TcpStream>()
+                .or_else(|| connection.downcast_ref::<Tls>().map(|tls| tls.get_ref().0));
+            let Some(tcp) = tcp else { return };
+            let _ = tcp.set_nodelay(true);
+            // Known by descriptor, so a connection that does not take what it is sent can be
+            // ended (socket_watch.rs); the WebSocket writer finds it in the extensions.
+            if let Some(socket) = SocketId::of(tcp.as_raw_fd()) {
+                socket_watch::watch(socket, write_stall_timeout, count_stalled_writer);
+                extensions.insert(socket);
             }
         })
         // Signals are ours: a shutdown first ends every chat, then stops the HTTP server.
@@ -142,6 +154,14 @@ impl Server {
         tokio::time::sleep(Duration::from_millis(50)).await;
         self.http.stop(true).await;
     }
+}
+
+fn count_stalled_writer() {
+    metrics::counter!(
+        "ephemera_disconnects_total",
+        "reason" => ephemera_actors::metrics::Disconnect::WriteStalled.label()
+    )
+    .increment(1);
 }
 
 /// Runs the server until SIGINT or SIGTERM, then drains.

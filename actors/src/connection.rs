@@ -122,6 +122,18 @@ impl OutboxGauge {
         self.total.fetch_sub(bytes, Ordering::Relaxed);
     }
 
+    /// Takes up to `bytes` off, never below zero: for counts kept by another party (the
+    /// transport's encoder) that may not match ours to the byte.
+    pub fn sub_saturating(&self, bytes: usize) {
+        let taken = self
+            .own
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |own| {
+                Some(own.saturating_sub(bytes))
+            })
+            .map_or(0, |before| before.min(bytes));
+        self.total.fetch_sub(taken, Ordering::Relaxed);
+    }
+
     pub fn get(&self) -> usize {
         self.own.load(Ordering::Relaxed)
     }

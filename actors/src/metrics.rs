@@ -112,6 +112,8 @@ pub enum Disconnect {
     FrameTooLarge,
     ResumedElsewhere,
     Shutdown,
+    /// The peer acknowledged nothing while bytes waited for `write_stall_timeout_seconds`.
+    WriteStalled,
 }
 
 impl Disconnect {
@@ -127,9 +129,10 @@ impl Disconnect {
             Disconnect::FrameTooLarge => 6,
             Disconnect::ResumedElsewhere => 7,
             Disconnect::Shutdown => 8,
+            Disconnect::WriteStalled => 9,
         }
     }
-    pub const ALL: [Disconnect; 9] = [
+    pub const ALL: [Disconnect; 10] = [
         Disconnect::CloseFrame,
         Disconnect::Dropped,
         Disconnect::ClientTimeout,
@@ -139,6 +142,7 @@ impl Disconnect {
         Disconnect::FrameTooLarge,
         Disconnect::ResumedElsewhere,
         Disconnect::Shutdown,
+        Disconnect::WriteStalled,
     ];
 
     /// The `reason` label.
@@ -153,6 +157,7 @@ impl Disconnect {
             Disconnect::FrameTooLarge => "frame_too_large",
             Disconnect::ResumedElsewhere => "resumed_elsewhere",
             Disconnect::Shutdown => "shutdown",
+            Disconnect::WriteStalled => "write_stalled",
         }
     }
 }

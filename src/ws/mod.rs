@@ -15,6 +15,7 @@ use ephemera_actors::Hub;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
+use crate::socket_watch::SocketId;
 use crate::state::AppState;
 pub use reader::MAX_FRAME_HEADER_BYTES;
 use reader::{held_bytes, FrameReader, InboundBudget};
@@ -50,11 +51,13 @@ pub async fn upgrade(
     // own bounded reader, so actix-ws is handed an empty payload.
     let no_payload = web::Payload::from_request(&req, &mut actix_web::dev::Payload::None).await?;
     let (response, ws_session, _unused_stream) = actix_ws::handle(&req, no_payload)?;
-    let cut_off = Arc::new(CutOff::default());
+    let socket = req.conn_data::<SocketId>().copied();
+    let cut_off = Arc::new(CutOff::new(socket));
+    let gauge = hub.new_outbox_gauge();
     let response = response
         .map_body({
-            let cut_off = cut_off.clone();
-            move |_, body| CuttableBody::new(body, cut_off)
+            let (cut_off, gauge) = (cut_off.clone(), gauge.clone());
+            move |_, body| CuttableBody::new(body, cut_off, gauge)
         })
         .map_into_boxed_body();
 
@@ -66,7 +69,7 @@ pub async fn upgrade(
         budget.clone(),
     );
     actix_web::rt::spawn(reader.run(frames_tx));
-    let sink = WsSink::spawn(ws_session, cut_off, hub.new_outbox_gauge());
+    let sink = WsSink::spawn(ws_session, cut_off, gauge);
     let frames = Box::pin(frame_stream(frames_rx, budget));
 
     let query = query.into_inner();

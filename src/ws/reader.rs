@@ -22,6 +22,9 @@ use tokio::sync::{mpsc, Notify};
 /// The longest frame header: 2 bytes, an 8-byte extended length and a 4-byte mask.
 pub const MAX_FRAME_HEADER_BYTES: usize = 14;
 
+/// A read buffer larger than this is released once empty (see `release_spent_buffer`).
+const SPENT_BUFFER_BYTES: usize = 64 << 10;
+
 /// Control frames carry at most 125 bytes and are never fragmented (RFC 6455, 5.5).
 const MAX_CONTROL_PAYLOAD_BYTES: u64 = 125;
 
@@ -114,11 +117,13 @@ impl FrameReader {
     async fn next_frame(&mut self) -> Result<ClientFrame, End> {
         loop {
             if let Some(frame) = self.decode_buffered()? {
+                self.release_spent_buffer();
                 return Ok(frame);
             }
             if self.socket_done {
                 return Err(End(ClientFrame::Dropped));
             }
+            self.release_spent_buffer();
             self.wait_for_room().await;
             match self.payload.next().await {
                 Some(Ok(chunk)) => self.buffer.extend_from_slice(&chunk),
@@ -127,16 +132,26 @@ impl FrameReader {
         }
     }
 
-    /// Waits until what the session has not handled yet and what is buffered here leave room
-    /// for a whole frame, so one connection holds at most about one frame of incoming data.
+    /// Waits until what the session has not handled yet, what is buffered here and the
+    /// fragments of a message being put together leave room for a whole frame, so one
+    /// connection holds at most about one frame of incoming data.
     async fn wait_for_room(&self) {
         let limit = self.max_frame_bytes + MAX_FRAME_HEADER_BYTES;
         loop {
             let room = self.budget.room.notified();
-            if self.budget.held() + self.buffer.len() <= limit {
+            let fragments = self.fragments.as_ref().map_or(0, |(_, bytes)| bytes.len());
+            if self.budget.held() + self.buffer.len() + fragments <= limit {
                 return;
             }
             room.await;
+        }
+    }
+
+    /// Once a large frame has been taken out of an empty buffer, lets its allocation go
+    /// instead of keeping a frame's worth of capacity next to the frame itself.
+    fn release_spent_buffer(&mut self) {
+        if self.buffer.is_empty() && self.buffer.capacity() > SPENT_BUFFER_BYTES {
+            self.buffer = BytesMut::new();
         }
     }
 

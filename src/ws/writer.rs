@@ -1,8 +1,10 @@
 //! The outgoing half of a WebSocket: the session's `ClientSink`. Frames queue for one writer
-//! task that owns the actix-ws `Session`; the queue's bytes are counted (per connection and
-//! server-wide) so the session can cut off a client that does not read. Cutting off is
-//! immediate: the response body fails, so actix-http drops the TCP connection and everything
-//! it buffered, instead of waiting for a peer that never reads to take a close frame.
+//! task that owns the actix-ws `Session`. Their bytes are counted (per connection and
+//! server-wide) from the moment the session queues them until actix-http takes them from the
+//! response body, so what waits in actix-ws's own queue and encoder counts too, and the
+//! session can cut off a client that does not read. Cutting off is immediate: the socket is
+//! shut down (`socket_watch`) and the response body fails, so actix-http drops the connection
+//! and everything it buffered, instead of waiting for a peer that never reads.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,6 +15,8 @@ use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::web::Bytes;
 use actix_ws::{CloseCode, CloseReason};
 use ephemera_actors::connection::{ClientSink, OutboxGauge, Outgoing};
+
+use crate::socket_watch::SocketId;
 use futures_util::task::AtomicWaker;
 use tokio::sync::mpsc;
 
@@ -21,17 +25,30 @@ use tokio::sync::mpsc;
 /// is cut off after this, so it cannot hold its queue and socket buffers.
 const FLUSH_GRACE: Duration = Duration::from_secs(2);
 
-/// Flips a connection's response body into an error, which makes actix-http drop the
-/// connection at once.
+/// Ends a connection at once: shuts its socket down, and flips its response body into an
+/// error, either of which makes actix-http drop the connection.
 #[derive(Default)]
 pub struct CutOff {
     cut: AtomicBool,
     waker: AtomicWaker,
+    socket: Option<SocketId>,
 }
 
 impl CutOff {
+    pub fn new(socket: Option<SocketId>) -> Self {
+        Self {
+            socket,
+            ..Self::default()
+        }
+    }
+
     pub fn cut(&self) {
-        self.cut.store(true, Ordering::Release);
+        if self.cut.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Some(socket) = self.socket {
+            socket.cut();
+        }
         self.waker.wake();
     }
 
@@ -44,15 +61,21 @@ impl CutOff {
 #[error("connection cut off by the server")]
 struct CutOffError;
 
-/// The WebSocket response body (actix-ws's frame encoder), which fails once its `CutOff` is cut.
+/// The WebSocket response body (actix-ws's frame encoder), which fails once its `CutOff` is
+/// cut, and which takes the bytes actix-http takes from it off the outbox's count.
 pub struct CuttableBody {
     inner: BoxBody,
     cut_off: Arc<CutOff>,
+    gauge: OutboxGauge,
 }
 
 impl CuttableBody {
-    pub fn new(inner: BoxBody, cut_off: Arc<CutOff>) -> Self {
-        Self { inner, cut_off }
+    pub fn new(inner: BoxBody, cut_off: Arc<CutOff>, gauge: OutboxGauge) -> Self {
+        Self {
+            inner,
+            cut_off,
+            gauge,
+        }
     }
 }
 
@@ -72,7 +95,11 @@ impl MessageBody for CuttableBody {
         if this.cut_off.is_cut() {
             return Poll::Ready(Some(Err(Box::new(CutOffError))));
         }
-        std::pin::Pin::new(&mut this.inner).poll_next(cx)
+        let polled = std::pin::Pin::new(&mut this.inner).poll_next(cx);
+        if let Poll::Ready(Some(Ok(chunk))) = &polled {
+            this.gauge.sub_saturating(chunk.len());
+        }
+        polled
     }
 }
 
@@ -164,13 +191,15 @@ async fn write_frames(
     gauge: OutboxGauge,
 ) {
     while let Some(frame) = rx.recv().await {
-        let weight = frame.weight();
+        // From here the frame's bytes wait in actix-ws's queue and encoder until the body
+        // hands them to actix-http (`CuttableBody`), which takes them off the count.
+        gauge.sub(frame.weight());
+        gauge.add(encoded_len(&frame));
         let sent = match frame {
             Outgoing::Text(text) => ws.text(text).await,
             Outgoing::Ping => ws.ping(b"").await,
             Outgoing::Pong(payload) => ws.pong(&payload).await,
             Outgoing::Close { code, reason } => {
-                gauge.sub(weight);
                 let reason = CloseReason {
                     code: CloseCode::from(code),
                     description: Some(reason.to_owned()),
@@ -179,11 +208,73 @@ async fn write_frames(
                 return;
             }
         };
-        gauge.sub(weight);
         if sent.is_err() {
             return;
         }
     }
     // The session dropped its sink without a close frame (its actor stopped): say goodbye.
     let _ = ws.close(None).await;
+}
+
+/// The bytes actix-ws encodes `frame` into: a server frame's header (2, 4 or 10 bytes, no
+/// mask) and its payload.
+fn encoded_len(frame: &Outgoing) -> usize {
+    let payload = match frame {
+        Outgoing::Text(text) => text.len(),
+        Outgoing::Ping => 0,
+        Outgoing::Pong(payload) => payload.len(),
+        Outgoing::Close { reason, .. } => 2 + reason.len(),
+    };
+    let header = match payload {
+        0..=125 => 2,
+        126..=0xffff => 4,
+        _ => 10,
+    };
+    header + payload
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_codec::Encoder as _;
+    use actix_http::ws::{Codec, Message};
+    use actix_web::web::BytesMut;
+
+    #[test]
+    fn encoded_lengths_match_the_codec() {
+        let cases = [
+            (
+                Outgoing::Text("x".repeat(10).into()),
+                Message::Text("x".repeat(10).into()),
+            ),
+            (
+                Outgoing::Text("x".repeat(300).into()),
+                Message::Text("x".repeat(300).into()),
+            ),
+            (
+                Outgoing::Text("x".repeat(70_000).into()),
+                Message::Text("x".repeat(70_000).into()),
+            ),
+            (Outgoing::Ping, Message::Ping(Bytes::new())),
+            (
+                Outgoing::Pong(Bytes::from_static(b"abc")),
+                Message::Pong(Bytes::from_static(b"abc")),
+            ),
+            (
+                Outgoing::Close {
+                    code: 1000,
+                    reason: "bye",
+                },
+                Message::Close(Some(CloseReason {
+                    code: CloseCode::Normal,
+                    description: Some("bye".to_owned()),
+                })),
+            ),
+        ];
+        for (ours, theirs) in cases {
+            let mut encoded = BytesMut::new();
+            Codec::new().encode(theirs, &mut encoded).unwrap();
+            assert_eq!(encoded_len(&ours), encoded.len(), "{ours:?}");
+        }
+    }
 }

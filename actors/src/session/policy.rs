@@ -1,6 +1,7 @@
 //! The session's rules as plain values, apart from the actor so they can be tested alone:
 //! when an outbox is too full to keep, which refusals are counted under which reason, and the
-//! protocol-error budget that ends a connection which keeps sending what is refused.
+//! protocol-error budget that ends a connection which keeps sending what is refused (every
+//! refused frame spends it: each one costs the server an answer).
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -38,16 +39,6 @@ pub fn refusal_for(code: ErrorCode) -> Refusal {
         ErrorCode::Banned => Refusal::Banned,
         ErrorCode::ServerBusy => Refusal::ServerBusy,
     }
-}
-
-/// Whether an error answer spends the protocol-error budget: what a correct client never
-/// sends (malformed or oversized frames, a wrong proof of work). Rate-limit refusals spend it
-/// too, from their own path, so a client that keeps going past a limit is disconnected.
-pub fn is_protocol_error(code: ErrorCode) -> bool {
-    matches!(
-        code,
-        ErrorCode::BadRequest | ErrorCode::TooLarge | ErrorCode::PowInvalid
-    )
 }
 
 /// Protocol errors within a sliding window; past `max` the connection is closed (1008).
@@ -106,21 +97,11 @@ mod tests {
     }
 
     #[test]
-    fn only_what_a_correct_client_never_sends_spends_the_budget() {
-        assert!(is_protocol_error(ErrorCode::BadRequest));
-        assert!(is_protocol_error(ErrorCode::TooLarge));
-        assert!(is_protocol_error(ErrorCode::PowInvalid));
-        for innocent in [
-            ErrorCode::NotChatting,
-            ErrorCode::AlreadyChatting,
-            ErrorCode::AgeRequired,
-            ErrorCode::PowRequired,
-            ErrorCode::Banned,
-            ErrorCode::ServerBusy,
-        ] {
-            assert!(!is_protocol_error(innocent), "{innocent:?}");
-        }
+    fn each_refusal_is_counted_under_its_own_reason() {
         assert_eq!(refusal_for(ErrorCode::PowInvalid), Refusal::ProofOfWork);
+        assert_eq!(refusal_for(ErrorCode::PowRequired), Refusal::ProofOfWork);
+        assert_eq!(refusal_for(ErrorCode::NotChatting), Refusal::NotChatting);
+        assert_eq!(refusal_for(ErrorCode::ServerBusy), Refusal::ServerBusy);
     }
 
     #[test]

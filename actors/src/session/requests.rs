@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use actix::prelude::*;
 use bytestring::ByteString;
 
-use super::policy::{is_protocol_error, refusal_for};
+use super::policy::refusal_for;
 use super::{Session, State};
 use crate::connection::close_code;
 use crate::event_log::EventKind;
@@ -27,9 +27,7 @@ impl Session {
     pub(super) fn refuse(&mut self, error: ProtocolError, ctx: &mut Context<Self>) {
         self.context.metrics().refused(refusal_for(error.code));
         self.push(render_error(error.code, &error.message, None), ctx);
-        if is_protocol_error(error.code) {
-            self.count_protocol_error(ctx);
-        }
+        self.count_protocol_error(ctx);
     }
 
     pub(super) fn count_protocol_error(&mut self, ctx: &mut Context<Self>) {

@@ -1,0 +1,142 @@
+//! Ends connections the server cannot otherwise end. actix-http writes a response until the
+//! socket takes it; a peer that stops reading leaves the connection, its buffers and our
+//! queue in place forever, and a response body that fails (our cut-off) is not even polled
+//! while the socket is full. So each connection's socket is known here by its descriptor and
+//! inode, and:
+//! - `SocketId::cut` shuts the socket down at once (both directions), which wakes actix-http
+//!   with an error and makes it drop the connection with everything it held;
+//! - a sweep on each worker thread shuts down sockets that have had bytes waiting in the
+//!   kernel, with not one more byte acknowledged by the peer, for `write_stall_timeout`.
+//!
+//! All of it runs on the worker thread that owns the connection, where actix-http also
+//! closes the descriptor, so a descriptor number can never be reused by another connection
+//! between the identity check and the shutdown.
+
+use std::cell::RefCell;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// A connection's socket: its descriptor, and the inode that tells it from a later socket
+/// that reuses the number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketId {
+    fd: RawFd,
+    inode: u64,
+}
+
+impl SocketId {
+    /// The socket behind `fd`, as it is now.
+    pub fn of(fd: RawFd) -> Option<SocketId> {
+        inode_of(fd).map(|inode| SocketId { fd, inode })
+    }
+
+    /// Whether `fd` still is this socket.
+    fn is_current(&self) -> bool {
+        inode_of(self.fd) == Some(self.inode)
+    }
+
+    /// Shuts the socket down in both directions, if it is still open. actix-http then fails
+    /// its next read or write and drops the connection.
+    pub fn cut(&self) {
+        if self.is_current() {
+            // SAFETY: shutdown only acts on the socket behind fd, which was just checked to
+            // be this connection's (on the thread that would close it).
+            unsafe {
+                libc::shutdown(self.fd, libc::SHUT_RDWR);
+            }
+        }
+    }
+
+    /// Bytes the peer has acknowledged so far, and whether bytes wait to be sent or acked.
+    fn progress(&self) -> Option<(u64, bool)> {
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `info`, which is that large.
+        let read = unsafe {
+            libc::getsockopt(
+                self.fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            )
+        };
+        if read != 0 {
+            return None;
+        }
+        let mut queued: libc::c_int = 0;
+        // SAFETY: TIOCOUTQ writes one int: the bytes in the socket's send queue.
+        let asked = unsafe { libc::ioctl(self.fd, libc::TIOCOUTQ, &mut queued) };
+        let waiting = asked == 0 && queued > 0;
+        Some((info.tcpi_bytes_acked, waiting))
+    }
+}
+
+fn inode_of(fd: RawFd) -> Option<u64> {
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes into `stat`; an invalid fd is an error, not undefined behaviour.
+    let found = unsafe { libc::fstat(fd, &mut stat) } == 0;
+    (found && (stat.st_mode & libc::S_IFMT) == libc::S_IFSOCK).then_some(stat.st_ino)
+}
+
+struct Watched {
+    socket: SocketId,
+    acked: u64,
+    /// Since when bytes have waited with nothing acknowledged.
+    stalled_since: Option<Instant>,
+}
+
+thread_local! {
+    /// The sockets of this worker thread's connections, and whether its sweep runs.
+    static WATCHED: RefCell<(Vec<Watched>, bool)> = const { RefCell::new((Vec::new(), false)) };
+}
+
+/// Watches a new connection's socket on this worker thread. Called from `on_connect`.
+pub fn watch(socket: SocketId, stall_timeout: Duration, on_stall: fn()) {
+    let start_sweep = WATCHED.with(|watched| {
+        let mut watched = watched.borrow_mut();
+        watched.0.push(Watched {
+            socket,
+            acked: 0,
+            stalled_since: None,
+        });
+        !std::mem::replace(&mut watched.1, true)
+    });
+    if start_sweep && !stall_timeout.is_zero() {
+        actix_web::rt::spawn(sweep(stall_timeout, on_stall));
+    }
+}
+
+/// Every quarter of the timeout: forgets closed sockets and cuts stalled ones.
+async fn sweep(stall_timeout: Duration, on_stall: fn()) {
+    let mut ticks = tokio::time::interval((stall_timeout / 4).max(Duration::from_millis(100)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let now = Instant::now();
+        WATCHED.with(|watched| {
+            watched.borrow_mut().0.retain_mut(|entry| {
+                if !entry.socket.is_current() {
+                    return false;
+                }
+                let Some((acked, waiting)) = entry.socket.progress() else {
+                    return false;
+                };
+                if !waiting || acked != entry.acked {
+                    entry.acked = acked;
+                    entry.stalled_since = None;
+                    return true;
+                }
+                let since = *entry.stalled_since.get_or_insert(now);
+                if now.duration_since(since) < stall_timeout {
+                    return true;
+                }
+                on_stall();
+                entry.socket.cut();
+                false
+            });
+        });
+    }
+}
