@@ -16,6 +16,11 @@ use std::cell::RefCell;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::HttpResponse;
+use ephemera_actors::metrics::Refusal;
 use tokio::time::Instant;
 
 /// A connection's socket: its descriptor, and the inode that tells it from a later socket
@@ -49,6 +54,36 @@ impl SocketId {
         }
     }
 
+    /// Bytes in the socket's send queue: sent and not yet acknowledged, or not yet sent.
+    fn queued_bytes(&self) -> Option<usize> {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: TIOCOUTQ writes one int: the bytes in the socket's send queue.
+        let asked = unsafe { libc::ioctl(self.fd, libc::TIOCOUTQ, &mut queued) };
+        (asked == 0).then_some(queued.max(0) as usize)
+    }
+
+    /// Whether earlier responses lie unread: more than `UNREAD_RESPONSES_MAX_BYTES` queued, or
+    /// a small send buffer half full.
+    fn has_unread_backlog(&self) -> bool {
+        let Some(queued) = self.queued_bytes() else {
+            return false;
+        };
+        let mut buffer: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes one int (the send buffer's size) into `buffer`.
+        let asked = unsafe {
+            libc::getsockopt(
+                self.fd,
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&mut buffer as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        let half_full = asked == 0 && queued > 0 && queued >= (buffer.max(0) as usize) / 2;
+        queued > UNREAD_RESPONSES_MAX_BYTES || half_full
+    }
+
     /// Bytes the peer has acknowledged so far, and whether bytes wait to be sent or acked.
     fn progress(&self) -> Option<(u64, bool)> {
         let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
@@ -66,12 +101,38 @@ impl SocketId {
         if read != 0 {
             return None;
         }
-        let mut queued: libc::c_int = 0;
-        // SAFETY: TIOCOUTQ writes one int: the bytes in the socket's send queue.
-        let asked = unsafe { libc::ioctl(self.fd, libc::TIOCOUTQ, &mut queued) };
-        let waiting = asked == 0 && queued > 0;
+        let waiting = self.queued_bytes().is_some_and(|queued| queued > 0);
         Some((info.tcpi_bytes_acked, waiting))
     }
+}
+
+/// A client that sends a request while this much of its earlier responses is still in the
+/// socket (or while the socket's send buffer is half full, when it is small) is pipelining
+/// without reading: actix-http would answer every such request into a buffer that grows
+/// without bound. No browser does this (they read each response before sending the next
+/// request on a connection, so the queue is about empty then), so it is a fixed guard rather
+/// than a setting.
+const UNREAD_RESPONSES_MAX_BYTES: usize = 64 << 10;
+
+/// Middleware: ends a connection whose client sends another request while the responses it
+/// was already sent lie unread, and counts it.
+pub async fn refuse_unread_pipelines(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let backlogged = req
+        .conn_data::<SocketId>()
+        .copied()
+        .filter(|socket| socket.is_current() && socket.has_unread_backlog());
+    if let Some(socket) = backlogged {
+        socket.cut();
+        metrics::counter!("ephemera_refusals_total", "reason" => Refusal::UnreadResponses.label())
+            .increment(1);
+        let response =
+            HttpResponse::ServiceUnavailable().body("read the responses you asked for\n");
+        return Ok(req.into_response(response));
+    }
+    Ok(next.call(req).await?.map_into_boxed_body())
 }
 
 fn inode_of(fd: RawFd) -> Option<u64> {

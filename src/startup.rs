@@ -64,6 +64,8 @@ impl Server {
                 .app_data(state.clone())
                 .app_data(privacy.clone())
                 .wrap(hardening::security_headers())
+                .wrap(middleware::from_fn(socket_watch::refuse_unread_pipelines))
+                // Outermost (wrapped last): the address is forgotten before anything can answer.
                 .wrap(middleware::from_fn(client_identity::forget_client_address))
                 // The page is text: gzip makes it about a third of its size (README says what
                 // it weighs). Nothing secret is in it, so compression leaks nothing.

@@ -33,6 +33,9 @@ pub enum Refusal {
     ControlFrames,
     /// An HTTP request the framework could not parse (answered 400 or 431 by it).
     MalformedHttp,
+    /// A request on a connection whose earlier responses lie unread (pipelining without
+    /// reading); the connection is closed.
+    UnreadResponses,
 }
 
 impl Refusal {
@@ -55,9 +58,10 @@ impl Refusal {
             Refusal::TypingDropped => 13,
             Refusal::ControlFrames => 14,
             Refusal::MalformedHttp => 15,
+            Refusal::UnreadResponses => 16,
         }
     }
-    pub const ALL: [Refusal; 16] = [
+    pub const ALL: [Refusal; 17] = [
         Refusal::ServerBusy,
         Refusal::BadRequest,
         Refusal::TooLarge,
@@ -74,6 +78,7 @@ impl Refusal {
         Refusal::TypingDropped,
         Refusal::ControlFrames,
         Refusal::MalformedHttp,
+        Refusal::UnreadResponses,
     ];
 
     /// The `reason` label.
@@ -95,6 +100,7 @@ impl Refusal {
             Refusal::TypingDropped => "typing_dropped",
             Refusal::ControlFrames => "control_frames",
             Refusal::MalformedHttp => "malformed_http",
+            Refusal::UnreadResponses => "unread_responses",
         }
     }
 }

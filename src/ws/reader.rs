@@ -22,7 +22,8 @@ use tokio::sync::{mpsc, Notify};
 /// The longest frame header: 2 bytes, an 8-byte extended length and a 4-byte mask.
 pub const MAX_FRAME_HEADER_BYTES: usize = 14;
 
-/// A read buffer larger than this is released once empty (see `release_spent_buffer`).
+/// After a frame larger than this, the read buffer is released once empty
+/// (see `release_spent_buffer`).
 const SPENT_BUFFER_BYTES: usize = 64 << 10;
 
 /// Control frames carry at most 125 bytes and are never fragmented (RFC 6455, 5.5).
@@ -66,17 +67,26 @@ pub fn held_bytes(frame: &ClientFrame) -> usize {
 /// The last frame of a connection: why its reading ended.
 struct End(ClientFrame);
 
+struct Fragments {
+    is_text: bool,
+    parts: Vec<Bytes>,
+    bytes: usize,
+}
+
 pub struct FrameReader {
     payload: Payload,
     codec: Codec,
     /// Bytes read from the socket and not yet decoded.
     buffer: BytesMut,
-    /// A fragmented message being put together: whether it is text, and its bytes so far.
-    fragments: Option<(bool, BytesMut)>,
+    /// A fragmented message being put together: whether it is text, and its fragments so far
+    /// (slices of the read buffer, not copies, so an unfinished message costs its bytes once).
+    fragments: Option<Fragments>,
     max_frame_bytes: usize,
     budget: Arc<InboundBudget>,
     /// The socket has nothing more to give (end of stream or an I/O error).
     socket_done: bool,
+    /// A frame over `SPENT_BUFFER_BYTES` was taken out of the buffer since it was last released.
+    large_frame_taken: bool,
 }
 
 impl FrameReader {
@@ -90,6 +100,7 @@ impl FrameReader {
             max_frame_bytes,
             budget,
             socket_done: false,
+            large_frame_taken: false,
         }
     }
 
@@ -139,7 +150,7 @@ impl FrameReader {
         let limit = self.max_frame_bytes + MAX_FRAME_HEADER_BYTES;
         loop {
             let room = self.budget.room.notified();
-            let fragments = self.fragments.as_ref().map_or(0, |(_, bytes)| bytes.len());
+            let fragments = self.fragments.as_ref().map_or(0, |f| f.bytes);
             if self.budget.held() + self.buffer.len() + fragments <= limit {
                 return;
             }
@@ -147,10 +158,11 @@ impl FrameReader {
         }
     }
 
-    /// Once a large frame has been taken out of an empty buffer, lets its allocation go
-    /// instead of keeping a frame's worth of capacity next to the frame itself.
+    /// Once a large frame has been taken out and the buffer is empty, lets the buffer's
+    /// allocation go: the frame's bytes were slices of it, and an empty buffer that kept the
+    /// allocation would hold a frame's worth of memory for nothing once they are dropped.
     fn release_spent_buffer(&mut self) {
-        if self.buffer.is_empty() && self.buffer.capacity() > SPENT_BUFFER_BYTES {
+        if self.buffer.is_empty() && std::mem::take(&mut self.large_frame_taken) {
             self.buffer = BytesMut::new();
         }
     }
@@ -163,6 +175,7 @@ impl FrameReader {
                 return Ok(None);
             };
             self.check_header(header)?;
+            self.large_frame_taken |= header.payload_bytes > SPENT_BUFFER_BYTES as u64;
             let frame = match self.codec.decode(&mut self.buffer) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return Ok(None),
@@ -183,7 +196,7 @@ impl FrameReader {
             }
             return Ok(());
         }
-        let so_far = self.fragments.as_ref().map_or(0, |(_, bytes)| bytes.len()) as u64;
+        let so_far = self.fragments.as_ref().map_or(0, |f| f.bytes) as u64;
         if so_far.saturating_add(header.payload_bytes) > self.max_frame_bytes as u64 {
             return Err(too_large());
         }
@@ -212,24 +225,34 @@ impl FrameReader {
         };
         match (is_text, self.fragments.as_mut()) {
             (Some(is_text), None) => {
-                self.fragments = Some((is_text, BytesMut::from(&bytes[..])));
+                self.fragments = Some(Fragments {
+                    is_text,
+                    bytes: bytes.len(),
+                    parts: vec![bytes],
+                });
                 return Ok(None);
             }
-            (None, Some((_, so_far))) => so_far.extend_from_slice(&bytes),
+            (None, Some(so_far)) => {
+                so_far.bytes += bytes.len();
+                so_far.parts.push(bytes);
+            }
             // The codec refuses a new message inside another and a continuation of none.
             _ => return Err(invalid(close_code::PROTOCOL_ERROR, "protocol error")),
         }
         if !last {
             return Ok(None);
         }
-        let Some((is_text, whole)) = self.fragments.take() else {
+        let Some(fragments) = self.fragments.take() else {
             return Ok(None);
         };
-        if is_text {
-            text(whole.freeze()).map(Some)
-        } else {
-            Ok(Some(ClientFrame::Binary))
+        if !fragments.is_text {
+            return Ok(Some(ClientFrame::Binary));
         }
+        let mut whole = BytesMut::with_capacity(fragments.bytes);
+        for part in fragments.parts {
+            whole.extend_from_slice(&part);
+        }
+        text(whole.freeze()).map(Some)
     }
 }
 

@@ -352,9 +352,23 @@ impl Process {
         kib << 10
     }
 
-    fn open_files(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.0))
-            .unwrap()
+    /// Connections the server still holds open on `port`: its end established, or closed by
+    /// the peer and not yet by the server (read from /proc/net/tcp, so descriptors the
+    /// process inherited or opened for itself do not count).
+    fn connections_held(&self, port: u16) -> usize {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+        table
+            .lines()
+            .skip(1)
+            .filter(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let local_port = fields[1]
+                    .rsplit(':')
+                    .next()
+                    .and_then(|hex| u16::from_str_radix(hex, 16).ok());
+                // 01 established, 08 close-wait.
+                local_port == Some(port) && matches!(fields[3], "01" | "08")
+            })
             .count()
     }
 
@@ -417,7 +431,6 @@ async fn one_connection_cannot_make_the_server_hold_memory() {
     }
     stats_until(addr, "the warm-up sessions are gone", |s| s["online"] == 0).await;
     let baseline = process.resident_bytes();
-    let files = process.open_files();
     let bound = baseline + frame_bound + outbox_bound + 8 * MIB;
     let mut peak = baseline;
 
@@ -501,10 +514,11 @@ async fn one_connection_cannot_make_the_server_hold_memory() {
     }
     assert!(
         process
-            .settles(Duration::from_secs(10), |p| p.open_files() <= files + 3)
+            .settles(Duration::from_secs(10), |p| p.connections_held(addr.port())
+                <= 2)
             .await,
-        "replaced connections are closed: {} files open, {files} before",
-        process.open_files()
+        "replaced connections are closed: {} held",
+        process.connections_held(addr.port())
     );
     peak = peak.max(process.resident_bytes());
     assert!(
@@ -604,4 +618,202 @@ async fn malformed_requests_are_counted_and_never_logged_with_what_the_client_se
             ROUNDS * malformed.len()
         );
     }
+}
+
+/// A raw client whose receive window is tiny, so what the server sends it piles up in the
+/// server instead of hiding in this machine's socket buffers.
+async fn non_reader(addr: std::net::SocketAddr, source: &str, path: &str) -> RawSocket {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket
+        .bind(std::net::SocketAddr::new(ip(source), 0))
+        .unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    RawSocket::upgrade(stream, path).await
+}
+
+/// Non-reading pairs flood each other with the largest media allowed. What waits for them in
+/// actix-ws's queue and encoder counts against their outbox, so each is cut off at its bound and
+/// its connection closed even though its socket is full: memory stays within the bounds, and
+/// no connection is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_that_never_read_are_cut_off_and_their_connections_closed() {
+    let spawned = spawn_binary(
+        Command::new(server_binary())
+            .args(["--listen-addr", "127.0.0.1:0", "--workers", "1"])
+            .args(["--log-level", "warn", "--resume-grace-seconds", "1"])
+            .args(["--session-outbox-max-bytes", &(2 * MIB).to_string()])
+            .args([
+                "--max-media-per-minute",
+                "0",
+                "--max-connections-per-minute",
+                "0",
+            ])
+            .args(["--memory-trim-interval-seconds", "0.2"])
+            .stderr(Stdio::null()),
+    );
+    let child = KillOnDrop(spawned.child);
+    let (addr, process) = (spawned.addr, Process(child.id()));
+    let baseline = process.resident_bytes();
+    let media = RawSocket::frame(
+        true,
+        TEXT,
+        json!({"type":"media","kind":"image","mime":"image/png",
+               "data": "A".repeat((1 << 20) / 3 * 4)})
+        .to_string()
+        .as_bytes(),
+    );
+    let mut members = Vec::new();
+    for n in 0..8u8 {
+        let mut member = non_reader(addr, &format!("127.96.0.{}", n / 2 + 1), "/ws").await;
+        member
+            .read_frame(Duration::from_secs(5))
+            .await
+            .expect("hello");
+        member.send_json(find_text()).await;
+        members.push(member);
+    }
+    let mut peak = baseline;
+    for _ in 0..10 {
+        for member in &mut members {
+            // A cut-off member's writes fail: that is the point.
+            let _ = tokio::time::timeout(Duration::from_secs(2), member.write(&media)).await;
+        }
+        peak = peak.max(process.resident_bytes());
+    }
+    let bound = baseline + 8 * (2 * MIB + 2 * MIB) + 16 * MIB;
+    let closed = process
+        .settles(Duration::from_secs(15), |p| {
+            p.connections_held(addr.port()) == 0
+        })
+        .await;
+    let (_, metrics) = http_get(addr, "/metrics").await;
+    assert!(
+        closed,
+        "the server closed every flooded connection: {} held\n{}",
+        process.connections_held(addr.port()),
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("ephemera_disconnects") || l.starts_with("ephemera_refusals"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    peak = peak.max(process.resident_bytes());
+    assert!(
+        peak <= bound,
+        "{} MiB at the peak, {} MiB before",
+        peak / MIB,
+        baseline / MIB
+    );
+    let (_, metrics) = http_get(addr, "/metrics").await;
+    assert!(metrics.contains(r#"ephemera_disconnects_total{reason="slow_consumer"}"#));
+    drop(members);
+}
+
+/// Plain HTTP, pipelined by a client that never reads the answers: the connection is ended
+/// as soon as its unread answers pass a bound, instead of actix-http buffering every one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_whose_answers_are_never_read_end_the_connection() {
+    let spawned = spawn_binary(
+        Command::new(server_binary())
+            .args([
+                "--listen-addr",
+                "127.0.0.1:0",
+                "--workers",
+                "1",
+                "--log-level",
+                "warn",
+            ])
+            .stderr(Stdio::null()),
+    );
+    let child = KillOnDrop(spawned.child);
+    let (addr, process) = (spawned.addr, Process(child.id()));
+    let baseline = process.resident_bytes();
+    let request = "GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(20_000);
+    let mut sockets = Vec::new();
+    for n in 0..10u8 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket
+            .bind(std::net::SocketAddr::new(
+                ip(&format!("127.97.0.{}", n + 1)),
+                0,
+            ))
+            .unwrap();
+        let mut stream = socket.connect(addr).await.unwrap();
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes()).await
+        })
+        .await;
+        sockets.push(stream);
+    }
+    assert!(
+        process
+            .settles(Duration::from_secs(10), |p| p.connections_held(addr.port())
+                == 0)
+            .await,
+        "pipelining non-readers are disconnected: {} held",
+        process.connections_held(addr.port())
+    );
+    let resident = process.resident_bytes();
+    assert!(
+        resident <= baseline + 16 * MIB,
+        "{} MiB, {} MiB before",
+        resident / MIB,
+        baseline / MIB
+    );
+    let (status, metrics) = http_get(addr, "/metrics").await;
+    assert_eq!(status, 200, "everyone else is still served");
+    assert!(metrics.contains(r#"ephemera_refusals_total{reason="unread_responses"}"#));
+    drop(sockets);
+}
+
+/// A connection that takes nothing while bytes wait for it is closed after the stall timeout,
+/// below every byte bound: its stranger learns it is away.
+#[tokio::test]
+async fn a_connection_that_takes_nothing_is_closed_after_the_stall_timeout() {
+    let server = spawn_server(Settings {
+        write_stall_timeout_seconds: 0.5,
+        resume_grace_seconds: 30.0,
+        max_messages_per_second: 0,
+        ..test_settings()
+    });
+    let mut stalled = non_reader(server.addr, "127.98.0.1", "/ws").await;
+    stalled
+        .read_frame(Duration::from_secs(5))
+        .await
+        .expect("hello");
+    stalled.send_json(find_text()).await;
+    let mut stranger = server.client().await;
+    stranger.send(find_text()).await;
+    stranger.expect("waiting").await;
+    stranger.expect("matched").await;
+    // About 1 MiB: far under the 8 MiB outbox bound, far over what the socket buffers take.
+    let line = "z".repeat(1000);
+    for _ in 0..1000 {
+        stranger.say(&line).await;
+    }
+    loop {
+        let frame = stranger.expect_any().await;
+        if frame["type"] == "stranger_away" {
+            break;
+        }
+        assert_eq!(frame["type"], "msg", "{frame}");
+    }
+    let (_, metrics) = server.get("/metrics").await;
+    assert!(metrics.contains(r#"ephemera_disconnects_total{reason="write_stalled"}"#));
+    drop(stalled);
+}
+
+#[tokio::test]
+async fn every_refused_frame_spends_the_protocol_error_budget() {
+    let server = spawn_server(test_settings());
+    let mut client = server.client().await;
+    for _ in 0..21 {
+        client.send(json!({"type":"leave"})).await;
+    }
+    for _ in 0..21 {
+        client.expect_error("not_chatting").await;
+    }
+    client.expect_close(1008).await;
 }
