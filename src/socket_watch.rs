@@ -54,8 +54,34 @@ impl SocketId {
         }
     }
 
+    /// Whether the peer has sent something not yet read, or closed its side: after our close
+    /// frame, that is its answer.
+    pub fn peer_has_spoken(&self) -> bool {
+        let mut unread: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int: the bytes waiting to be read.
+        let asked = unsafe { libc::ioctl(self.fd, libc::FIONREAD, &mut unread) };
+        if asked == 0 && unread > 0 {
+            return true;
+        }
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `info`, which is that large.
+        let read = unsafe {
+            libc::getsockopt(
+                self.fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            )
+        };
+        // The kernel's TCP_CLOSE_WAIT: the peer sent its FIN.
+        const TCP_CLOSE_WAIT: u8 = 8;
+        read == 0 && info.tcpi_state == TCP_CLOSE_WAIT
+    }
+
     /// Bytes in the socket's send queue: sent and not yet acknowledged, or not yet sent.
-    fn queued_bytes(&self) -> Option<usize> {
+    pub fn queued_bytes(&self) -> Option<usize> {
         let mut queued: libc::c_int = 0;
         // SAFETY: TIOCOUTQ writes one int: the bytes in the socket's send queue.
         let asked = unsafe { libc::ioctl(self.fd, libc::TIOCOUTQ, &mut queued) };

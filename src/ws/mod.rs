@@ -19,22 +19,41 @@ use crate::socket_watch::SocketId;
 use crate::state::AppState;
 pub use reader::MAX_FRAME_HEADER_BYTES;
 use reader::{held_bytes, FrameReader, InboundBudget};
-use writer::{CutOff, CuttableBody, WsSink};
+use writer::{ClosingHandshake, CutOff, CuttableBody, WsSink};
 
 /// Frames read from a socket ahead of its session actor. Their bytes are bounded by the
 /// reader's budget; the count only keeps many tiny frames from piling up.
 const INBOUND_FRAMES_AHEAD: usize = 16;
 
-#[derive(Deserialize)]
-pub struct ResumeQuery {
+/// `?resume=<token>&last_seq=<n>`. Read leniently: anything that does not parse means a fresh
+/// session, never an HTTP error (protocol v1.1).
+#[derive(Deserialize, Default)]
+struct ResumeQuery {
     resume: Option<String>,
-    last_seq: Option<u64>,
+    last_seq: Option<String>,
+}
+
+impl ResumeQuery {
+    fn from_request(req: &HttpRequest) -> Self {
+        web::Query::<ResumeQuery>::from_query(req.query_string())
+            .map(web::Query::into_inner)
+            .unwrap_or_default()
+    }
+
+    /// The token and last seq to resume with, if both are usable (a missing `last_seq` is 0).
+    fn resume(&self) -> Option<(&str, u64)> {
+        let token = self.resume.as_deref()?;
+        let last_seq = match self.last_seq.as_deref() {
+            None => 0,
+            Some(text) => text.parse().ok()?,
+        };
+        Some((token, last_seq))
+    }
 }
 
 pub async fn upgrade(
     req: HttpRequest,
     body: web::Payload,
-    query: web::Query<ResumeQuery>,
     state: web::Data<AppState>,
 ) -> actix_web::Result<HttpResponse> {
     let hub: Arc<Hub> = state.hub.clone();
@@ -54,10 +73,11 @@ pub async fn upgrade(
     let socket = req.conn_data::<SocketId>().copied();
     let cut_off = Arc::new(CutOff::new(socket));
     let gauge = hub.new_outbox_gauge();
+    let closing = ClosingHandshake::new(cut_off.clone());
     let response = response
         .map_body({
-            let (cut_off, gauge) = (cut_off.clone(), gauge.clone());
-            move |_, body| CuttableBody::new(body, cut_off, gauge)
+            let (cut_off, gauge, closing) = (cut_off.clone(), gauge.clone(), closing.clone());
+            move |_, body| CuttableBody::new(body, cut_off, gauge, closing)
         })
         .map_into_boxed_body();
 
@@ -68,16 +88,13 @@ pub async fn upgrade(
         hub.config().limits.max_frame_bytes,
         budget.clone(),
     );
-    actix_web::rt::spawn(reader.run(frames_tx));
+    actix_web::rt::spawn(reader.run(frames_tx, closing));
     let sink = WsSink::spawn(ws_session, cut_off, gauge);
     let frames = Box::pin(frame_stream(frames_rx, budget));
 
-    let query = query.into_inner();
+    let query = ResumeQuery::from_request(&req);
     actix_web::rt::spawn(async move {
-        let resume = query
-            .resume
-            .as_deref()
-            .map(|token| (token, query.last_seq.unwrap_or(0)));
+        let resume = query.resume();
         hub.connect(keys, resume, Box::new(sink), frames).await;
     });
     Ok(response)

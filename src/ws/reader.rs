@@ -19,6 +19,8 @@ use ephemera_actors::connection::{close_code, ClientFrame};
 use futures_util::StreamExt as _;
 use tokio::sync::{mpsc, Notify};
 
+use super::writer::ClosingHandshake;
+
 /// The longest frame header: 2 bytes, an 8-byte extended length and a 4-byte mask.
 pub const MAX_FRAME_HEADER_BYTES: usize = 14;
 
@@ -107,20 +109,40 @@ impl FrameReader {
     /// Reads frames into `frames` until the connection ends; the last frame sent is always a
     /// `Close`, `TooLarge`, `Invalid` or `Dropped`. Returns early, quietly, when the session let
     /// go of the connection.
-    pub async fn run(mut self, frames: mpsc::Sender<ClientFrame>) {
+    pub async fn run(mut self, frames: mpsc::Sender<ClientFrame>, closing: Arc<ClosingHandshake>) {
+        // Once the session lets go of this connection, frames are read only to see the
+        // client's answer to our close frame; the connection is cut within a few seconds.
+        let mut session_gone = false;
         loop {
             let frame = match self.next_frame().await {
+                Ok(ClientFrame::Close(code)) => {
+                    // Nothing may follow a close frame; the handshake ends the connection.
+                    closing.close_received();
+                    if !session_gone {
+                        let _ = frames.send(ClientFrame::Close(code)).await;
+                    }
+                    return;
+                }
                 Ok(frame) => frame,
                 Err(End(last)) => {
-                    let _ = frames.send(last).await;
+                    // Nothing more will be read: a failed connection (1002, 1007, 1009) or a
+                    // dropped one is closed once our last frame is out.
+                    closing.close_received();
+                    if !session_gone {
+                        let _ = frames.send(last).await;
+                    }
                     return;
                 }
             };
+            if session_gone {
+                continue;
+            }
             let held = held_bytes(&frame);
             self.budget.hold(held);
             if frames.send(frame).await.is_err() {
                 // The session let go of this connection (it resumed elsewhere or ended).
-                return;
+                self.budget.release(held);
+                session_gone = true;
             }
         }
     }

@@ -25,6 +25,10 @@ use tokio::sync::mpsc;
 /// is cut off after this, so it cannot hold its queue and socket buffers.
 const FLUSH_GRACE: Duration = Duration::from_secs(2);
 
+/// How long a client that has received our close frame may take to answer it before the
+/// server closes TCP anyway: a few round trips on any real network.
+const REPLY_WINDOW: Duration = Duration::from_millis(250);
+
 /// Ends a connection at once: shuts its socket down, and flips its response body into an
 /// error, either of which makes actix-http drop the connection.
 #[derive(Default)]
@@ -57,6 +61,71 @@ impl CutOff {
     }
 }
 
+impl CutOff {
+    /// Cuts once what was written to the socket has been acknowledged by the peer and the
+    /// peer has answered, so neither close frame is lost to the shutdown. The answer is the
+    /// reader seeing the client's close (`answered`), or bytes or a FIN arriving on the socket
+    /// (after the response ends actix-http reads them itself, so they are seen only in passing).
+    /// A client that has our close frame but says nothing gets `REPLY_WINDOW`, and no
+    /// connection lingers past `FLUSH_GRACE`.
+    async fn cut_once_answered(&self, answered: &AtomicBool) {
+        let deadline = tokio::time::Instant::now() + FLUSH_GRACE;
+        if let Some(socket) = self.socket {
+            let mut replied = false;
+            let mut flushed_at = None;
+            loop {
+                replied |= answered.load(Ordering::Acquire) || socket.peer_has_spoken();
+                let now = tokio::time::Instant::now();
+                if socket.queued_bytes().is_none_or(|queued| queued == 0) {
+                    flushed_at.get_or_insert(now);
+                }
+                let waited_for_reply = flushed_at.is_some_and(|at| now - at >= REPLY_WINDOW);
+                if (flushed_at.is_some() && replied) || waited_for_reply || now >= deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        self.cut();
+    }
+}
+
+/// The WebSocket closing handshake (RFC 6455, 7.1.1): once our close frame has gone out and the
+/// client's has come in, whichever was first, the server closes the TCP connection at once
+/// instead of lingering for the client to do it.
+pub struct ClosingHandshake {
+    received: AtomicBool,
+    finishing: AtomicBool,
+    cut_off: Arc<CutOff>,
+}
+
+impl ClosingHandshake {
+    pub fn new(cut_off: Arc<CutOff>) -> Arc<Self> {
+        Arc::new(Self {
+            received: AtomicBool::new(false),
+            finishing: AtomicBool::new(false),
+            cut_off,
+        })
+    }
+
+    /// The client's close frame arrived, or nothing more will be read (the reader).
+    pub fn close_received(self: &Arc<Self>) {
+        self.received.store(true, Ordering::Release);
+    }
+
+    /// Our last frame went out: the body ended (actix-ws ends it after its close frame).
+    /// The connection is closed as soon as that is flushed and the client has answered.
+    fn close_sent(self: &Arc<Self>) {
+        if self.finishing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let closing = self.clone();
+        actix_web::rt::spawn(async move {
+            closing.cut_off.cut_once_answered(&closing.received).await;
+        });
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("connection cut off by the server")]
 struct CutOffError;
@@ -67,14 +136,21 @@ pub struct CuttableBody {
     inner: BoxBody,
     cut_off: Arc<CutOff>,
     gauge: OutboxGauge,
+    closing: Arc<ClosingHandshake>,
 }
 
 impl CuttableBody {
-    pub fn new(inner: BoxBody, cut_off: Arc<CutOff>, gauge: OutboxGauge) -> Self {
+    pub fn new(
+        inner: BoxBody,
+        cut_off: Arc<CutOff>,
+        gauge: OutboxGauge,
+        closing: Arc<ClosingHandshake>,
+    ) -> Self {
         Self {
             inner,
             cut_off,
             gauge,
+            closing,
         }
     }
 }
@@ -96,8 +172,10 @@ impl MessageBody for CuttableBody {
             return Poll::Ready(Some(Err(Box::new(CutOffError))));
         }
         let polled = std::pin::Pin::new(&mut this.inner).poll_next(cx);
-        if let Poll::Ready(Some(Ok(chunk))) = &polled {
-            this.gauge.sub_saturating(chunk.len());
+        match &polled {
+            Poll::Ready(Some(Ok(chunk))) => this.gauge.sub_saturating(chunk.len()),
+            Poll::Ready(None) => this.closing.close_sent(),
+            _ => {}
         }
         polled
     }

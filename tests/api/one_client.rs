@@ -817,3 +817,54 @@ async fn every_refused_frame_spends_the_protocol_error_budget() {
     }
     client.expect_close(1008).await;
 }
+
+/// RFC 6455, 7.1.1: once both close frames have passed, whichever side began, the server
+/// closes TCP at once (it used to linger about 2 s for the client to do it).
+#[tokio::test]
+async fn the_server_closes_tcp_as_soon_as_both_close_frames_have_passed() {
+    let server = spawn_server(test_settings());
+    // The client begins.
+    let mut client = raw_client(&server, "127.99.0.1").await;
+    client
+        .send(true, CLOSE, &1000u16.to_be_bytes())
+        .await
+        .unwrap();
+    assert_eq!(client.expect_close().await, 1000);
+    let started = tokio::time::Instant::now();
+    assert!(client.closed_by_server_within(Duration::from_secs(5)).await);
+    let client_began = started.elapsed();
+
+    // The server begins (too many refused frames) and the client answers.
+    let mut client = raw_client(&server, "127.99.0.2").await;
+    for _ in 0..21 {
+        client.send_json(json!({"type":"leave"})).await;
+    }
+    assert_eq!(client.expect_close().await, 1008);
+    client
+        .send(true, CLOSE, &1008u16.to_be_bytes())
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    assert!(client.closed_by_server_within(Duration::from_secs(5)).await);
+    let server_began = started.elapsed();
+
+    // The server fails the connection (a frame that breaks the protocol): it closes without
+    // waiting for an answer.
+    let mut client = raw_client(&server, "127.99.0.3").await;
+    client.send(true, 0x3, b"x").await.unwrap();
+    assert_eq!(client.expect_close().await, 1002);
+    let started = tokio::time::Instant::now();
+    assert!(client.closed_by_server_within(Duration::from_secs(5)).await);
+    let failed = started.elapsed();
+    // Loopback takes a millisecond or so; the bound only has to be far from the old 2 s linger.
+    for (who, took) in [
+        ("client began", client_began),
+        ("server began", server_began),
+        ("server failed it", failed),
+    ] {
+        assert!(
+            took < Duration::from_millis(500),
+            "{who}: TCP closed after {took:?}"
+        );
+    }
+}

@@ -153,3 +153,22 @@ async fn an_unknown_or_malformed_token_gets_a_fresh_session() {
         assert_ne!(client.token(), token);
     }
 }
+
+#[tokio::test]
+async fn a_query_that_does_not_parse_gets_a_fresh_session_not_an_http_error() {
+    let server = spawn_server(long_grace());
+    let a = server.waiting_client(find_text()).await;
+    let token = a.token();
+    for query in [
+        format!("resume={token}&last_seq=-9"),
+        format!("resume={token}&last_seq=lots"),
+        format!("resume={token}&last_seq=18446744073709551616"),
+        "resume=%FF%FE&last_seq=1".to_owned(),
+        "last_seq=3&last_seq=4".to_owned(),
+    ] {
+        let client = Client::connect(&format!("{}?{query}", server.ws_url())).await;
+        assert_eq!(client.hello["resumed"], false, "{query}");
+        assert_ne!(client.token(), token, "{query}");
+    }
+    drop(a);
+}
