@@ -63,6 +63,15 @@ impl SocketId {
         if asked == 0 && unread > 0 {
             return true;
         }
+        // The kernel's TCP_CLOSE_WAIT: the peer sent its FIN.
+        const TCP_CLOSE_WAIT: u8 = 8;
+        self.tcp_info()
+            .is_some_and(|info| info.tcpi_state == TCP_CLOSE_WAIT)
+    }
+
+    /// The kernel's view of the connection (state, bytes acknowledged, …).
+    fn tcp_info(&self) -> Option<libc::tcp_info> {
+        // SAFETY: tcp_info is plain integers; all zeroes is a valid value.
         let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
         let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
         // SAFETY: getsockopt writes at most `len` bytes into `info`, which is that large.
@@ -75,9 +84,7 @@ impl SocketId {
                 &mut len,
             )
         };
-        // The kernel's TCP_CLOSE_WAIT: the peer sent its FIN.
-        const TCP_CLOSE_WAIT: u8 = 8;
-        read == 0 && info.tcpi_state == TCP_CLOSE_WAIT
+        (read == 0).then_some(info)
     }
 
     /// Bytes in the socket's send queue: sent and not yet acknowledged, or not yet sent.
@@ -112,21 +119,7 @@ impl SocketId {
 
     /// Bytes the peer has acknowledged so far, and whether bytes wait to be sent or acked.
     fn progress(&self) -> Option<(u64, bool)> {
-        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-        // SAFETY: getsockopt writes at most `len` bytes into `info`, which is that large.
-        let read = unsafe {
-            libc::getsockopt(
-                self.fd,
-                libc::IPPROTO_TCP,
-                libc::TCP_INFO,
-                (&mut info as *mut libc::tcp_info).cast(),
-                &mut len,
-            )
-        };
-        if read != 0 {
-            return None;
-        }
+        let info = self.tcp_info()?;
         let waiting = self.queued_bytes().is_some_and(|queued| queued > 0);
         Some((info.tcpi_bytes_acked, waiting))
     }

@@ -50,3 +50,15 @@ pub async fn matched(hub: &Arc<Hub>, mode: &str) -> (InProcessClient, InProcessC
     expect(&b, "matched").await;
     (a, b)
 }
+
+/// Reads past text frames until the connection's close frame; returns its code.
+pub async fn closed_with(client: &InProcessClient) -> Option<u16> {
+    for _ in 0..10_000 {
+        match client.out.try_recv() {
+            Some(crate::connection::Outgoing::Close { code, .. }) => return Some(code),
+            Some(_) => {}
+            None => tokio::task::yield_now().await,
+        }
+    }
+    None
+}

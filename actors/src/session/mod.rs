@@ -619,9 +619,9 @@ impl Session {
 mod tests {
     use serde_json::json;
 
-    use crate::connection::{channel_sink, close_code, Outgoing};
+    use crate::connection::{channel_sink, close_code};
     use crate::hub::InProcessClient;
-    use crate::test_support::{client, client_with_hello, expect, hub, matched, send};
+    use crate::test_support::{client, client_with_hello, closed_with, expect, hub, matched, send};
 
     #[actix_rt::test]
     async fn find_queues_and_leave_takes_the_session_out_again() {
@@ -674,18 +674,7 @@ mod tests {
         let resumed = expect(&new, "hello").await;
         assert_eq!(resumed["resumed"], true);
         assert_eq!(resumed["state"], "chatting");
-        let mut old_closed_with = None;
-        for _ in 0..10_000 {
-            match old.out.try_recv() {
-                Some(Outgoing::Close { code, .. }) => {
-                    old_closed_with = Some(code);
-                    break;
-                }
-                Some(_) => {}
-                None => tokio::task::yield_now().await,
-            }
-        }
-        assert_eq!(old_closed_with, Some(close_code::RESUMED_ELSEWHERE));
+        assert_eq!(closed_with(&old).await, Some(close_code::RESUMED_ELSEWHERE));
         // A late frame of the replaced connection must not act on the session.
         send(&old, json!({"type":"msg","text":"from the old connection"})).await;
         send(&new, json!({"type":"msg","text":"from the new one"})).await;
@@ -705,17 +694,6 @@ mod tests {
             assert_eq!(expect(&a, "error").await["code"], "bad_request");
         }
         assert_eq!(expect(&a, "error").await["code"], "bad_request");
-        let mut closed = None;
-        for _ in 0..10_000 {
-            match a.out.try_recv() {
-                Some(Outgoing::Close { code, .. }) => {
-                    closed = Some(code);
-                    break;
-                }
-                Some(_) => {}
-                None => tokio::task::yield_now().await,
-            }
-        }
-        assert_eq!(closed, Some(close_code::POLICY_VIOLATION));
+        assert_eq!(closed_with(&a).await, Some(close_code::POLICY_VIOLATION));
     }
 }
