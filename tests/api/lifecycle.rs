@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::*;
 
@@ -207,4 +208,73 @@ async fn the_binary_drains_on_sigterm_and_logs_nothing_identifying_even_at_trace
             "the server's output contains {secret:?}"
         );
     }
+}
+
+/// A SIGTERM right after a heavy chat run (many pairs mid-flood, outboxes full) still drains
+/// and exits within `shutdown_drain_seconds` (seen once while benchmarking, never reproduced).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_right_after_a_heavy_chat_run_still_drains_in_time() {
+    use std::process::{Command, Stdio};
+
+    const DRAIN_SECONDS: u64 = 3;
+    let spawned = spawn_binary(
+        Command::new(server_binary())
+            .args(["--listen-addr", "127.0.0.1:0", "--workers", "2"])
+            .args([
+                "--config",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/ops/bench.toml"),
+            ])
+            .args(["--shutdown-drain-seconds", &DRAIN_SECONDS.to_string()])
+            .args(["--log-level", "warn"])
+            .stderr(Stdio::null()),
+    );
+    let mut child = KillOnDrop(spawned.child);
+    let addr = spawned.addr;
+    let mut pairs = Vec::new();
+    for n in 0..100u32 {
+        let source = std::net::IpAddr::from([127, 101, (n / 250) as u8, (n % 250) as u8 + 1]);
+        let mut a = Client::connect_from(addr, source).await;
+        let mut b = Client::connect_from(addr, source).await;
+        a.send(find_text()).await;
+        a.expect("waiting").await;
+        b.send(find_text()).await;
+        b.expect("waiting").await;
+        a.expect("matched").await;
+        b.expect("matched").await;
+        pairs.push((a, b));
+    }
+    // Every member floods without reading, so the server is busy and its queues are full when
+    // the signal comes.
+    for (a, b) in &mut pairs {
+        for n in 0..50 {
+            for member in [&mut *a, &mut *b] {
+                let frame =
+                    Message::Text(json!({"type":"msg","text":format!("load {n}")}).to_string());
+                let _ = futures_util::SinkExt::feed(&mut member.ws, frame).await;
+            }
+        }
+        let _ = futures_util::SinkExt::flush(&mut a.ws).await;
+        let _ = futures_util::SinkExt::flush(&mut b.ws).await;
+    }
+    let signalled = std::time::Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || {
+        let exit = child.0.wait();
+        (exit, child)
+    })
+    .await
+    .unwrap()
+    .0
+    .unwrap();
+    let took = signalled.elapsed();
+    assert!(exit.success(), "exits cleanly: {exit}");
+    assert!(
+        took < Duration::from_secs(DRAIN_SECONDS + 2),
+        "drained in {took:?}, allowed {DRAIN_SECONDS} s"
+    );
+    drop(pairs);
 }
