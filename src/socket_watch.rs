@@ -69,6 +69,14 @@ impl SocketId {
             .is_some_and(|info| info.tcpi_state == TCP_CLOSE_WAIT)
     }
 
+    /// Whether the connection is still established (not shut down by either side).
+    fn is_established(&self) -> bool {
+        // The kernel's TCP_ESTABLISHED.
+        const TCP_ESTABLISHED: u8 = 1;
+        self.tcp_info()
+            .is_some_and(|info| info.tcpi_state == TCP_ESTABLISHED)
+    }
+
     /// The kernel's view of the connection (state, bytes acknowledged, …).
     fn tcp_info(&self) -> Option<libc::tcp_info> {
         // SAFETY: tcp_info is plain integers; all zeroes is a valid value.
@@ -144,9 +152,16 @@ pub async fn refuse_unread_pipelines(
         .copied()
         .filter(|socket| socket.is_current() && socket.has_unread_backlog());
     if let Some(socket) = backlogged {
-        socket.cut();
-        metrics::counter!("ephemera_refusals_total", "reason" => Refusal::UnreadResponses.label())
+        // Requests already buffered on a connection that was cut still pass here once each;
+        // the connection is counted once, while it is still established.
+        if socket.is_established() {
+            metrics::counter!(
+                "ephemera_refusals_total",
+                "reason" => Refusal::UnreadResponses.label()
+            )
             .increment(1);
+        }
+        socket.cut();
         let response =
             HttpResponse::ServiceUnavailable().body("read the responses you asked for\n");
         return Ok(req.into_response(response));
