@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::Barrier;
 
-use crate::client::*;
+use crate::client::{matched_client, next_frame, progress, send};
 use crate::Cli;
 
 #[derive(Default)]

@@ -8,7 +8,7 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::client::*;
+use crate::client::{matched_client, send};
 use crate::Cli;
 
 #[derive(Serialize)]

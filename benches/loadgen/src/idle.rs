@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use tokio::sync::Barrier;
 
-use crate::client::*;
+use crate::client::{connect, expect, matched_client, progress, rss_kib};
 use crate::Cli;
 
 #[derive(Serialize)]

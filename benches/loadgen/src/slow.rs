@@ -9,8 +9,8 @@ use serde::Serialize;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::chat::*;
-use crate::client::*;
+use crate::chat::{run_chat, ChatPlan, ChatSummary};
+use crate::client::{matched_client_with, rss_kib};
 use crate::{Cli, Scenario};
 
 #[derive(Serialize)]
