@@ -132,6 +132,24 @@ impl TestServer {
     }
 }
 
+/// Two clients of the server at `addr`, from `a` and `b`, matched in a text chat: for servers
+/// run from the binary, where there is no `TestServer`.
+pub async fn matched_pair_at(
+    addr: SocketAddr,
+    a: std::net::IpAddr,
+    b: std::net::IpAddr,
+) -> (Client, Client) {
+    let mut first = Client::connect_from(addr, a).await;
+    let mut second = Client::connect_from(addr, b).await;
+    first.send(find_text()).await;
+    first.expect("waiting").await;
+    second.send(find_text()).await;
+    second.expect("waiting").await;
+    first.expect("matched").await;
+    second.expect("matched").await;
+    (first, second)
+}
+
 /// Test settings with a resume grace long enough for a test to drop and come back.
 pub fn long_grace() -> Settings {
     Settings {

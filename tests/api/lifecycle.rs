@@ -233,15 +233,7 @@ async fn sigterm_right_after_a_heavy_chat_run_still_drains_in_time() {
     let mut pairs = Vec::new();
     for n in 0..100u32 {
         let source = std::net::IpAddr::from([127, 101, (n / 250) as u8, (n % 250) as u8 + 1]);
-        let mut a = Client::connect_from(addr, source).await;
-        let mut b = Client::connect_from(addr, source).await;
-        a.send(find_text()).await;
-        a.expect("waiting").await;
-        b.send(find_text()).await;
-        b.expect("waiting").await;
-        a.expect("matched").await;
-        b.expect("matched").await;
-        pairs.push((a, b));
+        pairs.push(matched_pair_at(addr, source, source).await);
     }
     // Every member floods without reading, so the server is busy and its queues are full when
     // the signal comes.
