@@ -27,7 +27,7 @@ fn bench(c: &mut Criterion) {
     let Ok(ClientRequest::Msg { body }) = parse_client_frame(FRAME, &limits) else {
         panic!("the frame parses");
     };
-    let rendered = render_chat_event("msg", 42, false, &body);
+    let rendered = render_chat_event("msg", 42, false, &body.bytes);
     let ours: Value = serde_json::from_str(&rendered).unwrap();
     let text = baseline_parse(FRAME, &limits).unwrap();
     let theirs = json!({"type":"msg","seq":42,"from":"stranger","text":text});
@@ -44,7 +44,7 @@ fn bench(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("frames/render_msg");
     group.bench_function("ephemera", |b| {
-        b.iter(|| render_chat_event("msg", black_box(42), false, black_box(&body)))
+        b.iter(|| render_chat_event("msg", black_box(42), false, black_box(&body.bytes)))
     });
     group.bench_function("baseline_value", |b| {
         b.iter(|| {

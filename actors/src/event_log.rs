@@ -2,7 +2,9 @@
 //! appends to (it is the only writer), replays from on resume, and wipes when the chat ends.
 //!
 //! The log stores opaque bytes with a sequence number, the event's kind and the side that
-//! caused the event; how the bytes are rendered is the pair actor's business. Both bounds (events and bytes)
+//! caused the event, and finds a member's event by the client's message id at the start of
+//! its body (so a resent message is recognised, for as long as the log holds it); how the bytes
+//! are rendered is the pair actor's business. Both bounds (events and bytes)
 //! are enforced by evicting the oldest events, and every evicted or wiped body is zeroized
 //! before its memory is released, so no chat content survives in freed heap blocks.
 
@@ -46,6 +48,21 @@ pub struct LogEntry {
     pub kind: EventKind,
     pub side: Side,
     pub body: Vec<u8>,
+    /// The first `id_len` bytes of `body` name the event for its sender (the client's message
+    /// id); 0 when it has none.
+    pub id_len: usize,
+}
+
+impl LogEntry {
+    /// The part of the body that names the event for its sender; empty when it has none.
+    pub fn id_part(&self) -> &[u8] {
+        &self.body[..self.id_len]
+    }
+
+    /// The part of the body both members see.
+    pub fn shared_part(&self) -> &[u8] {
+        &self.body[self.id_len..]
+    }
 }
 
 /// A ring buffer of chat events bounded by count and by total body bytes.
@@ -114,31 +131,50 @@ impl EventLog {
     /// Appends an event, evicting the oldest ones until both bounds hold. Sequence numbers
     /// must increase; an event whose body alone exceeds `max_bytes` is not kept (it was
     /// delivered live, but cannot be replayed) and is wiped at once.
-    pub fn append(&mut self, seq: u64, kind: EventKind, side: Side, mut body: Vec<u8>) {
+    pub fn append(&mut self, seq: u64, kind: EventKind, side: Side, body: Vec<u8>) {
+        self.push(LogEntry {
+            seq,
+            kind,
+            side,
+            body,
+            id_len: 0,
+        });
+    }
+
+    /// Appends an event that may carry a message id; see `append`.
+    pub fn push(&mut self, mut entry: LogEntry) {
         debug_assert!(
-            self.last_seq().is_none_or(|last| last < seq),
+            self.last_seq().is_none_or(|last| last < entry.seq),
             "seqs must increase"
         );
-        if body.len() > self.max_bytes {
-            body.zeroize();
+        debug_assert!(entry.id_len <= entry.body.len());
+        if entry.body.len() > self.max_bytes {
+            entry.body.zeroize();
             self.evicted += 1;
             return;
         }
         if self.len == self.slots.len() && self.slots.len() < self.max_events {
             self.grow();
         }
-        while self.len == self.slots.len() || self.bytes + body.len() > self.max_bytes {
+        while self.len == self.slots.len() || self.bytes + entry.body.len() > self.max_bytes {
             self.evict_oldest();
         }
         let index = (self.head + self.len) % self.slots.len();
-        self.bytes += body.len();
-        self.slots[index] = Some(LogEntry {
-            seq,
-            kind,
-            side,
-            body,
-        });
+        self.bytes += entry.body.len();
+        self.slots[index] = Some(entry);
         self.len += 1;
+    }
+
+    /// The held event that `side` sent with message id `id_part` (as `LogEntry::id_part`
+    /// renders it), if any. Newest first: a resend is almost always of a recent message.
+    pub fn sent_with_id(&self, side: Side, id_part: &[u8]) -> Option<&LogEntry> {
+        if id_part.is_empty() {
+            return None;
+        }
+        (0..self.len)
+            .rev()
+            .filter_map(|i| self.get(i))
+            .find(|entry| entry.side == side && entry.id_part() == id_part)
     }
 
     /// The held events with `seq > after`, oldest first.
@@ -312,6 +348,38 @@ mod tests {
         }
         assert_eq!(log.slots.len(), 40);
         assert_eq!(log.len(), 40);
+    }
+
+    fn with_id(seq: u64, side: Side, id: &[u8]) -> LogEntry {
+        let mut body = id.to_vec();
+        body.extend_from_slice(b"shared");
+        LogEntry {
+            seq,
+            kind: EventKind::Msg,
+            side,
+            body,
+            id_len: id.len(),
+        }
+    }
+
+    #[test]
+    fn an_event_is_found_by_its_senders_id_while_the_log_holds_it() {
+        let mut log = EventLog::new(3, 1 << 20);
+        log.push(with_id(1, Side::A, b"\"id\":\"a1\","));
+        log.push(with_id(2, Side::B, b"\"id\":\"a1\","));
+        log.append(3, EventKind::Msg, Side::A, body(2, 0));
+        let found = log.sent_with_id(Side::A, b"\"id\":\"a1\",").unwrap();
+        assert_eq!((found.seq, found.shared_part()), (1, &b"shared"[..]));
+        assert_eq!(log.sent_with_id(Side::B, b"\"id\":\"a1\",").unwrap().seq, 2);
+        assert!(log.sent_with_id(Side::A, b"\"id\":\"a2\",").is_none());
+        assert!(
+            log.sent_with_id(Side::A, b"").is_none(),
+            "no id names nothing"
+        );
+        // Once evicted, the id is forgotten with its event.
+        log.append(4, EventKind::Msg, Side::B, body(2, 0));
+        assert!(log.sent_with_id(Side::A, b"\"id\":\"a1\",").is_none());
+        assert_eq!(log.sent_with_id(Side::B, b"\"id\":\"a1\",").unwrap().seq, 2);
     }
 
     #[test]

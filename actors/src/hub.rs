@@ -16,7 +16,7 @@ use crate::context::ChatContext;
 pub use crate::context::PrivacyReport;
 use crate::matchmaker::MatchmakerHandle;
 use crate::metrics::{ChatMetrics, Refusal};
-use crate::protocol::{render_error, retry_after_ms, ErrorCode};
+use crate::protocol::{render_error, retry_after_ms, ErrorCode, ResumePoint};
 use crate::purge::{PurgeHandle, PurgeTimer};
 use crate::rate_limits::ClientLimiters;
 use crate::registry::{Attach, NoPlace, ResumeToken, SessionCommand, StatsSnapshot};
@@ -134,7 +134,7 @@ impl Hub {
     pub async fn connect(
         self: &Arc<Self>,
         keys: ClientKeys,
-        resume: Option<(&str, u64)>,
+        resume: Option<(&str, ResumePoint)>,
         mut sink: Box<dyn ClientSink>,
         frames: FrameStream,
     ) {
@@ -152,12 +152,12 @@ impl Hub {
             });
             return;
         }
-        if let Some((token, last_seq)) = resume {
+        if let Some((token, from)) = resume {
             if let Some(session) = self.context.live_session(token) {
                 let attach = Attach {
                     sink,
                     frames,
-                    last_seq,
+                    from,
                     token: ResumeToken::presented(token),
                 };
                 match session.send(SessionCommand::Attach(attach)).await {

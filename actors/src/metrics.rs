@@ -180,6 +180,9 @@ pub struct ChatMetrics {
     pub chats_ended: Counter,
     pub event_log_evictions: Counter,
     pub replayed_events: Counter,
+    /// Messages sent again with an id the chat already held (v1.1): answered with the original
+    /// echo, relayed to no one.
+    pub resent_messages: Counter,
     pub reports: Counter,
     /// One handle per reason, in the order of `Refusal::ALL`.
     refusals: Vec<Counter>,
@@ -201,6 +204,7 @@ impl ChatMetrics {
             chats_ended: counter!("ephemera_chats_ended_total"),
             event_log_evictions: counter!("ephemera_event_log_evictions_total"),
             replayed_events: counter!("ephemera_replayed_events_total"),
+            resent_messages: counter!("ephemera_resent_messages_total"),
             reports: counter!("ephemera_reports_total"),
             refusals: Refusal::ALL
                 .iter()
@@ -222,6 +226,7 @@ impl ChatMetrics {
             chats_ended: self.chats_ended.clone(),
             event_log_evictions: self.event_log_evictions.clone(),
             reports: self.reports.clone(),
+            resent_messages: self.resent_messages.clone(),
         }
     }
 
@@ -243,6 +248,7 @@ pub struct PairCounters {
     pub chats_ended: Counter,
     pub event_log_evictions: Counter,
     pub reports: Counter,
+    pub resent_messages: Counter,
 }
 
 #[cfg(test)]

@@ -3,7 +3,6 @@
 //! fans it out to both members' session actors; on resume it replays what a member missed;
 //! when the chat ends it sends each member its `ended`, wipes the log and stops.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -18,12 +17,10 @@ use crate::ids::{ChatId, SessionId};
 use crate::matchmaker::{ChatFinished, MatchmakerHandle};
 use crate::metrics::PairCounters;
 use crate::protocol::{
-    fixed, render_chat_event, render_ended, render_matched, EndedReason, MatchedFrame, Mode,
-    ReportReason,
+    fixed, render_chat_event, render_ended, render_matched, ChatBody, EndedReason, MatchedFrame,
+    Mode, ReportReason,
 };
 use crate::session::{ChatEnded, ChatEvent, ChatStarted, Session};
-
-static NEXT_CHAT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Why a member ends the chat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +75,7 @@ pub struct Pair {
 impl Pair {
     pub fn new(spec: PairSpec) -> Self {
         Self {
-            chat: NEXT_CHAT_ID.fetch_add(1, Ordering::Relaxed),
+            chat: ChatId::generate(),
             mode: spec.mode,
             members: spec.members,
             away: [false; 2],
@@ -106,27 +103,30 @@ impl Pair {
         });
     }
 
-    /// Renders a logged event as `viewer` sees it.
+    /// Renders a logged event as `viewer` sees it: its sender's copy (the echo) carries the
+    /// client's message id, the stranger's does not.
     fn render(&self, entry: &LogEntry, viewer: Side) -> ByteString {
+        let (from_you, body) = if entry.side == viewer {
+            (true, &entry.body[..])
+        } else {
+            (false, entry.shared_part())
+        };
         match entry.kind {
             EventKind::Matched => render_matched(MatchedFrame {
                 seq: entry.seq,
+                chat: self.chat,
                 mode: self.mode,
                 common: &self.common,
                 stranger_nick: self.member(viewer.other()).nick.as_deref(),
                 initiator: self.initiator == viewer,
             }),
-            EventKind::Media => {
-                render_chat_event("media", entry.seq, entry.side == viewer, &entry.body)
-            }
-            EventKind::Msg => {
-                render_chat_event("msg", entry.seq, entry.side == viewer, &entry.body)
-            }
+            EventKind::Media => render_chat_event("media", entry.seq, from_you, body),
+            EventKind::Msg => render_chat_event("msg", entry.seq, from_you, body),
         }
     }
 
     /// Numbers, logs and fans out one chat event.
-    fn emit(&mut self, kind: EventKind, side: Side, body: Vec<u8>) {
+    fn emit(&mut self, kind: EventKind, side: Side, body: ChatBody) {
         match kind {
             EventKind::Msg => self.counters.messages.increment(1),
             EventKind::Media => self.counters.media.increment(1),
@@ -137,14 +137,28 @@ impl Pair {
             seq: self.last_seq,
             kind,
             side,
-            body,
+            body: body.bytes,
+            id_len: body.id_len,
         };
         for viewer in [Side::A, Side::B] {
             let frame = self.render(&entry, viewer);
             self.send_to(viewer, entry.seq, frame);
         }
-        self.log
-            .append(entry.seq, entry.kind, entry.side, entry.body);
+        self.log.push(entry);
+    }
+
+    /// A member sent a message again with an id the log holds from it (its connection dropped
+    /// before the echo came, v1.1): it gets the original echo, with its seq, and the stranger
+    /// nothing. Returns false when the log holds no such message, which makes it a new one.
+    fn echo_again(&self, side: Side, body: &ChatBody) -> bool {
+        let Some(entry) = self.log.sent_with_id(side, &body.bytes[..body.id_len]) else {
+            return false;
+        };
+        self.counters.resent_messages.increment(1);
+        // Sent as seq 0, which the session passes on as it comes: the client may already
+        // have seen this seq (in a replay), and must get the answer to what it just sent.
+        self.send_to(side, 0, self.render(entry, side));
+        true
     }
 
     fn end(&mut self, by: Side, cause: EndCause, ctx: &mut Context<Self>) {
@@ -209,7 +223,11 @@ impl Actor for Pair {
                 mode: self.mode,
             });
         }
-        self.emit(EventKind::Matched, self.initiator, Vec::new());
+        let nothing = ChatBody {
+            bytes: Vec::new(),
+            id_len: 0,
+        };
+        self.emit(EventKind::Matched, self.initiator, nothing);
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
@@ -242,8 +260,9 @@ pub enum PostRefused {
 }
 
 impl PairHandle {
-    /// A `msg` or `media` to number, log and fan out. Bounded by the pair's mailbox.
-    pub fn post(&self, side: Side, kind: EventKind, body: Vec<u8>) -> Result<(), PostRefused> {
+    /// A `msg` or `media` to number, log and fan out (or, when the chat already holds it, to
+    /// echo again). Bounded by the pair's mailbox.
+    pub fn post(&self, side: Side, kind: EventKind, body: ChatBody) -> Result<(), PostRefused> {
         self.addr
             .try_send(Post { side, kind, body })
             .map_err(|err| match err {
@@ -281,14 +300,14 @@ impl PairHandle {
 pub struct Post {
     pub side: Side,
     pub kind: EventKind,
-    pub body: Vec<u8>,
+    pub body: ChatBody,
 }
 
 impl Handler<Post> for Pair {
     type Result = ();
 
     fn handle(&mut self, post: Post, _ctx: &mut Context<Self>) {
-        if !self.ended {
+        if !self.ended && !self.echo_again(post.side, &post.body) {
             self.emit(post.kind, post.side, post.body);
         }
     }

@@ -17,6 +17,7 @@ use crate::client_key::{ClientKey, ClientKeys};
 use crate::connection::{ClientSink, FrameStream};
 
 use crate::ids::SessionId;
+use crate::protocol::ResumePoint;
 
 /// blake3 of a resume token. The index keeps only this, never the token itself, so a memory
 /// dump of the index cannot be replayed to take over someone's session.
@@ -88,8 +89,8 @@ pub enum SessionCommand {
 pub struct Attach {
     pub sink: Box<dyn ClientSink>,
     pub frames: FrameStream,
-    /// The highest chat `seq` the client has seen.
-    pub last_seq: u64,
+    /// Where the client was: the chat it names (v1.1) and the highest `seq` it saw.
+    pub from: ResumePoint,
     /// The token the client presented, echoed in `hello`.
     pub token: ResumeToken,
 }

@@ -196,3 +196,37 @@ async fn proof_of_work_is_asked_while_sessions_arrive_fast_and_not_after() {
     let later = TestClient::connect_from(&hub, ip(31)).await;
     assert!(later.hello["pow"].is_null(), "the flood is over");
 }
+
+#[actix_rt::test]
+async fn the_end_of_a_chat_is_remembered_for_the_resume_grace_and_then_forgotten() {
+    tokio::time::pause();
+    let hub = Hub::start(ChatConfig {
+        resume_grace: Duration::from_secs(30),
+        ..ChatConfig::unlimited()
+    });
+    let mut a = TestClient::connect_from(&hub, ip(1)).await;
+    let mut b = TestClient::connect_from(&hub, ip(2)).await;
+    a.find(&[]).await;
+    b.find(&[]).await;
+    let chat = a.expect("matched").await["chat"].clone();
+    b.expect("matched").await;
+    b.send(json!({"type":"leave"})).await;
+    b.expect("ended").await;
+    a.expect("ended").await;
+    let token = a.hello["session"].clone();
+    // A client that says it saw only `matched` of that chat is told of its end again...
+    let resume = json!({"type":"resume","session":token,"chat":chat,"last_seq":1});
+    advance(Duration::from_secs(29)).await;
+    a.drop_connection().await;
+    let mut back = TestClient::connect_from(&hub, ip(1)).await;
+    back.send(resume.clone()).await;
+    assert_eq!(back.expect("hello").await["resumed"], true);
+    assert_eq!(back.expect("ended").await["reason"], "stranger_left");
+    // ...within the grace after the end; after it the session keeps nothing of that chat.
+    advance(Duration::from_secs(2)).await;
+    back.drop_connection().await;
+    let mut again = TestClient::connect_from(&hub, ip(1)).await;
+    again.send(resume).await;
+    assert_eq!(again.expect("hello").await["resumed"], true);
+    again.nothing().await;
+}

@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use actix_web::{web, FromRequest as _, HttpRequest, HttpResponse};
 use ephemera_actors::connection::ClientFrame;
+use ephemera_actors::ids::ChatId;
 use ephemera_actors::metrics::Refusal;
+use ephemera_actors::protocol::ResumePoint;
 use ephemera_actors::Hub;
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -25,11 +27,12 @@ use writer::{ClosingHandshake, CutOff, CuttableBody, WsSink};
 /// reader's budget; the count only keeps many tiny frames from piling up.
 const INBOUND_FRAMES_AHEAD: usize = 16;
 
-/// `?resume=<token>&last_seq=<n>`. Read leniently: anything that does not parse means a fresh
-/// session, never an HTTP error (protocol v1.1).
+/// `?resume=<token>&chat=<chat id>&last_seq=<n>` (`chat` since v1.1). Read leniently:
+/// anything that does not parse means a fresh session, never an HTTP error (protocol v1.1).
 #[derive(Deserialize, Default)]
 struct ResumeQuery {
     resume: Option<String>,
+    chat: Option<String>,
     last_seq: Option<String>,
 }
 
@@ -40,14 +43,19 @@ impl ResumeQuery {
             .unwrap_or_default()
     }
 
-    /// The token and last seq to resume with, if both are usable (a missing `last_seq` is 0).
-    fn resume(&self) -> Option<(&str, u64)> {
+    /// The token and where to resume from, if all that is given is usable (a missing
+    /// `last_seq` is 0).
+    fn resume(&self) -> Option<(&str, ResumePoint)> {
         let token = self.resume.as_deref()?;
         let last_seq = match self.last_seq.as_deref() {
             None => 0,
             Some(text) => text.parse().ok()?,
         };
-        Some((token, last_seq))
+        let chat = match self.chat.as_deref() {
+            None => None,
+            Some(text) => Some(ChatId::parse(text)?),
+        };
+        Some((token, ResumePoint { chat, last_seq }))
     }
 }
 

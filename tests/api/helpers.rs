@@ -222,6 +222,8 @@ pub struct Client {
     pub hello: Value,
     /// The highest chat seq received, as a real client would track it for resume.
     pub last_seq: u64,
+    /// The id of the last chat this client was matched into (v1.1).
+    pub chat: Option<String>,
 }
 
 impl Client {
@@ -238,6 +240,7 @@ impl Client {
             ws,
             hello: Value::Null,
             last_seq: 0,
+            chat: None,
         }
     }
 
@@ -282,6 +285,12 @@ impl Client {
         }
     }
 
+    /// The id of the chat this client was last matched into (v1.1), as the last `matched`
+    /// read by `expect` recorded it.
+    pub fn matched_chat(&self) -> String {
+        self.chat.clone().expect("the client was matched")
+    }
+
     pub fn token(&self) -> String {
         self.hello["session"].as_str().unwrap().to_owned()
     }
@@ -289,6 +298,27 @@ impl Client {
     pub async fn resume(server: &TestServer, token: &str, last_seq: u64) -> Client {
         let url = format!("{}?resume={token}&last_seq={last_seq}", server.ws_url());
         let mut client = Client::connect(&url).await;
+        client.last_seq = last_seq;
+        client
+    }
+
+    /// Resumes as the bundled page does (v1.1): a plain connection whose first frame is
+    /// `resume`, so the token is never in a URL. Returns the client past the second `hello`.
+    pub async fn resume_by_frame(
+        server: &TestServer,
+        token: &str,
+        chat: Option<&str>,
+        last_seq: u64,
+    ) -> Client {
+        let mut client = Client::connect(&server.ws_url()).await;
+        assert_eq!(
+            client.hello["resumed"], false,
+            "the first hello is a fresh session"
+        );
+        client
+            .send(json!({"type":"resume","session":token,"chat":chat,"last_seq":last_seq}))
+            .await;
+        client.hello = client.expect("hello").await;
         client.last_seq = last_seq;
         client
     }
@@ -324,6 +354,9 @@ impl Client {
                     let value: Value = serde_json::from_str(&text).expect("server sends JSON");
                     if let Some(seq) = value["seq"].as_u64() {
                         self.last_seq = self.last_seq.max(seq);
+                    }
+                    if let Some(chat) = value["chat"].as_str() {
+                        self.chat = Some(chat.to_owned());
                     }
                     return Some(Ok(value));
                 }

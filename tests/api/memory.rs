@@ -1,6 +1,7 @@
 //! Nothing left behind: the server is dumped while a chat is open (the markers must be found,
 //! so the search is known to work) and again after the chat ended and every client left and
-//! its grace ran out (no marker and no client address may be found, in text or binary form).
+//! its grace ran out (no marker, message id, chat id or client address may be found, in text or
+//! binary form).
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::{Child, Command, Stdio};
@@ -78,6 +79,7 @@ async fn a_dump_after_the_chat_holds_no_message_nick_interest_or_address() {
     let reply = format!("RPLMARK{tag}bye-secret");
     let nick = format!("NICK{tag}");
     let interest = format!("intmark{tag}");
+    let message_id = format!("IDMARK{tag}");
     let client_ip: IpAddr = "127.83.211.47".parse().unwrap();
     let IpAddr::V4(v4) = client_ip else {
         unreachable!()
@@ -93,7 +95,9 @@ async fn a_dump_after_the_chat_holds_no_message_nick_interest_or_address() {
     b.expect("waiting").await;
     a.expect("matched").await;
     b.expect("matched").await;
-    a.say(&message).await;
+    let chat = a.matched_chat();
+    a.send(json!({"type":"msg","text":message,"id":message_id}))
+        .await;
     a.expect("msg").await;
     b.expect("msg").await;
     b.say(&reply).await;
@@ -118,6 +122,14 @@ async fn a_dump_after_the_chat_holds_no_message_nick_interest_or_address() {
             bytes: interest.clone().into_bytes(),
         },
         Secret {
+            what: "message id",
+            bytes: message_id.clone().into_bytes(),
+        },
+        Secret {
+            what: "chat id",
+            bytes: chat.clone().into_bytes(),
+        },
+        Secret {
             what: "address as text",
             bytes: b"127.83.211.47".to_vec(),
         },
@@ -133,7 +145,14 @@ async fn a_dump_after_the_chat_holds_no_message_nick_interest_or_address() {
         .await
         .unwrap();
     let seen = found(&open, &secrets);
-    for what in ["message", "reply", "nick", "interest"] {
+    for what in [
+        "message",
+        "reply",
+        "nick",
+        "interest",
+        "message id",
+        "chat id",
+    ] {
         assert!(
             seen.contains(&what),
             "the open chat's {what} is in memory: the search works"

@@ -164,6 +164,7 @@ async fn a_query_that_does_not_parse_gets_a_fresh_session_not_an_http_error() {
         format!("resume={token}&last_seq=lots"),
         format!("resume={token}&last_seq=18446744073709551616"),
         "resume=%FF%FE&last_seq=1".to_owned(),
+        format!("resume={token}&chat=not-a-chat-id&last_seq=1"),
         "last_seq=3&last_seq=4".to_owned(),
     ] {
         let client = Client::connect(&format!("{}?{query}", server.ws_url())).await;
@@ -171,4 +172,89 @@ async fn a_query_that_does_not_parse_gets_a_fresh_session_not_an_http_error() {
         assert_ne!(client.token(), token, "{query}");
     }
     drop(a);
+}
+
+#[tokio::test]
+async fn a_resume_frame_resumes_over_a_plain_connection_so_the_token_is_in_no_url() {
+    let server = spawn_server(long_grace());
+    let (a, mut b) = server.matched_pair().await;
+    let chat = a.matched_chat();
+    let token = a.token();
+    a.drop_connection();
+    b.expect("stranger_away").await;
+    b.say("missed").await;
+    b.expect("msg").await;
+    let mut a = Client::resume_by_frame(&server, &token, Some(&chat), 1).await;
+    assert_eq!(a.hello["resumed"], true);
+    assert_eq!(a.hello["state"], "chatting");
+    assert_eq!(a.token(), token);
+    assert_eq!(a.expect("msg").await["text"], "missed");
+    b.expect("stranger_back").await;
+    let stats = server
+        .stats_until("the doorway session is gone", |s| s["online"] == 2)
+        .await;
+    assert_eq!(stats["chatting"], 2);
+}
+
+#[tokio::test]
+async fn naming_the_old_chat_in_the_query_brings_its_end_and_the_new_chat_from_its_start() {
+    let server = spawn_server(long_grace());
+    let (mut a, mut b) = server.matched_pair().await;
+    let old_chat = a.matched_chat();
+    let token = a.token();
+    a.send(json!({"type":"next"})).await;
+    a.drop_connection();
+    assert_eq!(b.expect("ended").await["reason"], "stranger_left");
+    let mut c = server.waiting_client(find_text()).await;
+    let new_chat = c.expect("matched").await["chat"].clone();
+    c.expect("stranger_away").await;
+    c.say("welcome").await;
+    c.expect("msg").await;
+
+    let url = format!(
+        "{}?resume={token}&chat={old_chat}&last_seq=1",
+        server.ws_url()
+    );
+    let mut a = Client::connect(&url).await;
+    assert_eq!(a.hello["resumed"], true);
+    let ended = a.expect("ended").await;
+    assert_eq!(
+        (ended["seq"].as_u64(), ended["reason"].as_str()),
+        (Some(2), Some("you_left"))
+    );
+    let matched = a.expect("matched").await;
+    assert_eq!(matched["chat"], new_chat);
+    assert_eq!(a.expect("msg").await["text"], "welcome");
+    c.expect("stranger_back").await;
+}
+
+#[tokio::test]
+async fn a_message_whose_echo_was_lost_in_a_drop_is_resent_and_delivered_exactly_once() {
+    let server = spawn_server(long_grace());
+    let (mut a, mut b) = server.matched_pair().await;
+    let chat = a.matched_chat();
+    let token = a.token();
+    a.send(json!({"type":"msg","text":"just before the cut","id":"line-7"}))
+        .await;
+    // The stranger has it: the server logged it. The sender drops before its echo is read.
+    assert_eq!(b.expect("msg").await["text"], "just before the cut");
+    a.drop_connection();
+    b.expect("stranger_away").await;
+
+    // The page resends every unconfirmed line with its id right after the second hello.
+    let mut a = Client::resume_by_frame(&server, &token, Some(&chat), 1).await;
+    a.send(json!({"type":"msg","text":"just before the cut","id":"line-7"}))
+        .await;
+    let replayed = a.expect("msg").await;
+    let answer = a.expect("msg").await;
+    assert_eq!(
+        replayed, answer,
+        "the replayed echo and the answer to the resend are one"
+    );
+    assert_eq!(
+        (answer["seq"].as_u64(), answer["id"].as_str()),
+        (Some(2), Some("line-7"))
+    );
+    b.expect("stranger_back").await;
+    b.expect_nothing(Duration::from_millis(200)).await;
 }

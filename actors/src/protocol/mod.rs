@@ -14,6 +14,8 @@ use std::borrow::Cow;
 use bytestring::ByteString;
 use serde::Serialize;
 
+use crate::ids::ChatId;
+
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// The limits a client must respect; echoed to it in `hello`.
@@ -214,20 +216,46 @@ pub struct FindRequest {
     pub pow: Option<String>,
 }
 
+/// Characters of a client's message id (`id` in `msg` and `media`, v1.1), at most.
+pub const MAX_MESSAGE_ID_CHARS: usize = 64;
+
+/// A `msg` or `media` as the chat logs it, rendered once: the client's message id as
+/// `"id":"…",` (the first `id_len` bytes, empty without one), which only the sender's echo
+/// carries, then the JSON tail both members share (`"text":"…"}`, or
+/// `"kind":"…","mime":"…","data":"…"}`).
+#[derive(Debug)]
+pub struct ChatBody {
+    pub bytes: Vec<u8>,
+    pub id_len: usize,
+}
+
+/// Where a resuming client was, as it says: the chat it last knew (v1.1) and the last `seq`
+/// it saw in it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResumePoint {
+    pub chat: Option<ChatId>,
+    pub last_seq: u64,
+}
+
+/// A `resume` frame (v1.1): the token the client presents and where it was.
+#[derive(Debug)]
+pub struct ResumeRequest {
+    pub token: String,
+    pub point: ResumePoint,
+}
+
 /// A validated client frame.
 #[derive(Debug)]
 pub enum ClientRequest {
     Find(FindRequest),
-    /// `body` is the frame's shared JSON tail, `"text":"…"}`, ready for the event log.
     Msg {
-        body: Vec<u8>,
+        body: ChatBody,
     },
     Typing {
         active: bool,
     },
-    /// `body` is `"kind":"…","mime":"…","data":"…"}`.
     Media {
-        body: Vec<u8>,
+        body: ChatBody,
     },
     /// The whole outgoing `signal` frame, with `data` copied verbatim.
     Signal {
@@ -238,6 +266,9 @@ pub enum ClientRequest {
     Report {
         reason: ReportReason,
     },
+    /// `resume` as a connection's first frame; `None` when what it names cannot be used, which
+    /// means a fresh session.
+    Resume(Option<ResumeRequest>),
 }
 
 /// A wait as whole milliseconds for `retry_after_ms`, never 0 (0 would read as "retry now").

@@ -6,9 +6,10 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{
-    write_json_string, ClientRequest, FindRequest, Limits, MediaKind, Mode, ProtocolError,
-    ReportReason,
+    write_json_string, ChatBody, ClientRequest, FindRequest, Limits, MediaKind, Mode,
+    ProtocolError, ReportReason, ResumePoint, ResumeRequest, MAX_MESSAGE_ID_CHARS,
 };
+use crate::ids::ChatId;
 
 /// Every field any client frame may carry; which are required depends on `type`. Parsing
 /// into one flat struct keeps it a single borrowed pass over the JSON.
@@ -36,6 +37,15 @@ struct RawFrame<'a> {
     data: Option<&'a RawValue>,
     #[serde(borrow)]
     reason: Option<Cow<'a, str>>,
+    /// A client's message id (`msg`, `media`; v1.1).
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    /// `resume` (v1.1): the token, the chat and the last seq seen in it.
+    #[serde(borrow)]
+    session: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    chat: Option<Cow<'a, str>>,
+    last_seq: Option<u64>,
 }
 
 fn required<T>(field: Option<T>, name: &'static str) -> Result<T, ProtocolError> {
@@ -68,10 +78,10 @@ pub fn parse_client_frame(text: &str, limits: &Limits) -> Result<ClientRequest, 
                     limits.max_text_chars
                 )));
             }
-            let mut body = Vec::with_capacity(text.len() + 12);
-            body.extend_from_slice(b"\"text\":");
-            write_json_string(&mut body, &text);
-            body.push(b'}');
+            let mut body = ChatBody::with_id(raw.id.as_deref(), text.len() + 12)?;
+            body.bytes.extend_from_slice(b"\"text\":");
+            write_json_string(&mut body.bytes, &text);
+            body.bytes.push(b'}');
             Ok(ClientRequest::Msg { body })
         }
         "typing" => Ok(ClientRequest::Typing {
@@ -107,7 +117,48 @@ pub fn parse_client_frame(text: &str, limits: &Limits) -> Result<ClientRequest, 
             };
             Ok(ClientRequest::Report { reason })
         }
+        "resume" => {
+            let token = required(raw.session, "session")?;
+            // A chat id that is not shaped like one, like an unknown token, means a fresh
+            // session rather than an error: the client gets a session either way.
+            let chat = match raw.chat.as_deref().map(ChatId::parse) {
+                None => Some(None),
+                Some(Some(chat)) => Some(Some(chat)),
+                Some(None) => None,
+            };
+            Ok(ClientRequest::Resume(chat.map(|chat| ResumeRequest {
+                token: token.into_owned(),
+                point: ResumePoint {
+                    chat,
+                    last_seq: raw.last_seq.unwrap_or(0),
+                },
+            })))
+        }
         _ => Err(ProtocolError::bad("unknown frame type")),
+    }
+}
+
+impl ChatBody {
+    /// A body that starts with `"id":"…",` when the client gave a message id, with room for
+    /// `tail_bytes` more.
+    fn with_id(id: Option<&str>, tail_bytes: usize) -> Result<Self, ProtocolError> {
+        let Some(id) = id else {
+            return Ok(ChatBody {
+                bytes: Vec::with_capacity(tail_bytes),
+                id_len: 0,
+            });
+        };
+        if id.is_empty() || exceeds_chars(id, MAX_MESSAGE_ID_CHARS) {
+            return Err(ProtocolError::bad(format!(
+                "id must be 1 to {MAX_MESSAGE_ID_CHARS} characters"
+            )));
+        }
+        let mut bytes = Vec::with_capacity(id.len() + 8 + tail_bytes);
+        bytes.extend_from_slice(b"\"id\":");
+        write_json_string(&mut bytes, id);
+        bytes.push(b',');
+        let id_len = bytes.len();
+        Ok(ChatBody { bytes, id_len })
     }
 }
 
@@ -195,14 +246,15 @@ fn parse_media(raw: RawFrame<'_>, limits: &Limits) -> Result<ClientRequest, Prot
             limits.max_media_bytes
         )));
     }
-    let mut body = Vec::with_capacity(data.len() + 48);
-    body.extend_from_slice(b"\"kind\":\"");
-    body.extend_from_slice(kind.as_str().as_bytes());
-    body.extend_from_slice(b"\",\"mime\":\"");
-    body.extend_from_slice(mime.as_bytes());
-    body.extend_from_slice(b"\",\"data\":\"");
-    body.extend_from_slice(data.as_bytes());
-    body.extend_from_slice(b"\"}");
+    let mut body = ChatBody::with_id(raw.id.as_deref(), data.len() + 48)?;
+    let bytes = &mut body.bytes;
+    bytes.extend_from_slice(b"\"kind\":\"");
+    bytes.extend_from_slice(kind.as_str().as_bytes());
+    bytes.extend_from_slice(b"\",\"mime\":\"");
+    bytes.extend_from_slice(mime.as_bytes());
+    bytes.extend_from_slice(b"\",\"data\":\"");
+    bytes.extend_from_slice(data.as_bytes());
+    bytes.extend_from_slice(b"\"}");
     Ok(ClientRequest::Media { body })
 }
 
@@ -284,7 +336,7 @@ mod tests {
         else {
             panic!("msg should parse");
         };
-        let frame = render_chat_event("msg", 7, false, &body);
+        let frame = render_chat_event("msg", 7, false, &body.bytes);
         let value: serde_json::Value = serde_json::from_str(&frame).unwrap();
         assert_eq!(value["text"], "hi \"you\" ✓");
         assert_eq!(value["seq"], 7);
@@ -350,7 +402,7 @@ mod tests {
         let Ok(ClientRequest::Media { body }) = parse(ok) else {
             panic!("media should parse");
         };
-        let frame = render_chat_event("media", 3, true, &body);
+        let frame = render_chat_event("media", 3, true, &body.bytes);
         let value: serde_json::Value = serde_json::from_str(&frame).unwrap();
         assert_eq!(value["data"], "aGVsbG8=");
         assert_eq!(value["mime"], "image/png");
@@ -384,6 +436,66 @@ mod tests {
         assert_eq!(base64_decoded_len("aGV"), None);
         assert_eq!(base64_decoded_len("a==="), None);
         assert_eq!(base64_decoded_len("aG=s"), None);
+    }
+
+    #[test]
+    fn a_message_id_leads_the_body_and_only_the_senders_copy_shows_it() {
+        let Ok(ClientRequest::Msg { body }) = parse(r#"{"type":"msg","text":"hi","id":"a\"b"}"#)
+        else {
+            panic!("msg with an id should parse");
+        };
+        assert_eq!(&body.bytes[..body.id_len], br#""id":"a\"b","#);
+        let echo: serde_json::Value =
+            serde_json::from_str(&render_chat_event("msg", 2, true, &body.bytes)).unwrap();
+        assert_eq!(
+            (echo["id"].as_str(), echo["text"].as_str()),
+            (Some("a\"b"), Some("hi"))
+        );
+        let seen: serde_json::Value = serde_json::from_str(&render_chat_event(
+            "msg",
+            2,
+            false,
+            &body.bytes[body.id_len..],
+        ))
+        .unwrap();
+        assert!(seen.get("id").is_none());
+        let sixty_four = "é".repeat(64);
+        assert!(parse(&format!(
+            r#"{{"type":"msg","text":"x","id":"{sixty_four}"}}"#
+        ))
+        .is_ok());
+        assert_eq!(
+            code(&format!(
+                r#"{{"type":"msg","text":"x","id":"{sixty_four}e"}}"#
+            )),
+            ErrorCode::BadRequest
+        );
+    }
+
+    #[test]
+    fn resume_frames_name_a_token_a_chat_and_a_seq_and_unusable_names_mean_fresh() {
+        let Ok(ClientRequest::Resume(Some(request))) =
+            parse(r#"{"type":"resume","session":"tok","chat":"abcdefghijklmnop","last_seq":4}"#)
+        else {
+            panic!("resume should parse");
+        };
+        assert_eq!(request.token, "tok");
+        assert_eq!(request.point.last_seq, 4);
+        assert_eq!(request.point.chat.unwrap().as_str(), "abcdefghijklmnop");
+        let Ok(ClientRequest::Resume(Some(bare))) = parse(r#"{"type":"resume","session":"t"}"#)
+        else {
+            panic!("chat and last_seq are optional");
+        };
+        assert_eq!(bare.point, ResumePoint::default());
+        assert!(matches!(
+            parse(r#"{"type":"resume","session":"t","chat":"short"}"#),
+            Ok(ClientRequest::Resume(None))
+        ));
+        assert_eq!(code(r#"{"type":"resume"}"#), ErrorCode::BadRequest);
+        assert_eq!(
+            code(r#"{"type":"resume","session":"t","last_seq":-9}"#),
+            ErrorCode::BadRequest
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use bytestring::ByteString;
 use serde::Serialize;
 
 use super::{write_json_string, EndedReason, ErrorCode, Limits, Mode, PROTOCOL_VERSION};
+use crate::ids::ChatId;
 
 /// Frames with fixed content, rendered once.
 pub mod fixed {
@@ -114,6 +115,7 @@ pub fn render_chat_event(frame_type: &str, seq: u64, from_you: bool, body: &[u8]
 
 pub struct MatchedFrame<'a> {
     pub seq: u64,
+    pub chat: ChatId,
     pub mode: Mode,
     pub common: &'a [String],
     pub stranger_nick: Option<&'a str>,
@@ -124,8 +126,9 @@ pub fn render_matched(matched: MatchedFrame<'_>) -> ByteString {
     let mut out = String::with_capacity(128);
     let _ = write!(
         out,
-        r#"{{"type":"matched","seq":{},"mode":"{}","common":"#,
+        r#"{{"type":"matched","seq":{},"chat":"{}","mode":"{}","common":"#,
         matched.seq,
+        matched.chat.as_str(),
         matched.mode.as_str()
     );
     let mut buf = Vec::new();
@@ -168,8 +171,10 @@ mod tests {
     use super::*;
     #[test]
     fn rendered_frames_are_valid_json() {
+        let chat = ChatId::generate();
         let matched = render_matched(MatchedFrame {
             seq: 1,
+            chat,
             mode: Mode::Text,
             common: &["music".to_owned()],
             stranger_nick: Some("B\"ob"),
@@ -179,6 +184,7 @@ mod tests {
         assert_eq!(value["stranger"]["nick"], "B\"ob");
         assert_eq!(value["common"][0], "music");
         assert_eq!(value["initiator"], true);
+        assert_eq!(value["chat"], chat.as_str());
         let error = render_error(ErrorCode::RateLimited, "slow \"down\"", Some(250));
         let value: serde_json::Value = serde_json::from_str(&error).unwrap();
         assert_eq!(value["code"], "rate_limited");

@@ -28,13 +28,14 @@ use crate::metrics::{Disconnect, Refusal};
 use crate::pair::{EndCause, PairHandle};
 use crate::pow::Challenge;
 use crate::protocol::{
-    parse_client_frame, render_error, render_hello, ErrorCode, FindRequest, HelloFrame, Mode,
-    PowChallenge, ProtocolError,
+    parse_client_frame, render_error, render_hello, ClientRequest, ErrorCode, FindRequest,
+    HelloFrame, Mode, PowChallenge, ProtocolError, ResumePoint, ResumeRequest,
 };
 use crate::purge::PurgeHandle;
 use crate::rate_limits::SessionLimiters;
 use crate::registry::{
-    Attach, AttachRejected, Occupancy, ResumeToken, SessionCommand, SessionSlot, TokenHash,
+    hash_presented_token, Attach, AttachRejected, Occupancy, ResumeToken, SessionCommand,
+    SessionSlot, TokenHash,
 };
 use policy::{ErrorBudget, OutboxBounds};
 
@@ -89,7 +90,18 @@ impl State {
 
 struct Connection {
     sink: Box<dyn ClientSink>,
+    /// What reads the connection's frames: its stream, or the wait for its first frame.
     frames: SpawnHandle,
+}
+
+/// The last chat's end, kept for the resume grace (v1.1) so that a client that was away when
+/// it came still gets it, even when it resumes into a newer chat. Only these three things.
+#[derive(Clone)]
+struct LastEnded {
+    chat: ChatId,
+    seq: u64,
+    /// The rendered `ended`: its seq and reason.
+    frame: ByteString,
 }
 
 /// A frame from connection number `connection` of this session. A resume can replace a
@@ -103,7 +115,9 @@ struct TaggedFrame {
 pub struct Session {
     id: SessionId,
     token_hash: TokenHash,
-    /// Handed to the client in the first `hello`, then wiped; resumes only ever see the hash.
+    /// Handed to the client in the first `hello`, and wiped once the first connection's first
+    /// frame is in (a `resume` there may need it for a second hello); resumes only ever see
+    /// the hash.
     token: Option<ResumeToken>,
     context: Arc<ChatContext>,
     matchmaker: MatchmakerHandle,
@@ -120,8 +134,8 @@ pub struct Session {
     preferences: Option<FindRequest>,
     /// The highest chat `seq` delivered on the current connection.
     delivered_seq: u64,
-    /// The last chat's `ended`, kept so a client that was away when it came still gets it.
-    last_ended: Option<(u64, ByteString)>,
+    /// The last chat's `ended`, for the resume grace after it.
+    last_ended: Option<LastEnded>,
     last_heard: Instant,
     /// Bumped on every drop and resume, so a stale grace expiry is recognised.
     away_generation: u64,
@@ -190,10 +204,155 @@ impl Session {
 
     fn attach(&mut self, sink: Box<dyn ClientSink>, frames: FrameStream, ctx: &mut Context<Self>) {
         self.connection_number += 1;
-        let connection = self.connection_number;
-        let frames = ctx.add_stream(frames.map(move |frame| TaggedFrame { connection, frame }));
+        let frames = self.read_frames(frames, ctx);
         self.connection = Some(Connection { sink, frames });
         self.last_heard = Instant::now();
+    }
+
+    /// Handles every frame of the current connection as it comes.
+    fn read_frames(&mut self, frames: FrameStream, ctx: &mut Context<Self>) -> SpawnHandle {
+        let connection = self.connection_number;
+        ctx.add_stream(frames.map(move |frame| TaggedFrame { connection, frame }))
+    }
+
+    /// A new session's first connection: its first frame may be a `resume` (v1.1), which
+    /// hands the connection to the session it names, so that frame is read on its own and the
+    /// stream stays this actor's to give away until then.
+    fn attach_first(
+        &mut self,
+        sink: Box<dyn ClientSink>,
+        frames: FrameStream,
+        ctx: &mut Context<Self>,
+    ) {
+        self.connection_number += 1;
+        let frames = self.await_first_frame(frames, ctx);
+        self.connection = Some(Connection { sink, frames });
+        self.last_heard = Instant::now();
+    }
+
+    fn await_first_frame(&mut self, frames: FrameStream, ctx: &mut Context<Self>) -> SpawnHandle {
+        let connection = self.connection_number;
+        let first = frames.into_future().into_actor(self);
+        ctx.spawn(first.map(move |(frame, rest), session, ctx| {
+            if connection != session.connection_number || session.connection.is_none() {
+                return;
+            }
+            session.first_frame(frame.unwrap_or(ClientFrame::Dropped), rest, ctx);
+        }))
+    }
+
+    fn first_frame(&mut self, frame: ClientFrame, rest: FrameStream, ctx: &mut Context<Self>) {
+        let reads_on = match frame {
+            ClientFrame::Text(text) => {
+                self.last_heard = Instant::now();
+                match parse_client_frame(&text, &self.context.config().limits) {
+                    Ok(ClientRequest::Resume(request)) => {
+                        return self.resume_elsewhere(request, rest, ctx);
+                    }
+                    Ok(request) => self.handle_request(request, ctx),
+                    Err(error) => self.refuse(error, ctx),
+                }
+                true
+            }
+            // Control frames come before any text frame and are not what "first" means.
+            control @ (ClientFrame::Ping(_) | ClientFrame::Pong) => {
+                self.handle_frame(control, ctx);
+                if self.connection.is_some() {
+                    let reader = self.await_first_frame(rest, ctx);
+                    self.set_reader(reader);
+                }
+                return;
+            }
+            ClientFrame::Binary => {
+                self.handle_frame(frame, ctx);
+                true
+            }
+            // The connection's last frame: nothing follows it.
+            last => {
+                self.handle_frame(last, ctx);
+                false
+            }
+        };
+        self.token = None;
+        if reads_on {
+            self.read_on(rest, ctx);
+        }
+    }
+
+    /// Reads the rest of the current connection's frames as they come.
+    fn read_on(&mut self, rest: FrameStream, ctx: &mut Context<Self>) {
+        if self.connection.is_some() {
+            let reader = self.read_frames(rest, ctx);
+            self.set_reader(reader);
+        }
+    }
+
+    fn set_reader(&mut self, reader: SpawnHandle) {
+        if let Some(connection) = self.connection.as_mut() {
+            connection.frames = reader;
+        }
+    }
+
+    /// A `resume` frame (v1.1) as this fresh session's first: hands the connection to the
+    /// session it names, and this one ends. When that session is gone (or the frame named it
+    /// unusably), this one stays and says so in a second hello, as a fresh session.
+    fn resume_elsewhere(
+        &mut self,
+        request: Option<ResumeRequest>,
+        rest: FrameStream,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(ResumeRequest { token, point }) = request else {
+            return self.stay_fresh(rest, ctx);
+        };
+        if hash_presented_token(&token) == Some(self.token_hash) {
+            // The client named this very session: it is alive, and here.
+            let token = ResumeToken::presented(&token);
+            self.token = None;
+            self.send_hello(&token, true, ctx);
+            return self.read_on(rest, ctx);
+        }
+        let Some(target) = self.context.live_session(&token) else {
+            return self.stay_fresh(rest, ctx);
+        };
+        let Some(connection) = self.connection.take() else {
+            return;
+        };
+        let attach = Attach {
+            sink: connection.sink,
+            frames: rest,
+            from: point,
+            token: ResumeToken::presented(&token),
+        };
+        let handover = target.send(SessionCommand::Attach(attach)).into_actor(self);
+        ctx.wait(handover.map(|answer, session, ctx| match answer {
+            // The connection is the other session's now; this one was only ever its doorway.
+            Ok(Ok(())) => ctx.stop(),
+            // That session is shutting down: keep the connection, as a fresh session.
+            Ok(Err(AttachRejected { sink, frames })) => {
+                session.connection = Some(Connection {
+                    sink,
+                    frames: session.read_frames(frames, ctx),
+                });
+                session.say_fresh_hello(ctx);
+            }
+            // That session stopped before it read the attach; the connection went with the
+            // message and closes, and the client's next try starts afresh.
+            Err(_) => ctx.stop(),
+        }));
+    }
+
+    /// A `resume` that names nothing usable: this stays the client's fresh session, and says
+    /// so in a second hello.
+    fn stay_fresh(&mut self, rest: FrameStream, ctx: &mut Context<Self>) {
+        self.say_fresh_hello(ctx);
+        self.read_on(rest, ctx);
+    }
+
+    fn say_fresh_hello(&mut self, ctx: &mut Context<Self>) {
+        if let Some(token) = self.token.take() {
+            self.send_hello(&token, false, ctx);
+        }
     }
 
     /// Detaches the current connection without a close frame (its peer is gone or too slow).
@@ -368,10 +527,11 @@ impl Actor for Session {
         self.context
             .session_started(self.token_hash, ctx.address().recipient());
         if let Some((sink, frames)) = self.pending_connection.take() {
-            self.attach(sink, frames, ctx);
+            self.attach_first(sink, frames, ctx);
         }
         if let Some(token) = self.token.take() {
             self.send_hello(&token, false, ctx);
+            self.token = Some(token);
         }
         ctx.run_interval(self.context.config().heartbeat_interval, Self::heartbeat);
     }
@@ -449,37 +609,48 @@ impl Session {
         self.context.metrics().sessions_resumed.increment(1);
         self.attach(attach.sink, attach.frames, ctx);
         self.send_hello(&attach.token, true, ctx);
-        self.delivered_seq = attach.last_seq;
-        match self.state.chat() {
-            Some((chat, pair, side)) => {
-                let request = pair.back(side, attach.last_seq);
-                // Nothing else is handled until the replay is queued, so live events that
-                // arrive meanwhile are filtered by `delivered_seq` and never doubled.
-                ctx.wait(request.into_actor(self).map(move |replay, session, ctx| {
-                    let Ok(replay) = replay else { return };
-                    if session.state.chat().map(|(c, _, _)| c) != Some(chat) {
-                        return;
-                    }
-                    session
-                        .context
-                        .metrics()
-                        .replayed_events
-                        .increment(replay.len() as u64);
-                    for (seq, frame) in replay {
-                        if seq > session.delivered_seq {
-                            session.delivered_seq = seq;
-                            session.push(frame, ctx);
-                        }
-                    }
-                }));
+        let ResumePoint {
+            chat: named,
+            last_seq,
+        } = attach.from;
+        let current = self.state.chat().map(|(chat, _, _)| chat);
+        // v1.1: a client that names a chat other than its current one missed that chat's
+        // end, and perhaps the start of this one: it gets that end, then this chat from its
+        // start. Without a name, `last_seq` counts in whatever chat the session is in (v1).
+        let missed = named.filter(|named| Some(*named) != current);
+        if let Some(ended) = &self.last_ended {
+            let news = match named {
+                None => current.is_none(),
+                Some(named) => named == ended.chat && missed.is_some(),
+            };
+            if news && ended.seq > last_seq {
+                let frame = ended.frame.clone();
+                self.push(frame, ctx);
             }
-            None => {
-                if let Some((seq, frame)) = self.last_ended.clone() {
-                    if seq > attach.last_seq {
-                        self.push(frame, ctx);
+        }
+        let after = if missed.is_some() { 0 } else { last_seq };
+        self.delivered_seq = after;
+        if let Some((chat, pair, side)) = self.state.chat() {
+            let request = pair.back(side, after);
+            // Nothing else is handled until the replay is queued, so live events that
+            // arrive meanwhile are filtered by `delivered_seq` and never doubled.
+            ctx.wait(request.into_actor(self).map(move |replay, session, ctx| {
+                let Ok(replay) = replay else { return };
+                if session.state.chat().map(|(c, _, _)| c) != Some(chat) {
+                    return;
+                }
+                session
+                    .context
+                    .metrics()
+                    .replayed_events
+                    .increment(replay.len() as u64);
+                for (seq, frame) in replay {
+                    if seq > session.delivered_seq {
+                        session.delivered_seq = seq;
+                        session.push(frame, ctx);
                     }
                 }
-            }
+            }));
         }
         Ok(())
     }
@@ -508,7 +679,6 @@ impl Handler<ChatStarted> for Session {
             started.pair.away(started.side);
         }
         self.delivered_seq = 0;
-        self.last_ended = None;
         self.set_state(State::Chatting {
             chat: started.chat,
             pair: started.pair,
@@ -518,8 +688,9 @@ impl Handler<ChatStarted> for Session {
     }
 }
 
-/// Sent by the pair actor: one frame for this member. `seq` is 0 for frames that are not
-/// chat events (typing, signal, stranger_away/back), which are never logged or replayed.
+/// Sent by the pair actor: one frame for this member. `seq` is 0 for frames passed on as they
+/// come: ones that are not chat events (typing, signal, stranger_away/back), never logged or
+/// replayed, and the repeated echo of a message sent again.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ChatEvent {
@@ -566,7 +737,7 @@ impl Handler<ChatEnded> for Session {
             self.delivered_seq = ended.seq;
             self.push(ended.frame.clone(), ctx);
         }
-        self.last_ended = Some((ended.seq, ended.frame));
+        self.remember_end(ended, ctx);
         self.set_state(State::Idle);
         if self.shutting_down {
             self.close(close_code::GOING_AWAY, "server shutting down");
@@ -574,6 +745,23 @@ impl Handler<ChatEnded> for Session {
         } else if requeue {
             self.join_queue(ctx);
         }
+    }
+}
+
+impl Session {
+    /// Keeps a chat's end for the resume grace, and no longer.
+    fn remember_end(&mut self, ended: ChatEnded, ctx: &mut Context<Self>) {
+        let chat = ended.chat;
+        self.last_ended = Some(LastEnded {
+            chat,
+            seq: ended.seq,
+            frame: ended.frame,
+        });
+        ctx.run_later(self.context.config().resume_grace, move |session, _| {
+            if session.last_ended.as_ref().map(|ended| ended.chat) == Some(chat) {
+                session.last_ended = None;
+            }
+        });
     }
 }
 
@@ -621,6 +809,7 @@ mod tests {
 
     use crate::connection::{channel_sink, close_code};
     use crate::hub::InProcessClient;
+    use crate::protocol::ResumePoint;
     use crate::test_support::{client, client_with_hello, closed_with, expect, hub, matched, send};
 
     #[actix_rt::test]
@@ -668,7 +857,11 @@ mod tests {
         let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
         let keys = hub.client_keys_for("127.0.8.1".parse().unwrap());
         let token = hello["session"].as_str().unwrap().to_owned();
-        hub.connect(keys, Some((&token, 1)), Box::new(sink), Box::pin(stream))
+        let from = ResumePoint {
+            chat: None,
+            last_seq: 1,
+        };
+        hub.connect(keys, Some((&token, from)), Box::new(sink), Box::pin(stream))
             .await;
         let new = InProcessClient { frames, out };
         let resumed = expect(&new, "hello").await;

@@ -16,8 +16,8 @@ use crate::matchmaker::JoinQueue;
 use crate::metrics::{Disconnect, Refusal};
 use crate::pair::{EndCause, PostRefused};
 use crate::protocol::{
-    fixed, render_error, render_waiting, retry_after_ms, ClientRequest, ErrorCode, FindRequest,
-    Mode, ProtocolError,
+    fixed, render_error, render_waiting, retry_after_ms, ChatBody, ClientRequest, ErrorCode,
+    FindRequest, Mode, ProtocolError,
 };
 
 /// How long a client that was refused for a full chat mailbox should wait.
@@ -113,6 +113,14 @@ impl Session {
                 }
                 _ => self.not_chatting(ctx),
             },
+            // A connection's first frame is read on its own (`Session::first_frame`).
+            ClientRequest::Resume(_) => self.refuse(
+                ProtocolError {
+                    code: ErrorCode::BadRequest,
+                    message: "resume must be the first frame on a new connection".into(),
+                },
+                ctx,
+            ),
         }
     }
 
@@ -199,7 +207,7 @@ impl Session {
         self.push(render_waiting(online), ctx);
     }
 
-    pub(super) fn post(&mut self, kind: EventKind, body: Vec<u8>, ctx: &mut Context<Self>) {
+    pub(super) fn post(&mut self, kind: EventKind, body: ChatBody, ctx: &mut Context<Self>) {
         let State::Chatting { pair, side, .. } = &self.state else {
             return self.not_chatting(ctx);
         };
