@@ -54,19 +54,28 @@ impl SocketId {
         }
     }
 
-    /// Whether the peer has sent something not yet read, or closed its side: after our close
-    /// frame, that is its answer.
-    pub fn peer_has_spoken(&self) -> bool {
-        let mut unread: libc::c_int = 0;
-        // SAFETY: FIONREAD writes one int: the bytes waiting to be read.
-        let asked = unsafe { libc::ioctl(self.fd, libc::FIONREAD, &mut unread) };
-        if asked == 0 && unread > 0 {
-            return true;
+    /// Whether what was written can be left to the kernel: nothing waits to be sent, and, if
+    /// the peer sent bytes not yet read, everything sent was acknowledged too (closing a socket
+    /// with unread bytes answers with a reset, which may destroy data still in flight; with
+    /// none, the kernel delivers the rest and then its FIN).
+    pub fn is_flushed(&self) -> bool {
+        let unsent = self.ioctl_count(libc::SIOCOUTQNSD as libc::c_ulong);
+        if unsent != Some(0) {
+            return unsent.is_none();
         }
-        // The kernel's TCP_CLOSE_WAIT: the peer sent its FIN.
-        const TCP_CLOSE_WAIT: u8 = 8;
-        self.tcp_info()
-            .is_some_and(|info| info.tcpi_state == TCP_CLOSE_WAIT)
+        match self.ioctl_count(libc::FIONREAD as libc::c_ulong) {
+            Some(0) | None => true,
+            Some(_) => self.queued_bytes().is_none_or(|queued| queued == 0),
+        }
+    }
+
+    /// An ioctl that reports one count on this socket (bytes unread, unsent, …); `None` when
+    /// the socket is gone.
+    fn ioctl_count(&self, request: libc::c_ulong) -> Option<usize> {
+        let mut count: libc::c_int = 0;
+        // SAFETY: the counting ioctls write one int.
+        let asked = unsafe { libc::ioctl(self.fd, request as _, &mut count) };
+        (asked == 0).then_some(count.max(0) as usize)
     }
 
     /// Whether the connection is still established (not shut down by either side).
@@ -97,10 +106,7 @@ impl SocketId {
 
     /// Bytes in the socket's send queue: sent and not yet acknowledged, or not yet sent.
     pub fn queued_bytes(&self) -> Option<usize> {
-        let mut queued: libc::c_int = 0;
-        // SAFETY: TIOCOUTQ writes one int: the bytes in the socket's send queue.
-        let asked = unsafe { libc::ioctl(self.fd, libc::TIOCOUTQ, &mut queued) };
-        (asked == 0).then_some(queued.max(0) as usize)
+        self.ioctl_count(libc::TIOCOUTQ as libc::c_ulong)
     }
 
     /// Whether earlier responses lie unread: more than `UNREAD_RESPONSES_MAX_BYTES` queued, or

@@ -6,6 +6,8 @@
 //! shut down (`socket_watch`) and the response body fails, so actix-http drops the connection
 //! and everything it buffered, instead of waiting for a peer that never reads.
 
+use std::future::Future as _;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -62,28 +64,13 @@ impl CutOff {
 }
 
 impl CutOff {
-    /// Cuts once what was written to the socket has been acknowledged by the peer and the
-    /// peer has answered, so neither close frame is lost to the shutdown. The answer is the
-    /// reader seeing the client's close (`answered`), or bytes or a FIN arriving on the socket
-    /// (after the response ends actix-http reads them itself, so they are seen only in passing).
-    /// A client that has our close frame but says nothing gets `REPLY_WINDOW`, and no
-    /// connection lingers past `FLUSH_GRACE`.
-    async fn cut_once_answered(&self, answered: &AtomicBool) {
+    /// Cuts once what was written to the socket is on its way (`SocketId::is_flushed`), so
+    /// the last frames are not lost to the shutdown; no connection lingers past `FLUSH_GRACE`.
+    async fn cut_once_flushed(&self) {
         let deadline = tokio::time::Instant::now() + FLUSH_GRACE;
         if let Some(socket) = self.socket {
-            let mut replied = false;
-            let mut flushed_at = None;
-            loop {
-                replied |= answered.load(Ordering::Acquire) || socket.peer_has_spoken();
-                let now = tokio::time::Instant::now();
-                if socket.queued_bytes().is_none_or(|queued| queued == 0) {
-                    flushed_at.get_or_insert(now);
-                }
-                let waited_for_reply = flushed_at.is_some_and(|at| now - at >= REPLY_WINDOW);
-                if (flushed_at.is_some() && replied) || waited_for_reply || now >= deadline {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
+            while !socket.is_flushed() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
         self.cut();
@@ -93,8 +80,15 @@ impl CutOff {
 /// The WebSocket closing handshake (RFC 6455, 7.1.1): once our close frame has gone out and the
 /// client's has come in, whichever was first, the server closes the TCP connection at once
 /// instead of lingering for the client to do it.
+///
+/// The client's close frame reaches our reader only through the request's payload, which
+/// actix-http feeds only while the response lasts (after it, those bytes would be read as a new
+/// HTTP request). So when our close frame has gone out first, the response body stays open
+/// until the client's has come in (or `REPLY_WINDOW` passed), and only then ends.
 pub struct ClosingHandshake {
     received: AtomicBool,
+    /// The response body, waiting for the client's close frame.
+    body_waker: AtomicWaker,
     finishing: AtomicBool,
     cut_off: Arc<CutOff>,
 }
@@ -103,6 +97,7 @@ impl ClosingHandshake {
     pub fn new(cut_off: Arc<CutOff>) -> Arc<Self> {
         Arc::new(Self {
             received: AtomicBool::new(false),
+            body_waker: AtomicWaker::new(),
             finishing: AtomicBool::new(false),
             cut_off,
         })
@@ -111,17 +106,35 @@ impl ClosingHandshake {
     /// The client's close frame arrived, or nothing more will be read (the reader).
     pub fn close_received(self: &Arc<Self>) {
         self.received.store(true, Ordering::Release);
+        self.body_waker.wake();
     }
 
-    /// Our last frame went out: the body ended (actix-ws ends it after its close frame).
-    /// The connection is closed as soon as that is flushed and the client has answered.
+    /// Ready once the client's close frame is in, or once `reply_window` (started on the
+    /// first call) has passed without it.
+    fn poll_answer(
+        &self,
+        cx: &mut Context<'_>,
+        reply_window: &mut Option<Pin<Box<tokio::time::Sleep>>>,
+    ) -> Poll<()> {
+        self.body_waker.register(cx.waker());
+        if self.received.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        reply_window
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(REPLY_WINDOW)))
+            .as_mut()
+            .poll(cx)
+    }
+
+    /// Both close frames have passed (or the client did not answer ours): the body ends, and
+    /// the connection is closed as soon as what was written is on its way.
     fn close_sent(self: &Arc<Self>) {
         if self.finishing.swap(true, Ordering::AcqRel) {
             return;
         }
         let closing = self.clone();
         actix_web::rt::spawn(async move {
-            closing.cut_off.cut_once_answered(&closing.received).await;
+            closing.cut_off.cut_once_flushed().await;
         });
     }
 }
@@ -134,6 +147,9 @@ struct CutOffError;
 /// cut, and which takes the bytes actix-http takes from it off the outbox's count.
 pub struct CuttableBody {
     inner: BoxBody,
+    /// actix-ws ended its body: our close frame (if any) is out.
+    inner_ended: bool,
+    reply_window: Option<Pin<Box<tokio::time::Sleep>>>,
     cut_off: Arc<CutOff>,
     gauge: OutboxGauge,
     closing: Arc<ClosingHandshake>,
@@ -148,6 +164,8 @@ impl CuttableBody {
     ) -> Self {
         Self {
             inner,
+            inner_ended: false,
+            reply_window: None,
             cut_off,
             gauge,
             closing,
@@ -171,13 +189,26 @@ impl MessageBody for CuttableBody {
         if this.cut_off.is_cut() {
             return Poll::Ready(Some(Err(Box::new(CutOffError))));
         }
-        let polled = std::pin::Pin::new(&mut this.inner).poll_next(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(chunk))) => this.gauge.sub_saturating(chunk.len()),
-            Poll::Ready(None) => this.closing.close_sent(),
-            _ => {}
+        if !this.inner_ended {
+            match Pin::new(&mut this.inner).poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    this.gauge.sub_saturating(chunk.len());
+                    return Poll::Ready(Some(Ok(chunk)));
+                }
+                Poll::Ready(None) => this.inner_ended = true,
+                other => return other,
+            }
         }
-        polled
+        // The closing handshake: see `ClosingHandshake`.
+        if this
+            .closing
+            .poll_answer(cx, &mut this.reply_window)
+            .is_pending()
+        {
+            return Poll::Pending;
+        }
+        this.closing.close_sent();
+        Poll::Ready(None)
     }
 }
 
