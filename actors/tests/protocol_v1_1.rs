@@ -5,6 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
+use ephemera_actors::connection::Outgoing;
 use ephemera_actors::{ChatConfig, Hub};
 use serde_json::{json, Value};
 
@@ -290,4 +291,56 @@ async fn a_resend_after_a_drop_is_delivered_exactly_once_whether_or_not_the_serv
     b.expect("stranger_back").await;
     assert_eq!(b.expect("msg").await["text"], "lost");
     b.nothing().await;
+}
+
+/// The first thing a connection gets after its greeting: a text frame's type, or a close code.
+async fn first_answer(client: &TestClient) -> String {
+    for _ in 0..100_000 {
+        match client.connection.out.try_recv() {
+            Some(Outgoing::Text(text)) => {
+                let frame: Value = serde_json::from_str(&text).unwrap();
+                return frame["type"].as_str().unwrap().to_owned();
+            }
+            Some(Outgoing::Close { code, .. }) => return format!("close {code}"),
+            Some(_) => {}
+            None => tokio::task::yield_now().await,
+        }
+    }
+    panic!("no answer: the session is stuck");
+}
+
+#[actix_rt::test]
+async fn two_fresh_sessions_that_name_each_other_at_once_are_never_stuck() {
+    // Each hands its connection to the other; on two threads both may do so at the same
+    // moment, and neither may then wait on the other's answer (that held both sessions, and
+    // their sockets, for good). Whichever way it goes, every connection is answered.
+    let hub = Hub::start(ChatConfig::unlimited());
+    let other_thread = actix::Arbiter::new();
+    for _ in 0..20 {
+        let x = TestClient::connect_from(&hub, ip(1)).await;
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let on_other = hub.clone();
+        other_thread.spawn(async move {
+            let _ = sender.send(TestClient::connect_from(&on_other, ip(2)).await);
+        });
+        let y = receiver.await.unwrap();
+        let (token_x, token_y) = (token(&x), token(&y));
+        tokio::join!(
+            x.send(json!({"type":"resume","session":token_y})),
+            y.send(json!({"type":"resume","session":token_x})),
+        );
+        let answers = [first_answer(&x).await, first_answer(&y).await];
+        assert!(
+            answers.iter().all(|a| a == "hello" || a == "close 4001"),
+            "{answers:?}"
+        );
+        assert!(answers.contains(&"hello".to_owned()), "{answers:?}");
+        for (client, answer) in [(x, &answers[0]), (y, &answers[1])] {
+            if answer == "hello" {
+                client.send(json!({"type":"leave"})).await;
+                let mut client = client;
+                assert_eq!(client.expect("error").await["code"], "not_chatting");
+            }
+        }
+    }
 }

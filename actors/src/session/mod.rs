@@ -325,20 +325,28 @@ impl Session {
             token: ResumeToken::presented(&token),
         };
         let handover = target.send(SessionCommand::Attach(attach)).into_actor(self);
-        ctx.wait(handover.map(|answer, session, ctx| match answer {
-            // The connection is the other session's now; this one was only ever its doorway.
-            Ok(Ok(())) => ctx.stop(),
-            // That session is shutting down: keep the connection, as a fresh session.
-            Ok(Err(AttachRejected { sink, frames })) => {
-                session.connection = Some(Connection {
-                    sink,
-                    frames: session.read_frames(frames, ctx),
-                });
-                session.say_fresh_hello(ctx);
+        // Spawned, not awaited with `ctx.wait`: two fresh sessions that name each other would
+        // each wait for the other's answer forever. Meanwhile this one has no connection.
+        ctx.spawn(handover.map(|answer, session, ctx| {
+            let resumed_meanwhile = session.connection.is_some();
+            match answer {
+                // The connection is the other session's now; this one was only its doorway,
+                // unless its own token brought it a connection meanwhile.
+                Ok(Ok(())) | Err(_) if !resumed_meanwhile => ctx.stop(),
+                Ok(Ok(())) | Err(_) => {}
+                // That session is shutting down: keep the connection, as a fresh session.
+                Ok(Err(AttachRejected { sink, frames })) if !resumed_meanwhile => {
+                    session.connection = Some(Connection {
+                        sink,
+                        frames: session.read_frames(frames, ctx),
+                    });
+                    session.say_fresh_hello(ctx);
+                }
+                Ok(Err(AttachRejected { mut sink, .. })) => sink.send(Outgoing::Close {
+                    code: close_code::TRY_AGAIN_LATER,
+                    reason: "try again later",
+                }),
             }
-            // That session stopped before it read the attach; the connection went with the
-            // message and closes, and the client's next try starts afresh.
-            Err(_) => ctx.stop(),
         }));
     }
 
@@ -607,6 +615,8 @@ impl Session {
         }
         self.away_generation += 1;
         self.context.metrics().sessions_resumed.increment(1);
+        // A fresh session resumed before its first frame came: its first hello is answered.
+        self.token = None;
         self.attach(attach.sink, attach.frames, ctx);
         self.send_hello(&attach.token, true, ctx);
         let ResumePoint {
