@@ -5,6 +5,7 @@ import { VideoCall } from "./call.js";
 import { loadPrefs, savePrefs } from "./prefs.js";
 
 const $ = (id) => document.getElementById(id);
+/// How a chat ended, in the log and in the status line, where people look.
 const ENDED = {
   you_left: "You left the chat.",
   stranger_left: "The stranger left the chat.",
@@ -24,6 +25,12 @@ let call = null;
 let localStream = null;
 let recorder = null;
 let wentOffline = false;
+/// The page's words for an idle session: how the last chat ended, or that the queue was left.
+let idleStatus = "";
+/// A resumed connection's replay may end the old chat and start a new one at once (a `next`
+/// sent just before the drop); the old chat's end is then kept at the top of the new log.
+let replaying = false;
+let endedWhileAway = "";
 const objectUrls = [];
 
 // ---- preferences and theme -------------------------------------------------------------------
@@ -57,10 +64,10 @@ $("theme").addEventListener("click", () => {
 
 // ---- the log ---------------------------------------------------------------------------------
 
-function addLine(who, content, localId) {
+function addLine(who, content, id) {
   const item = document.createElement("li");
   item.className = who;
-  if (localId) item.dataset.localId = localId;
+  if (id) item.dataset.id = id;
   const label = document.createElement("strong");
   label.textContent = who === "you" ? "You: " : who === "stranger" ? "Stranger: " : "";
   item.append(label, content);
@@ -81,16 +88,28 @@ function clearLog() {
   $("log").replaceChildren();
 }
 
-function pendingLine(localId) {
-  return $("log").querySelector(`li[data-local-id="${localId}"]`);
+/// The line of a message this page sent, by the id the client gave it.
+function sentLine(id) {
+  return [...$("log").querySelectorAll("li.you[data-id]")].find((li) => li.dataset.id === id);
 }
 
-function mediaElement(frame) {
-  const bytes = Uint8Array.from(atob(frame.data), (c) => c.charCodeAt(0));
-  const url = URL.createObjectURL(new Blob([bytes], { type: frame.mime }));
+/// A line of ours, shown at once and marked pending until the server's echo confirms it.
+function addPendingLine(content, id) {
+  const line = addLine("you", content, id);
+  line.classList.add("pending");
+  line.setAttribute("aria-busy", "true");
+  return line;
+}
+
+function base64Blob(frame) {
+  return new Blob([Uint8Array.from(atob(frame.data), (c) => c.charCodeAt(0))], { type: frame.mime });
+}
+
+function mediaElement(kind, blob, from) {
+  const url = URL.createObjectURL(blob);
   objectUrls.push(url);
-  const who = frame.from === "you" ? "you" : "the stranger";
-  if (frame.kind === "image") {
+  const who = from === "you" ? "you" : "the stranger";
+  if (kind === "image") {
     const img = document.createElement("img");
     img.src = url;
     img.alt = `Image from ${who}`;
@@ -105,16 +124,46 @@ function mediaElement(frame) {
 
 // ---- the chat --------------------------------------------------------------------------------
 
-/// The chat's state on the page, for styles and tests: idle, waiting or chatting.
-function showState() {
-  $("chat").dataset.state = client.state;
+/// The controls for the chat's state: between chats nothing can be said, so the message box
+/// and media buttons are disabled and say why, and Next and Stop say what they will do.
+/// The state is also on the page for styles and tests: idle, waiting or chatting.
+function showControls() {
+  const state = client.state;
+  const inChat = client.inChat;
+  $("chat").dataset.state = state;
+  const text = $("text");
+  text.disabled = !inChat;
+  $("send").disabled = !inChat;
+  text.placeholder = inChat ? "Say hi"
+    : state === "waiting" ? "Waiting for a stranger…"
+    : state === "chatting" ? "Leaving this chat…"
+    : "Not in a chat: New chat (Esc) meets someone";
+  // Media is not held while offline, so the buttons wait for the connection too.
+  $("image").disabled = $("voice").disabled = !(inChat && client.connected);
+  $("next").textContent = state === "idle" ? "New chat" : "Next";
+  $("stop").textContent = state === "idle" ? "Leave" : "Stop";
+  $("report").disabled = !(inChat && client.connected);
+  if (!inChat) {
+    clearTimeout(typingTimer);
+    showTyping(false);
+    if (recorder) stopRecording(false);
+  }
+  // A disabled box drops the focus, and it stays dropped: moved to New chat, the next space
+  // of a sentence typed on would start a chat. Esc, or Tab, reaches it.
 }
-for (const type of ["hello", "waiting", "matched", "ended", "lost", "left"]) client.addEventListener(type, showState);
+for (const type of ["hello", "waiting", "matched", "ended", "lost", "left", "leaving", "disconnected"]) {
+  client.addEventListener(type, showControls);
+}
 
-function setIdleControls(idle) {
-  $("next").textContent = idle ? "New chat" : "Next";
-  $("stop").textContent = idle ? "Leave" : "Stop";
-  $("report").disabled = idle;
+/// The indicator's line keeps its space while hidden, so the message box never moves.
+function showTyping(active) {
+  $("typing").classList.toggle("active", active);
+}
+
+/// The status line between chats, and the words it comes back to after a reconnect.
+function idle(words) {
+  idleStatus = words;
+  status(words);
 }
 
 async function start() {
@@ -132,10 +181,11 @@ async function start() {
   $("chat").hidden = false;
   $("video").hidden = prefs.mode !== "video";
   status("Connecting…");
+  idleStatus = "";
+  showControls();
   if (prefs.mode === "video") await openCamera();
   findOnHello = true;
   client.connect();
-  $("text").focus();
 }
 
 function find() {
@@ -156,9 +206,16 @@ function backToLobby() {
   $("start").focus();
 }
 
+/// The chatter asked for something new: an earlier chat's end is no news any more.
+function chatterActed() {
+  replaying = false;
+  endedWhileAway = "";
+}
+
 client.addEventListener("hello", (e) => {
   const hello = e.detail;
   showOnline(hello.online);
+  replaying = hello.resumed;
   if (findOnHello) {
     findOnHello = false;
     find();
@@ -166,81 +223,91 @@ client.addEventListener("hello", (e) => {
     status("Reconnected.");
   } else if (hello.state === "waiting") {
     status("Looking for a stranger…");
+  } else {
+    status(idleStatus || "Not in a chat.");
   }
 });
 client.addEventListener("lost", () => {
   endCall();
   say("The connection was lost for too long and the chat has ended.");
-  status("");
-  setIdleControls(true);
+  idle("The connection was lost for too long, so the chat ended.");
 });
-client.addEventListener("left", () => {
-  status("You left the queue.");
-  setIdleControls(true);
-});
+client.addEventListener("left", () => idle("You left the queue."));
 client.addEventListener("working", () => status("Checking you are not a bot…"));
 client.addEventListener("waiting", (e) => {
   showOnline(e.detail.online);
-  setIdleControls(false);
   status("Looking for a stranger…");
 });
 client.addEventListener("matched", (e) => {
   clearLog();
-  setIdleControls(false);
+  $("text").value = ""; // a draft for the last stranger is not for this one
+  if (endedWhileAway) say(`While you were away: ${endedWhileAway}`);
+  chatterActed();
   const { stranger, common, initiator } = e.detail;
   const name = stranger.nick ? ` (${stranger.nick})` : "";
   const shared = common.length ? ` You both like ${common.join(", ")}.` : "";
   status(`You're now chatting with a stranger${name}.${shared}`);
+  // Straight to the message box, unless the chatter is busy in another field.
+  if ([document.body, $("next"), $("start"), null].includes(document.activeElement)) $("text").focus();
   if (e.detail.mode === "video") startCall(initiator);
   refreshOnline();
 });
-client.addEventListener("msg", (e) => {
-  const { from, text, localId } = e.detail;
-  const pending = localId && pendingLine(localId);
-  if (pending) {
-    pending.classList.remove("pending");
-    pending.removeAttribute("aria-busy");
-  } else {
-    addLine(from, document.createTextNode(text));
-  }
-});
-client.addEventListener("media", (e) => addLine(e.detail.from, mediaElement(e.detail)));
-client.addEventListener("typing", (e) => { $("typing").hidden = !e.detail.active; });
+
+/// A `msg` or `media`: the echo of ours confirms its pending line (matched by id, so two
+/// identical messages are told apart); anything else is a new line.
+function showMessage(frame, content) {
+  const line = frame.from === "you" && frame.id ? sentLine(frame.id) : null;
+  if (!line) return addLine(frame.from, content());
+  line.classList.remove("pending", "failed");
+  line.removeAttribute("aria-busy");
+  line.querySelector(".problem")?.remove();
+}
+client.addEventListener("msg", (e) => showMessage(e.detail, () => document.createTextNode(e.detail.text)));
+client.addEventListener("media", (e) => showMessage(e.detail, () => mediaElement(e.detail.kind, base64Blob(e.detail), e.detail.from)));
+client.addEventListener("typing", (e) => showTyping(e.detail.active));
 client.addEventListener("signal", (e) => call?.handle(e.detail.data));
 client.addEventListener("stranger_away", () => {
-  $("typing").hidden = true;
+  showTyping(false);
   status("The stranger's connection dropped, waiting…");
 });
 client.addEventListener("stranger_back", () => status("The stranger is back."));
 client.addEventListener("ended", (e) => {
-  $("typing").hidden = true;
   endCall();
-  say(ENDED[e.detail.reason] || "The chat ended.");
-  status("");
-  setIdleControls(true);
+  const words = ENDED[e.detail.reason] || "The chat ended.";
+  say(words);
+  idle(words);
+  if (replaying) endedWhileAway = words;
 });
-client.addEventListener("error", (e) => say(errorText(e.detail)));
+// Outside a chat the controls are disabled, so `not_chatting` only comes in a race with the
+// chat's end, which the log already shows; a refused message is marked on its own line.
+client.addEventListener("error", (e) => { if (e.detail.code !== "not_chatting") say(errorText(e.detail)); });
 client.addEventListener("unsent", (e) => {
-  const line = pendingLine(e.detail.localId);
-  if (line) {
-    line.classList.replace("pending", "failed");
-    line.title = e.detail.reason;
-    line.append(document.createTextNode(` (${e.detail.reason})`));
+  const line = sentLine(e.detail.id);
+  if (!line) return say(e.detail.reason);
+  line.classList.replace("pending", "failed");
+  line.removeAttribute("aria-busy");
+  const problem = document.createElement("span");
+  problem.className = "problem";
+  problem.textContent = ` ${e.detail.reason}`;
+  line.append(problem);
+});
+function showConnectionLost() {
+  if (client.state === "idle") {
+    // Keep how the chat ended in view (a restarting server closes right after saying so).
+    status(`${idleStatus} ${navigator.onLine ? "Reconnecting…" : "You are offline."}`.trim());
+  } else {
+    status(navigator.onLine ? "Connection lost, reconnecting…" : "You are offline; the chat will resume when the network is back.");
   }
-});
-client.addEventListener("disconnected", () => {
-  status(navigator.onLine ? "Connection lost, reconnecting…" : "You are offline; the chat will resume when the network is back.");
-});
+}
+client.addEventListener("disconnected", showConnectionLost);
 
 $("start").addEventListener("click", start);
 $("compose").addEventListener("submit", (e) => {
   e.preventDefault();
   const text = $("text").value;
   try {
-    const localId = client.say(text);
-    const line = addLine("you", document.createTextNode(text), localId);
-    line.classList.add("pending");
-    line.setAttribute("aria-busy", "true");
+    const id = client.say(text);
+    addPendingLine(document.createTextNode(text), id);
     $("text").value = "";
     clearTimeout(typingTimer);
     client.typing(false);
@@ -255,10 +322,12 @@ $("text").addEventListener("input", () => {
   typingTimer = setTimeout(() => client.typing(false), 3000);
 });
 $("next").addEventListener("click", () => {
+  chatterActed();
   if (client.state === "idle") find();
   else client.next();
 });
 $("stop").addEventListener("click", () => {
+  chatterActed();
   if (client.state === "idle") backToLobby();
   else client.leave();
 });
@@ -266,6 +335,7 @@ $("report").addEventListener("click", () => $("report-dialog").showModal());
 $("report-dialog").addEventListener("close", () => {
   if ($("report-dialog").returnValue !== "report") return;
   const reason = $("report-dialog").querySelector('input[name="reason"]:checked').value;
+  chatterActed();
   client.report(reason);
 });
 document.addEventListener("keydown", (e) => {
@@ -301,16 +371,22 @@ async function shrinkImage(file, maxBytes) {
   return null;
 }
 
-async function sendImage(file) {
+/// Sends an image or voice note and shows it at once as pending, like a message.
+async function sendMedia(kind, blob) {
   try {
-    let blob = file;
-    if (mediaProblem(client.limits, "image", file.type, file.size)) {
-      blob = (await shrinkImage(file, client.limits?.max_media_bytes ?? 1 << 20).catch(() => null)) ?? file;
-    }
-    client.sendMedia("image", blob.type, await readBase64(blob), blob.size);
+    const id = client.sendMedia(kind, blob.type, await readBase64(blob), blob.size);
+    addPendingLine(mediaElement(kind, blob, "you"), id);
   } catch (error) {
     say(error.message);
   }
+}
+
+async function sendImage(file) {
+  let blob = file;
+  if (mediaProblem(client.limits, "image", file.type, file.size)) {
+    blob = (await shrinkImage(file, client.limits?.max_media_bytes ?? 1 << 20).catch(() => null)) ?? file;
+  }
+  await sendMedia("image", blob);
 }
 
 $("image").addEventListener("click", () => $("image-file").click());
@@ -327,9 +403,16 @@ document.addEventListener("paste", (e) => {
   sendImage(item.getAsFile());
 });
 
+/// Stops the voice note being recorded; it is sent only when the chatter asked, not when
+/// the chat ended under it.
+function stopRecording(send) {
+  recorder.send = send;
+  recorder.stop();
+}
+
 async function toggleVoiceNote() {
   if (recorder) {
-    recorder.stop();
+    stopRecording(true);
     return;
   }
   const type = ["audio/webm;codecs=opus", "audio/ogg;codecs=opus", "audio/webm"].find((t) => MediaRecorder.isTypeSupported(t));
@@ -347,21 +430,17 @@ async function toggleVoiceNote() {
   const tick = setInterval(() => {
     const seconds = Math.floor((Date.now() - started) / 1000);
     $("voice").textContent = `Stop and send (${seconds} s)`;
-    if (seconds >= maxSeconds) recorder?.stop();
+    if (seconds >= maxSeconds && recorder) stopRecording(true);
   }, 250);
   recorder.ondataavailable = (e) => chunks.push(e.data);
   recorder.onstop = async () => {
+    const send = recorder.send;
     clearInterval(tick);
     for (const track of stream.getTracks()) track.stop();
     recorder = null;
     $("voice").textContent = "Voice note";
     $("voice").setAttribute("aria-pressed", "false");
-    const blob = new Blob(chunks, { type: type.split(";")[0] });
-    try {
-      client.sendMedia("audio", blob.type, await readBase64(blob), blob.size);
-    } catch (error) {
-      say(error.message);
-    }
+    if (send) await sendMedia("audio", new Blob(chunks, { type: type.split(";")[0] }));
   };
   recorder.start();
   $("voice").setAttribute("aria-pressed", "true");
@@ -443,7 +522,7 @@ function endCall() {
 
 addEventListener("offline", () => {
   wentOffline = true;
-  status("You are offline; the chat will resume when the network is back.");
+  showConnectionLost();
 });
 addEventListener("online", () => {
   if (!wentOffline) return;

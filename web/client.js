@@ -1,13 +1,25 @@
-// Protocol v1 client: no DOM here, so node's test runner can drive it with a fake socket.
-// It keeps the resume token in sessionStorage, reconnects with backoff and jitter after a drop,
-// drops replayed events it has already seen (by seq), and holds messages typed while offline
-// until the chat is back. The view listens to its events; every event's detail is the frame.
+// Protocol v1.1 client: no DOM here, so node's test runner can drive it with a fake socket.
+// It keeps the resume token in sessionStorage and resumes with a `resume` frame (never in a
+// URL), reconnects with backoff and jitter after a drop, drops replayed events it has already
+// seen (by seq, within one chat), and gives every message an id so that what was pending at a
+// drop is resent after the resume and delivered exactly once. The view listens to its events;
+// every event's detail is the frame.
 
 const TOKEN_KEY = "ephemera.session";
-/// Messages typed while disconnected, at most; more would be a surprise flood on reconnect.
-const MAX_QUEUED = 20;
-/// How long after a resume a message sent before the drop may still be echoed by the replay.
-const UNACKED_GRACE_MS = 3000;
+/// Messages waiting for the server, at most; more typed offline would be a surprise flood.
+const MAX_PENDING = 20;
+/// Messages and media sent per second, at most: under the server's default of 5, so a resend
+/// of everything held during a drop is paced rather than refused.
+const POSTS_PER_SECOND = 4;
+/// Errors the server may answer a `msg` or `media` with; each means one of them was refused.
+const REFUSED = {
+  not_chatting: "Not sent: the chat ended.",
+  rate_limited: "Not sent: you were sending too fast.",
+  too_large: "Not sent: it was too large.",
+  bad_request: "Not sent: the server refused it.",
+};
+const NOT_SENT_ENDED = REFUSED.not_chatting;
+const NOT_SENT_LOST = "Not sent: the connection was lost.";
 
 export const REPORT_REASONS = ["spam", "harassment", "nudity", "minor", "other"];
 
@@ -59,6 +71,7 @@ export function errorText(frame) {
     case "too_large": return "That was too large to send.";
     case "server_busy": return "The server is full right now. Please try again in a minute.";
     case "age_required": return "You must confirm you are 18 or older.";
+    case "not_chatting": return "You are not in a chat.";
     default: return frame.message || "Something went wrong.";
   }
 }
@@ -66,6 +79,8 @@ export function errorText(frame) {
 function kib(bytes) {
   return bytes >= 1 << 20 ? `${(bytes / (1 << 20)).toFixed(1)} MiB` : `${Math.ceil(bytes / 1024)} KiB`;
 }
+
+const BASE64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 export class ChatClient extends EventTarget {
   /// `env` replaces the browser's globals in unit tests.
@@ -75,56 +90,103 @@ export class ChatClient extends EventTarget {
     this.WebSocket = env.WebSocket ?? globalThis.WebSocket;
     this.storage = env.storage ?? globalThis.sessionStorage;
     this.random = env.random ?? Math.random;
+    this.now = env.now ?? Date.now;
     this.setTimeout = env.setTimeout ?? globalThis.setTimeout.bind(globalThis);
     this.clearTimeout = env.clearTimeout ?? globalThis.clearTimeout.bind(globalThis);
     this.ws = null;
-    this.lastSeq = 0;
+    /// Where this connection is in its greeting: "hello" (waiting for the server's first
+    /// hello), "resume" (resume sent, waiting for the hello that answers it) or "open".
+    this.greeting = "open";
+    this.offeredHello = null; // the first hello of a connection that is resuming
+    this.chatId = null; // the chat the session is in, or last saw; named when resuming
+    this.lastSeq = 0; // the highest seq seen within that chat
     this.attempt = 0;
     this.retryTimer = null;
     this.stopped = false;
     this.connected = false;
     this.state = "idle";
+    this.leaving = false; // next, leave or report sent; the chat's `ended` has not come yet
     this.hello = null;
-    this.queued = []; // { id, text } typed while disconnected
-    this.unacked = []; // { id, text } sent, echo not seen yet
-    this.nextLocalId = 1;
+    /// Messages and media the server has not answered, oldest first: { id, frame, sent }.
+    /// `sent` is true once the frame went out on the current connection.
+    this.pending = [];
+    this.refusals = 0; // refusal errors not yet matched to a pending message
+    this.refusedWith = null; // the latest of them, for its words
+    this.postTimes = []; // when the latest messages went out, for pacing
+    this.pumpTimer = null;
+    // Ids are unique within the session: a random prefix per page, then a counter.
+    this.idPrefix = Array.from({ length: 8 }, () => BASE64URL[Math.floor(this.random() * 64)]).join("");
+    this.nextId = 1;
   }
 
   get limits() { return this.hello?.limits ?? null; }
 
-  /// Opens the socket, resuming the tab's session if it has one.
+  /// True while a message can be sent now or held for the resume: in a chat, not leaving it.
+  get inChat() { return this.state === "chatting" && !this.leaving; }
+
+  /// Opens the socket at the plain URL; a session the tab already has is resumed by a frame,
+  /// since a URL is seen by proxies and access logs.
   connect() {
     this.stopped = false;
     this.clearTimeout(this.retryTimer);
     this.retryTimer = null;
-    const token = this.storage.getItem(TOKEN_KEY);
-    const url = token
-      ? `${this.url}?resume=${encodeURIComponent(token)}&last_seq=${this.lastSeq}`
-      : this.url;
-    const ws = new this.WebSocket(url);
+    const ws = new this.WebSocket(this.url);
     const previous = this.ws;
     this.ws = ws;
+    this.greeting = "hello";
+    this.offeredHello = null;
     ws.onmessage = (event) => {
       if (this.ws !== ws) return;
       let frame;
       try { frame = JSON.parse(event.data); } catch { return; }
-      if (frame.type === "hello" && previous && previous !== ws) {
-        // The new connection has taken over; the old one may still be open after a network
-        // change. The server has already let go of it, so closing it ends nothing.
-        previous.onclose = null;
-        previous.onmessage = null;
-        try { previous.close(); } catch { /* already closed */ }
-      }
+      if (this.greeting !== "open") return this.greet(ws, frame, previous);
       this.receive(frame);
     };
     ws.onclose = (event) => {
       if (this.ws !== ws) return;
       this.ws = null;
       this.connected = false;
+      this.greeting = "open";
+      this.clearTimeout(this.pumpTimer);
+      // Whatever was in flight may or may not have arrived: it goes again, with its id.
+      for (const entry of this.pending) entry.sent = false;
       this.emit("disconnected", { code: event.code });
       // 1000: we or the server ended the session on purpose; 1008: refused for misbehaving.
       if (!this.stopped && event.code !== 1000 && event.code !== 1008) this.reconnectLater();
     };
+  }
+
+  /// The frames before a connection is open: the first hello is a fresh session, kept only
+  /// when the tab has none to resume; otherwise `resume` goes first, and the second hello
+  /// says which session this connection holds. Nothing else is sent until then.
+  greet(ws, frame, previous) {
+    const token = this.storage.getItem(TOKEN_KEY);
+    if (this.greeting === "hello" && frame.type === "hello" && token) {
+      this.greeting = "resume";
+      this.offeredHello = frame;
+      const resume = { type: "resume", session: token, last_seq: this.lastSeq };
+      if (this.chatId) resume.chat = this.chatId;
+      ws.send(JSON.stringify(resume));
+      return;
+    }
+    let hello = frame;
+    if (this.greeting === "resume" && frame.type === "error") {
+      // A server older than v1.1 refuses the frame; the session it offered is all there is.
+      hello = this.offeredHello;
+    } else if (frame.type !== "hello") {
+      // Refused at the door (server_busy, rate_limited): say why; the close follows.
+      if (frame.type === "error") this.emit("error", frame);
+      return;
+    }
+    this.greeting = "open";
+    if (previous && previous !== ws) {
+      // The new connection has taken over; the old one may still be open after a network
+      // change. The server has already let go of it, so closing it ends nothing.
+      previous.onclose = null;
+      previous.onmessage = null;
+      try { previous.close(); } catch { /* already closed */ }
+    }
+    this.receiveHello(hello);
   }
 
   reconnectLater() {
@@ -142,79 +204,116 @@ export class ChatClient extends EventTarget {
   }
 
   receive(frame) {
-    if (frame.type === "hello") return this.receiveHello(frame);
-    if (frame.type === "matched") {
-      this.lastSeq = frame.seq ?? 1; // a new chat numbers from 1 again
-    } else if (typeof frame.seq === "number") {
-      if (frame.seq <= this.lastSeq) return; // replayed, and already shown
+    if (frame.type === "hello") return; // only ever the first frame, handled by greet
+    if (frame.type === "matched" && frame.chat !== this.chatId) {
+      // A new chat numbers from 1 again; a replayed `matched` of this chat is a duplicate.
+      this.chatId = frame.chat ?? null;
+      this.lastSeq = 0;
+    }
+    if (typeof frame.seq === "number") {
+      if (frame.seq <= this.lastSeq) return; // replayed or answered twice, and already shown
       this.lastSeq = frame.seq;
     }
     switch (frame.type) {
       case "waiting": this.state = "waiting"; break;
-      case "matched": this.state = "chatting"; break;
+      case "matched":
+        this.state = "chatting";
+        this.leaving = false;
+        this.dropPending(NOT_SENT_ENDED); // none expected: a chat's end already dropped them
+        break;
       case "ended":
         this.state = "idle";
-        this.dropUnsent("The chat ended before this was sent.");
+        this.leaving = false;
+        this.dropPending(NOT_SENT_ENDED);
         break;
       case "msg":
-        if (frame.from === "you") {
-          const index = this.unacked.findIndex((m) => m.text === frame.text);
-          if (index >= 0) frame = { ...frame, localId: this.unacked.splice(index, 1)[0].id };
-        }
+      case "media":
+        if (frame.from === "you" && frame.id) this.confirm(frame.id);
         break;
       case "error":
         if (frame.code === "pow_required" || frame.code === "pow_invalid") this.solvedPow = false;
+        if (frame.code in REFUSED) {
+          this.refusals += 1;
+          this.refusedWith = frame;
+          this.settleRefusals();
+        }
         break;
     }
     this.emit(frame.type, frame);
   }
 
   receiveHello(frame) {
-    const resumedChat = frame.resumed && frame.state === "chatting";
     const wasBusy = this.state === "chatting" || this.state === "waiting";
     this.hello = frame;
     this.connected = true;
     this.attempt = 0;
+    this.refusals = 0;
     this.storage.setItem(TOKEN_KEY, frame.session);
     if (!frame.resumed) {
+      this.chatId = null;
       this.lastSeq = 0;
+      this.leaving = false;
       this.solvedPow = false;
     }
     this.state = frame.state;
     this.emit("hello", frame);
-    // The session came back empty: the grace ran out, or the server restarted.
-    if (wasBusy && frame.state === "idle") this.emit("lost", {});
-    if (resumedChat) {
-      const sentBeforeDrop = this.unacked.map((m) => m.id);
-      this.flushQueued();
-      // A message sent just before the drop either reached the server (its echo is in the
-      // replay that follows this hello) or did not; after a moment, say so rather than guess.
-      this.setTimeout(() => {
-        for (const id of sentBeforeDrop) {
-          const index = this.unacked.findIndex((m) => m.id === id);
-          if (index >= 0) {
-            this.unacked.splice(index, 1);
-            this.emit("unsent", { localId: id, reason: "This may not have been delivered." });
-          }
-        }
-      }, UNACKED_GRACE_MS);
+    // The session came back empty: the grace ran out, or the server restarted. (A resumed
+    // session whose chat ended while away hears it from the replayed `ended`.)
+    if (wasBusy && !frame.resumed) this.emit("lost", {});
+    if (frame.resumed && this.inChat) {
+      // Still in the chat: what the server has not confirmed goes again with the same id. It
+      // either never arrived, or the server answers with the original echo and relays nothing.
+      this.pump();
     } else {
-      this.dropUnsent(frame.resumed ? "The chat ended before this was sent." : "The connection was lost before this was sent.");
+      this.dropPending(frame.resumed ? NOT_SENT_ENDED : NOT_SENT_LOST);
     }
   }
 
-  dropUnsent(reason) {
-    for (const m of [...this.queued, ...this.unacked]) this.emit("unsent", { localId: m.id, reason });
-    this.queued = [];
-    this.unacked = [];
+  /// An echo from the server: that message is delivered. Echoes come in the order the
+  /// messages were sent, so a refusal still unmatched may now be placed.
+  confirm(id) {
+    const index = this.pending.findIndex((entry) => entry.id === id);
+    if (index >= 0) this.pending.splice(index, 1);
+    this.settleRefusals();
   }
 
-  flushQueued() {
-    const queued = this.queued;
-    this.queued = [];
-    for (const m of queued) {
-      this.unacked.push(m);
-      this.send({ type: "msg", text: m.text });
+  /// Refusals carry no id. Each one answers a message sent on this connection, and every
+  /// accepted one is echoed; so once as many refusals have come as there are messages still
+  /// waiting for an answer, those messages are the refused ones.
+  settleRefusals() {
+    const waiting = this.pending.filter((entry) => entry.sent);
+    if (waiting.length === 0) this.refusals = 0; // about something else, such as `typing`
+    if (this.refusals === 0 || this.refusals < waiting.length) return;
+    this.refusals = 0;
+    this.pending = this.pending.filter((entry) => !entry.sent);
+    const reason = REFUSED[this.refusedWith?.code] ?? REFUSED.bad_request;
+    for (const entry of waiting) this.emit("unsent", { id: entry.id, reason });
+  }
+
+  dropPending(reason) {
+    this.clearTimeout(this.pumpTimer);
+    for (const entry of this.pending) this.emit("unsent", { id: entry.id, reason });
+    this.pending = [];
+    this.refusals = 0;
+  }
+
+  /// Sends what is pending and not yet sent on this connection, in order, at most
+  /// POSTS_PER_SECOND a second; the rest waits for a timer.
+  pump() {
+    this.clearTimeout(this.pumpTimer);
+    this.pumpTimer = null;
+    if (!this.connected || !this.inChat) return;
+    for (const entry of this.pending) {
+      if (entry.sent) continue;
+      const now = this.now();
+      this.postTimes = this.postTimes.filter((time) => now - time < 1000);
+      if (this.postTimes.length >= POSTS_PER_SECOND) {
+        this.pumpTimer = this.setTimeout(() => this.pump(), this.postTimes[0] + 1000 - now);
+        return;
+      }
+      if (!this.send(entry.frame)) return;
+      entry.sent = true;
+      this.postTimes.push(now);
     }
   }
 
@@ -236,49 +335,54 @@ export class ChatClient extends EventTarget {
     return this.send(frame);
   }
 
-  /// Sends a chat message; returns its local id (the echo carries it back as `localId`), or
-  /// throws an Error whose message is for people. While disconnected it is queued.
+  /// Sends a chat message and returns its id; its echo (an `msg` event from "you") or an
+  /// `unsent` event carries the id back. While disconnected it is held for the resume.
+  /// Throws an Error whose message is for people when it cannot be sent at all.
   say(text) {
     const problem = textProblem(this.limits, text);
     if (problem) throw new Error(problem);
-    const message = { id: this.nextLocalId++, text };
-    if (this.connected && this.send({ type: "msg", text })) {
-      this.unacked.push(message);
-    } else if (this.state === "chatting" && this.queued.length < MAX_QUEUED) {
-      this.queued.push(message);
-    } else {
-      throw new Error(this.state === "chatting" ? "Too many messages waiting for the connection." : "You are not in a chat.");
-    }
-    return message.id;
+    return this.post({ type: "msg", text });
   }
 
-  /// Sends an image or voice note given as base64; throws when it breaks the server's limits.
+  /// Sends an image or voice note given as base64 and returns its id, like `say`.
   sendMedia(kind, mime, base64, bytes) {
     const problem = mediaProblem(this.limits, kind, mime, bytes);
     if (problem) throw new Error(problem);
-    if (this.state !== "chatting") throw new Error("You are not in a chat.");
-    if (!this.send({ type: "media", kind, mime, data: base64 })) {
-      throw new Error("Not connected; try again when the connection is back.");
-    }
+    // Media is not held while offline: a few of them would be megabytes kept for a maybe.
+    if (this.inChat && !this.connected) throw new Error("Not connected; try again when the connection is back.");
+    return this.post({ type: "media", kind, mime, data: base64 });
+  }
+
+  post(frame) {
+    if (!this.inChat) throw new Error("You are not in a chat.");
+    if (this.pending.length >= MAX_PENDING) throw new Error("Too many messages are waiting to be sent.");
+    const id = `${this.idPrefix}${(this.nextId++).toString(36)}`;
+    this.pending.push({ id, frame: { ...frame, id }, sent: false });
+    this.pump();
+    return id;
   }
 
   /// Tells the stranger whether we are typing: only in a chat, only when it changes, and a
   /// "still typing" at most every 2 s, well under the server's max_typing_per_second.
   typing(active) {
-    const now = Date.now();
-    if (this.state !== "chatting") { this.typingSent = false; return; }
+    const now = this.now();
+    if (!this.inChat || !this.connected) { this.typingSent = false; return; }
     if (active === Boolean(this.typingSent) && (!active || now - this.typingSentAt < 2000)) return;
     this.typingSent = active;
     this.typingSentAt = now;
     this.send({ type: "typing", active });
   }
   signal(data) { return this.send({ type: "signal", data }); }
-  next() { return this.send({ type: "next" }); }
+
+  /// Ends the chat (the `ended` follows) and queues again.
+  next() { return this.sendLeaving({ type: "next" }); }
+
   /// Ends the chat, or leaves the queue. The server does not answer a leave from the queue,
   /// so the session is idle at once and `left` tells the view.
   leave() {
-    const sent = this.send({ type: "leave" });
-    if (sent && this.state === "waiting") {
+    const waiting = this.state === "waiting";
+    const sent = this.sendLeaving({ type: "leave" });
+    if (sent && waiting) {
       this.state = "idle";
       this.emit("left", {});
     }
@@ -287,13 +391,24 @@ export class ChatClient extends EventTarget {
 
   report(reason) {
     if (!REPORT_REASONS.includes(reason)) throw new Error(`Unknown report reason: ${reason}`);
-    return this.send({ type: "report", reason });
+    return this.sendLeaving({ type: "report", reason });
+  }
+
+  /// A frame that ends the chat: from here until its `ended`, nothing more is said in it.
+  sendLeaving(frame) {
+    const sent = this.send(frame);
+    if (sent && this.state === "chatting") {
+      this.leaving = true;
+      this.emit("leaving", {});
+    }
+    return sent;
   }
 
   /// Ends everything: the session, its token, any reconnect.
   close() {
     this.stopped = true;
     this.clearTimeout(this.retryTimer);
+    this.clearTimeout(this.pumpTimer);
     this.storage.removeItem(TOKEN_KEY);
     if (this.ws) {
       this.ws.onclose = null;
@@ -301,6 +416,12 @@ export class ChatClient extends EventTarget {
       this.ws = null;
     }
     this.connected = false;
+    this.greeting = "open";
+    this.pending = [];
+    this.chatId = null;
+    this.lastSeq = 0;
+    this.state = "idle";
+    this.leaving = false;
   }
 
   emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }

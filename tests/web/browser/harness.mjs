@@ -2,7 +2,7 @@
 // (a network drop the server really sees), and Debian's Chromium driven by playwright-core.
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -12,6 +12,11 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../.
 const BINARY = process.env.EPHEMERA_TEST_BINARY ?? path.join(ROOT, "target/release/ephemera");
 export const SCREENSHOTS = path.join(ROOT, "target/screenshots");
 export const TURN_SECRET = "browser-test-secret";
+/// When set, the page is served from this directory instead of the copy embedded in the
+/// binary: for working on web/ against a server built earlier. Unset, the tests see exactly
+/// what the binary serves.
+const WEB_DIR = process.env.EPHEMERA_TEST_WEB_DIR;
+const CONTENT_TYPES = { html: "text/html", js: "text/javascript", css: "text/css" };
 
 /// Settings for tests: limits lifted, no proof of work, a short heartbeat so drops are seen.
 const TEST_ENV = {
@@ -63,14 +68,19 @@ export async function startTurn() {
 }
 
 /// A TCP proxy in front of the server whose connections can be cut, as a network drop would:
-/// the server sees its sockets close without a WebSocket close frame.
+/// the server sees its sockets close without a WebSocket close frame. Before the cut they can
+/// be stalled: what the server says is lost on the way, while what the page says still
+/// arrives (the echo of a message sent just before a drop is never seen).
 export async function startProxy(targetPort) {
   const sockets = new Set();
+  const pairs = new Set();
   const server = net.createServer((client) => {
     const upstream = net.connect(targetPort, "127.0.0.1");
+    const pair = { client, upstream };
+    pairs.add(pair);
     for (const s of [client, upstream]) {
       sockets.add(s);
-      s.on("close", () => sockets.delete(s));
+      s.on("close", () => { sockets.delete(s); pairs.delete(pair); });
       s.on("error", () => {});
     }
     client.pipe(upstream).pipe(client);
@@ -81,6 +91,12 @@ export async function startProxy(targetPort) {
   return {
     url: `http://127.0.0.1:${port}`,
     cut() { for (const s of sockets) s.destroy(); },
+    stall() {
+      for (const { client, upstream } of pairs) {
+        upstream.unpipe(client);
+        upstream.on("data", () => {}); // keep reading, so the server is not held up
+      }
+    },
     stop() { for (const s of sockets) s.destroy(); server.close(); },
   };
 }
@@ -93,24 +109,51 @@ export async function launchBrowser() {
       "--disable-background-networking", "--disable-component-update", "--disable-sync",
       "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
       "--autoplay-policy=no-user-gesture-required",
+      // A page served by the test (WEB_DIR) has no address of its own, so Chromium would take
+      // it for a public site and block its socket to 127.0.0.1.
+      ...(WEB_DIR ? ["--disable-features=LocalNetworkAccessChecks"] : []),
     ],
   });
 }
 
 /// A fresh browser context (its own storage, like another person) on a phone-sized screen,
-/// recording every request it makes so a test can check none left this server.
+/// recording every request it makes so a test can check none left this server, and every
+/// WebSocket with the frames it carried: { url, sent: [frame], received: [frame] }.
 export async function openPage(browser, url, { width = 360, height = 740 } = {}) {
   const context = await browser.newContext({ viewport: { width, height } });
   await context.grantPermissions(["camera", "microphone"], { origin: url });
+  if (WEB_DIR) await serveWebFromDisk(context);
   const page = await context.newPage();
   const requests = [];
   const problems = [];
+  const sockets = [];
   page.on("request", (request) => requests.push(request.url()));
-  page.on("websocket", (socket) => requests.push(socket.url()));
+  page.on("websocket", (socket) => {
+    requests.push(socket.url());
+    const record = { url: socket.url(), sent: [], received: [] };
+    sockets.push(record);
+    const parse = (payload) => { try { return JSON.parse(payload); } catch { return payload; } };
+    socket.on("framesent", ({ payload }) => record.sent.push(parse(payload)));
+    socket.on("framereceived", ({ payload }) => record.received.push(parse(payload)));
+  });
   page.on("pageerror", (error) => problems.push(String(error)));
   page.on("console", (message) => { if (message.type() === "error") problems.push(message.text()); });
   await page.goto(url);
-  return { page, context, requests, problems };
+  return { page, context, requests, problems, sockets };
+}
+
+async function serveWebFromDisk(context) {
+  await context.route((url) => url.pathname === "/" || url.pathname.startsWith("/static/"), (route) => {
+    const { pathname } = new URL(route.request().url());
+    const name = pathname === "/" ? "index.html" : path.basename(pathname);
+    const extension = name.split(".").pop();
+    route.fulfill({ body: readFileSync(path.join(WEB_DIR, name)), contentType: CONTENT_TYPES[extension] });
+  });
+}
+
+/// The frames of one type a page sent, over all its connections.
+export function sentFrames(person, type) {
+  return person.sockets.flatMap((socket) => socket.sent).filter((frame) => frame.type === type);
 }
 
 /// Every request went to this server's origin (the page and its socket), none elsewhere.

@@ -1,5 +1,6 @@
 // Unit tests of the page's protocol module (web/client.js) with a scripted socket, run by
-// node's own test runner: resume, de-duplication, backoff, limits and the offline queue.
+// node's own test runner: resume by frame, message ids and resends, de-duplication per chat,
+// refusals, the page between chats, backoff, limits and pacing.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 
@@ -11,6 +12,8 @@ const LIMITS = {
   max_text_chars: 10, max_interests: 2, max_interest_chars: 5, max_media_bytes: 1000,
   media_mime_types: ["image/png", "image/jpeg", "audio/webm"],
 };
+const CHAT_A = "chatAAAAAAAAAAAA";
+const CHAT_B = "chatBBBBBBBBBBBB";
 
 class FakeSocket {
   static all = [];
@@ -31,6 +34,7 @@ function makeClient() {
   FakeSocket.all = [];
   const stored = new Map();
   const timers = [];
+  const clock = { now: 1_000_000 };
   const storage = {
     getItem: (k) => stored.get(k) ?? null,
     setItem: (k, v) => stored.set(k, String(v)),
@@ -40,128 +44,302 @@ function makeClient() {
     WebSocket: FakeSocket,
     storage,
     random: () => 0.5,
-    setTimeout: (fn, ms) => timers.push({ fn, ms }),
-    clearTimeout: () => {},
+    now: () => clock.now,
+    setTimeout: (fn, ms) => {
+      const timer = { fn, ms, cleared: false };
+      timers.push(timer);
+      return timer;
+    },
+    clearTimeout: (timer) => { if (timer) timer.cleared = true; },
   });
   const seen = [];
-  for (const type of ["hello", "matched", "msg", "media", "ended", "unsent", "lost", "reconnecting"]) {
+  for (const type of ["hello", "matched", "msg", "media", "ended", "unsent", "lost", "reconnecting", "error"]) {
     client.addEventListener(type, (e) => seen.push({ type, ...e.detail }));
   }
-  return { client, storage, timers, seen, socket: () => FakeSocket.all.at(-1) };
+  const live = () => timers.filter((timer) => !timer.cleared);
+  return {
+    client, storage, clock, seen, socket: () => FakeSocket.all.at(-1),
+    /// Runs the latest timer still set (the reconnect, or the pacing of sends).
+    fire() {
+      const timer = live().at(-1);
+      assert.ok(timer, "a timer is set");
+      timer.cleared = true;
+      timer.fn();
+    },
+    live,
+    of: (type) => seen.filter((e) => e.type === type),
+  };
 }
 
 const hello = (over = {}) => ({
   type: "hello", protocol: 1, session: "tok-1", resumed: false, state: "idle", online: 2,
   limits: LIMITS, ice_servers: [], relay_only: false, pow: null, ...over,
 });
+const matched = (chat, over = {}) => ({
+  type: "matched", seq: 1, chat, mode: "text", common: [], stranger: { nick: null }, initiator: true, ...over,
+});
+const echo = (seq, text, id) => ({ type: "msg", seq, from: "you", text, id });
 
-async function chatting(t) {
+async function chatting(t, chat = CHAT_A) {
   t.client.connect();
   t.socket().deliver(hello());
   await t.client.find({ interests: ["music"] });
-  t.socket().deliver({ type: "matched", seq: 1, mode: "text", common: [], stranger: { nick: null }, initiator: true });
+  t.socket().deliver({ type: "waiting", online: 2 });
+  t.socket().deliver(matched(chat));
 }
 
-test("the token from hello is kept and a reconnect resumes with the last seq seen", async () => {
+/// The connection drops; the reconnect is greeted with a fresh session, the page answers with
+/// `resume`, and `second` is the server's answer to it. Returns the new socket.
+function dropAndResume(t, second) {
+  t.socket().drop();
+  t.fire();
+  const socket = t.socket();
+  socket.deliver(hello({ session: "offered-fresh" }));
+  if (second) socket.deliver(hello(second));
+  return socket;
+}
+
+test("a session with no token keeps the first hello and sends no resume", () => {
+  const t = makeClient();
+  t.client.connect();
+  assert.equal(t.socket().url, "ws://test/ws");
+  t.socket().deliver(hello());
+  assert.deepEqual(t.socket().sent, []);
+  assert.equal(t.storage.getItem("ephemera.session"), "tok-1");
+  assert.equal(t.client.connected, true);
+  assert.equal(t.of("hello").length, 1);
+});
+
+test("a reconnect never puts the token in the URL: resume is the first frame, naming the chat and the last seq", async () => {
   const t = makeClient();
   await chatting(t);
-  assert.deepEqual(t.socket().sent[0], { type: "find", adult: true, mode: "text", interests: ["music"], nick: null });
-  assert.equal(t.storage.getItem("ephemera.session"), "tok-1");
   t.socket().deliver({ type: "msg", seq: 2, from: "stranger", text: "hi" });
   t.socket().drop();
-  assert.equal(t.timers.length, 1, "a reconnect is scheduled");
-  t.timers[0].fn();
-  assert.equal(t.socket().url, "ws://test/ws?resume=tok-1&last_seq=2");
+  t.fire();
+  const socket = t.socket();
+  assert.equal(socket.url, "ws://test/ws");
+  assert.ok(FakeSocket.all.every((s) => !s.url.includes("tok-1")), "no URL carries the token");
+  assert.deepEqual(socket.sent, [], "nothing before the server's first hello");
+
+  socket.deliver(hello({ session: "offered-fresh" }));
+  assert.deepEqual(socket.sent, [{ type: "resume", session: "tok-1", chat: CHAT_A, last_seq: 2 }]);
+  assert.equal(t.storage.getItem("ephemera.session"), "tok-1", "the offered session is not kept");
+  assert.equal(t.of("hello").length, 1, "the offered hello is not the session's");
+  // Until the answer, nothing else goes out: a message is held, typing is not sent.
+  const held = t.client.say("held");
+  t.client.typing(true);
+  t.client.signal({ candidate: null });
+  await t.client.find({});
+  assert.deepEqual(socket.sent.map((f) => f.type), ["resume"]);
+
+  socket.deliver(hello({ resumed: true, state: "chatting" }));
+  assert.equal(t.of("hello").length, 2);
+  assert.equal(t.of("hello").at(-1).resumed, true);
+  assert.deepEqual(socket.sent.slice(1), [{ type: "msg", text: "held", id: held }]);
 });
 
-test("replayed events already shown are dropped, and new ones after them kept", async () => {
+test("a fresh second hello replaces the stored token, and what was pending is marked not sent", async () => {
   const t = makeClient();
   await chatting(t);
-  t.socket().deliver({ type: "msg", seq: 2, from: "stranger", text: "a" });
-  t.socket().drop();
-  t.timers[0].fn();
-  t.socket().deliver(hello({ resumed: true, state: "chatting" }));
-  t.socket().deliver({ type: "msg", seq: 2, from: "stranger", text: "a" });
-  t.socket().deliver({ type: "msg", seq: 3, from: "stranger", text: "b" });
-  assert.deepEqual(t.seen.filter((e) => e.type === "msg").map((e) => e.text), ["a", "b"]);
-});
-
-test("a new chat numbers from 1 again, and a replayed ended is not shown twice", async () => {
-  const t = makeClient();
-  await chatting(t);
-  t.socket().deliver({ type: "msg", seq: 2, from: "stranger", text: "a" });
-  t.socket().deliver({ type: "ended", seq: 3, reason: "stranger_left" });
-  t.socket().drop();
-  t.timers[0].fn();
-  assert.match(t.socket().url, /last_seq=3$/);
-  t.socket().deliver(hello({ resumed: true, state: "idle" }));
-  t.socket().deliver({ type: "ended", seq: 3, reason: "stranger_left" });
-  assert.equal(t.seen.filter((e) => e.type === "ended").length, 1);
-  t.socket().deliver({ type: "matched", seq: 1, mode: "text", common: [], stranger: { nick: null }, initiator: false });
-  t.socket().deliver({ type: "msg", seq: 2, from: "stranger", text: "new chat" });
-  assert.equal(t.seen.filter((e) => e.type === "matched").length, 2);
-  assert.equal(t.seen.at(-1).text, "new chat");
-});
-
-test("messages typed while disconnected are sent once the chat resumes, and acknowledged by their echo", async () => {
-  const t = makeClient();
-  await chatting(t);
-  const sentLive = t.client.say("live");
-  t.socket().drop();
-  const queued = t.client.say("queued");
-  t.timers[0].fn();
-  const resumed = t.socket();
-  resumed.deliver(hello({ resumed: true, state: "chatting" }));
-  assert.deepEqual(resumed.sent, [{ type: "msg", text: "queued" }]);
-  // The replay holds the echo of the message sent before the drop, then the queued one's.
-  resumed.deliver({ type: "msg", seq: 2, from: "you", text: "live" });
-  resumed.deliver({ type: "msg", seq: 3, from: "you", text: "queued" });
-  const echoes = t.seen.filter((e) => e.type === "msg");
-  assert.deepEqual(echoes.map((e) => e.localId), [sentLive, queued]);
-  // Nothing is left to be reported as unsent when the grace timer fires.
-  for (const timer of t.timers.slice(1)) timer.fn();
-  assert.equal(t.seen.filter((e) => e.type === "unsent").length, 0);
-});
-
-test("a message sent just before a drop and missing from the replay is reported, not resent", async () => {
-  const t = makeClient();
-  await chatting(t);
-  const lost = t.client.say("lost");
-  t.socket().drop();
-  t.timers[0].fn();
-  const resumed = t.socket();
-  resumed.deliver(hello({ resumed: true, state: "chatting" }));
-  assert.deepEqual(resumed.sent, [], "never resent: it may have arrived");
-  const grace = t.timers.at(-1);
-  assert.equal(grace.ms, 3000);
-  grace.fn();
-  assert.deepEqual(t.seen.filter((e) => e.type === "unsent").map((e) => e.localId), [lost]);
-});
-
-test("a session that could not be resumed drops the queue and says the chat was lost", async () => {
-  const t = makeClient();
-  await chatting(t);
-  t.socket().drop();
-  const queued = t.client.say("too late");
-  t.timers[0].fn();
-  t.socket().deliver(hello({ session: "tok-2", resumed: false, state: "idle" }));
+  const pending = t.client.say("lost");
+  const socket = dropAndResume(t, { session: "tok-2", resumed: false, state: "idle" });
   assert.equal(t.storage.getItem("ephemera.session"), "tok-2");
-  assert.deepEqual(t.seen.filter((e) => e.type === "unsent").map((e) => e.localId), [queued]);
-  assert.equal(t.seen.filter((e) => e.type === "lost").length, 1);
-  assert.deepEqual(t.socket().sent, []);
+  assert.deepEqual(t.of("unsent").map((e) => [e.id, e.reason]), [[pending, "Not sent: the connection was lost."]]);
+  assert.equal(t.of("lost").length, 1);
+  assert.deepEqual(socket.sent.map((f) => f.type), ["resume"], "nothing resent into a fresh session");
+  // The next drop resumes the new session, and names no chat: the old one is gone with it.
+  socket.drop();
+  t.fire();
+  t.socket().deliver(hello({ session: "offered-again" }));
+  assert.deepEqual(t.socket().sent, [{ type: "resume", session: "tok-2", last_seq: 0 }]);
 });
 
-test("a new connection that takes over closes the old one without ending the session", async () => {
+test("every message and media carries its own id, and an echo confirms by id, not by text", async () => {
+  const t = makeClient();
+  await chatting(t);
+  const first = t.client.say("same");
+  const second = t.client.say("same");
+  const image = t.client.sendMedia("image", "image/png", "AAAA", 3);
+  const posted = t.socket().sent.filter((f) => f.type === "msg" || f.type === "media");
+  assert.deepEqual(posted.map((f) => f.id), [first, second, image]);
+  assert.equal(new Set([first, second, image]).size, 3);
+  for (const id of [first, second, image]) assert.match(id, /^[A-Za-z0-9_-]{1,64}$/);
+
+  // The second one's echo comes first: only the first one and the image are still pending.
+  t.socket().deliver(echo(2, "same", second));
+  assert.deepEqual(t.of("msg").map((e) => e.id), [second]);
+  t.clock.now += 1000; // past the pacing of sends
+  const socket = dropAndResume(t, { resumed: true, state: "chatting" });
+  assert.deepEqual(socket.sent.slice(1).map((f) => f.id), [first, image]);
+});
+
+test("lines pending at a drop are resent with the same id after the resume, confirmed once, duplicate echo ignored", async () => {
+  const t = makeClient();
+  await chatting(t);
+  const beforeCut = t.client.say("before cut");
+  t.socket().drop();
+  const offline = t.client.say("offline");
+  t.fire();
+  const socket = t.socket();
+  socket.deliver(hello({ session: "offered-fresh" }));
+  socket.deliver(hello({ resumed: true, state: "chatting" }));
+  assert.deepEqual(socket.sent, [
+    { type: "resume", session: "tok-1", chat: CHAT_A, last_seq: 1 },
+    { type: "msg", text: "before cut", id: beforeCut },
+    { type: "msg", text: "offline", id: offline },
+  ]);
+  // The server had the first one: its echo is in the replay, and the resend is answered with
+  // the same echo again, which is ignored. The second is new.
+  socket.deliver(echo(2, "before cut", beforeCut));
+  socket.deliver(echo(2, "before cut", beforeCut));
+  socket.deliver(echo(3, "offline", offline));
+  assert.deepEqual(t.of("msg").map((e) => e.id), [beforeCut, offline]);
+  assert.deepEqual(t.of("unsent"), []);
+  assert.deepEqual(t.client.pending, []);
+  // Confirmed lines are not sent again after a later drop.
+  const later = dropAndResume(t, { resumed: true, state: "chatting" });
+  assert.deepEqual(later.sent.map((f) => f.type), ["resume"]);
+});
+
+test("a refused message is marked not sent, once the echoes of earlier ones tell which it was", async () => {
+  const t = makeClient();
+  await chatting(t);
+  const accepted = t.client.say("one");
+  const refused = t.client.say("two");
+  t.socket().deliver({ type: "error", code: "rate_limited", message: "slow", retry_after_ms: 200 });
+  assert.deepEqual(t.of("unsent"), [], "either could be the refused one until the first's echo");
+  t.socket().deliver(echo(2, "one", accepted));
+  assert.deepEqual(t.of("unsent").map((e) => [e.id, e.reason]), [[refused, "Not sent: you were sending too fast."]]);
+
+  const alone = t.client.sendMedia("image", "image/png", "AAAA", 3);
+  t.socket().deliver({ type: "error", code: "too_large", message: "too large" });
+  assert.deepEqual(t.of("unsent").at(-1), { type: "unsent", id: alone, reason: "Not sent: it was too large." });
+
+  // An error while nothing is waiting is about something else, never a later message.
+  t.socket().deliver({ type: "error", code: "bad_request", message: "?" });
+  const fine = t.client.say("three");
+  t.socket().deliver(echo(3, "three", fine));
+  assert.equal(t.of("unsent").length, 2);
+  assert.deepEqual(t.client.pending, []);
+});
+
+test("the chat's end marks pending lines not sent, and between chats nothing is sent", async () => {
+  const t = makeClient();
+  await chatting(t);
+  const late = t.client.say("late");
+  t.socket().deliver({ type: "error", code: "not_chatting", message: "you are not in a chat" });
+  t.socket().deliver({ type: "ended", seq: 2, reason: "stranger_left" });
+  assert.deepEqual(t.of("unsent").map((e) => [e.id, e.reason]), [[late, "Not sent: the chat ended."]]);
+
+  const sentBefore = t.socket().sent.length;
+  assert.throws(() => t.client.say("anyone"), /not in a chat/);
+  assert.throws(() => t.client.sendMedia("image", "image/png", "AAAA", 3), /not in a chat/);
+  for (let key = 0; key < 15; key++) t.client.typing(true);
+  t.client.typing(false);
+  await t.client.find({});
+  t.socket().deliver({ type: "waiting", online: 1 });
+  assert.throws(() => t.client.say("waiting"), /not in a chat/);
+  t.client.typing(true);
+  assert.deepEqual(t.socket().sent.slice(sentBefore).map((f) => f.type), ["find"], "only the find");
+});
+
+test("after next, leave or report nothing more is said in the chat, until its end", async () => {
+  for (const leave of [(c) => c.next(), (c) => c.leave(), (c) => c.report("spam")]) {
+    const t = makeClient();
+    await chatting(t);
+    assert.equal(leave(t.client), true);
+    assert.equal(t.client.inChat, false);
+    assert.throws(() => t.client.say("after"), /not in a chat/);
+    t.client.typing(true);
+    assert.deepEqual(t.socket().sent.filter((f) => f.type === "msg" || f.type === "typing"), []);
+  }
+});
+
+test("a resumed session whose chat ended while away marks pending lines not sent and never resends them", async () => {
+  const t = makeClient();
+  await chatting(t);
+  const pending = t.client.say("too late");
+  const socket = dropAndResume(t, { resumed: true, state: "idle" });
+  assert.deepEqual(socket.sent.map((f) => f.type), ["resume"]);
+  assert.deepEqual(t.of("unsent").map((e) => [e.id, e.reason]), [[pending, "Not sent: the chat ended."]]);
+  assert.equal(t.of("lost").length, 0, "the replayed ended says how it ended");
+  socket.deliver({ type: "ended", seq: 2, reason: "stranger_left" });
+  socket.deliver({ type: "ended", seq: 2, reason: "stranger_left" });
+  assert.deepEqual(t.of("ended").map((e) => e.reason), ["stranger_left"]);
+});
+
+test("seq de-duplication is per chat: a resume that missed a chat's end and a new match shows both", async () => {
+  const t = makeClient();
+  await chatting(t);
+  t.socket().deliver({ type: "msg", seq: 2, from: "stranger", text: "a1" });
+  t.socket().deliver({ type: "msg", seq: 3, from: "stranger", text: "a2" });
+  assert.equal(t.client.next(), true);
+  // The connection drops before the chat's end comes back; meanwhile the server matched again.
+  t.socket().drop();
+  t.fire();
+  const socket = t.socket();
+  socket.deliver(hello({ session: "offered-fresh" }));
+  assert.deepEqual(socket.sent, [{ type: "resume", session: "tok-1", chat: CHAT_A, last_seq: 3 }]);
+  socket.deliver(hello({ resumed: true, state: "chatting" }));
+  socket.deliver({ type: "ended", seq: 4, reason: "you_left" });
+  socket.deliver(matched(CHAT_B, { initiator: false }));
+  socket.deliver({ type: "msg", seq: 2, from: "stranger", text: "b1" });
+  // The same again (a replay overlapping live traffic) is not shown twice.
+  socket.deliver(matched(CHAT_B, { initiator: false }));
+  socket.deliver({ type: "msg", seq: 2, from: "stranger", text: "b1" });
+  socket.deliver({ type: "msg", seq: 3, from: "stranger", text: "b2" });
+  assert.deepEqual(t.of("ended").map((e) => e.reason), ["you_left"]);
+  assert.deepEqual(t.of("matched").map((e) => e.chat), [CHAT_A, CHAT_B]);
+  assert.deepEqual(t.of("msg").map((e) => e.text), ["a1", "a2", "b1", "b2"]);
+  assert.equal(t.client.state, "chatting");
+  assert.equal(t.client.inChat, true, "the new chat takes messages");
+  // The next resume names the new chat.
+  const again = dropAndResume(t);
+  assert.deepEqual(again.sent, [{ type: "resume", session: "tok-1", chat: CHAT_B, last_seq: 3 }]);
+});
+
+test("a backlog resent after a resume is paced under the server's message rate", async () => {
+  const t = makeClient();
+  await chatting(t);
+  t.socket().drop();
+  const ids = ["1", "2", "3", "4", "5", "6"].map((text) => t.client.say(text));
+  t.fire();
+  const socket = t.socket();
+  socket.deliver(hello({ session: "offered-fresh" }));
+  socket.deliver(hello({ resumed: true, state: "chatting" }));
+  assert.deepEqual(socket.sent.slice(1).map((f) => f.id), ids.slice(0, 4));
+  const pacing = t.live().at(-1);
+  assert.equal(pacing.ms, 1000);
+  t.clock.now += 1000;
+  t.fire();
+  assert.deepEqual(socket.sent.slice(1).map((f) => f.id), ids);
+});
+
+test("a new connection that takes over closes the old one only once the server has answered the resume", async () => {
   const t = makeClient();
   await chatting(t);
   const old = t.socket();
   t.client.networkBack();
   const fresh = t.socket();
   assert.notEqual(fresh, old);
-  assert.equal(old.closedWith, null, "kept until the new one is greeted");
+  fresh.deliver(hello({ session: "offered-fresh" }));
+  assert.equal(fresh.sent[0].type, "resume");
+  assert.equal(old.closedWith, null, "the session still lives on the old one");
   fresh.deliver(hello({ resumed: true, state: "chatting" }));
   assert.notEqual(old.closedWith, null);
-  assert.equal(t.seen.filter((e) => e.type === "reconnecting").length, 0, "the old socket's close is ignored");
+  assert.equal(t.of("reconnecting").length, 0, "the old socket's close is ignored");
+});
+
+test("a server that refuses the resume frame (older than v1.1) leaves the session it offered", async () => {
+  const t = makeClient();
+  await chatting(t);
+  t.client.say("lost");
+  const socket = dropAndResume(t);
+  socket.deliver({ type: "error", code: "bad_request", message: "unknown type" });
+  assert.equal(t.storage.getItem("ephemera.session"), "offered-fresh");
+  assert.equal(t.client.connected, true);
+  assert.equal(t.of("lost").length, 1);
+  assert.equal(t.of("unsent").length, 1);
 });
 
 test("close ends everything: close code 1000, no reconnect, token forgotten", async () => {
@@ -171,14 +349,14 @@ test("close ends everything: close code 1000, no reconnect, token forgotten", as
   t.client.close();
   assert.equal(socket.closedWith, 1000);
   assert.equal(t.storage.getItem("ephemera.session"), null);
-  assert.equal(t.timers.length, 0);
+  assert.deepEqual(t.live(), []);
 });
 
 test("a refusal close (1008) is not retried", async () => {
   const t = makeClient();
   t.client.connect();
   t.socket().drop(1008);
-  assert.equal(t.timers.length, 0);
+  assert.deepEqual(t.live(), []);
 });
 
 test("backoff grows exponentially, is capped at 10 s and jittered", () => {
@@ -198,10 +376,10 @@ test("limits from hello are checked before anything is sent", async () => {
   assert.throws(() => t.client.sendMedia("audio", "image/png", "AAAA", 10), /can't be sent/);
   assert.throws(() => t.client.report("rude"), /Unknown report reason/);
   const before = t.socket().sent.length;
-  t.client.sendMedia("image", "image/png", "AAAA", 3);
+  const id = t.client.sendMedia("image", "image/png", "AAAA", 3);
   t.client.report("spam");
   assert.deepEqual(t.socket().sent.slice(before), [
-    { type: "media", kind: "image", mime: "image/png", data: "AAAA" },
+    { type: "media", kind: "image", mime: "image/png", data: "AAAA", id },
     { type: "report", reason: "spam" },
   ]);
 });
@@ -231,11 +409,11 @@ test("typing is sent only in a chat, only when it changes, and refreshed at most
   t.socket().deliver(hello());
   t.client.typing(true);
   assert.equal(t.socket().sent.filter((f) => f.type === "typing").length, 0, "nothing between chats");
-  await chatting(t);
+  t.socket().deliver(matched(CHAT_A));
   const typing = () => t.socket().sent.filter((f) => f.type === "typing");
   for (let key = 0; key < 20; key++) t.client.typing(true);
   assert.deepEqual(typing().map((f) => f.active), [true], "twenty keystrokes, one indicator");
-  t.client.typingSentAt -= 2500;
+  t.clock.now += 2500;
   t.client.typing(true);
   t.client.typing(false);
   t.client.typing(false);
