@@ -13,22 +13,38 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// Opens a connection from the `index`-th loopback source address.
-pub(crate) async fn connect(url: &str, index: usize, sources: u32) -> Result<Ws, String> {
+/// The `index`-th of `sources` loopback source addresses: 127.1.0.1 and up. Each address is
+/// one client to the server (its rate limits and session bound are per address).
+pub(crate) fn loopback_source(index: usize, sources: u32) -> Ipv4Addr {
+    // Within 127.1.0.0/16: at most 65,535 distinct sources.
+    let host = 1 + (index as u32) % sources.clamp(1, 0xffff);
+    Ipv4Addr::new(127, 1, (host >> 8) as u8, (host & 0xff) as u8)
+}
+
+/// The host and port of a `ws://host:port/path` URL, resolved.
+pub(crate) async fn ws_target(url: &str) -> Result<SocketAddr, String> {
     let target = url
         .strip_prefix("ws://")
         .and_then(|rest| rest.split('/').next())
         .ok_or("only ws:// URLs are supported")?;
-    let target: SocketAddr = tokio::net::lookup_host(target)
+    tokio::net::lookup_host(target)
         .await
         .map_err(|e| e.to_string())?
         .next()
-        .ok_or("no address")?;
-    let n = (index as u32) % sources.max(1);
-    let source = IpAddr::V4(Ipv4Addr::new(127, 1, (n >> 8) as u8, (n & 0xff) as u8 + 1));
+        .ok_or_else(|| "no address".to_owned())
+}
+
+/// Opens a connection from the `index`-th loopback source address.
+pub(crate) async fn connect(url: &str, index: usize, sources: u32) -> Result<Ws, String> {
+    connect_from(url, loopback_source(index, sources)).await
+}
+
+/// Opens a connection from `source`, which must be a loopback address.
+pub(crate) async fn connect_from(url: &str, source: Ipv4Addr) -> Result<Ws, String> {
+    let target = ws_target(url).await?;
     let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
     socket
-        .bind(SocketAddr::new(source, 0))
+        .bind(SocketAddr::new(IpAddr::V4(source), 0))
         .map_err(|e| e.to_string())?;
     let stream = socket.connect(target).await.map_err(|e| e.to_string())?;
     let _ = stream.set_nodelay(true);

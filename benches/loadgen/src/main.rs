@@ -8,12 +8,15 @@
 //!   matches per second and failures.
 //! - `slow`: normal pairs chat while some clients stop reading and their strangers flood them;
 //!   reports server memory growth, cut-off slow clients and the normal pairs' latency.
+//! - `fuzz`: many connections send random and mutated frames while normal pairs chat beside
+//!   them; fails on a dead or panicking server, a hurt normal pair, or memory past a bound.
 //!
 //! Point it at Ephemera run with `--config ops/bench.toml`, or at any other server.
 
 mod chat;
 mod churn;
 mod client;
+mod fuzz;
 mod idle;
 mod slow;
 
@@ -26,6 +29,7 @@ use serde_json::Value;
 use chat::{run_chat, ChatPlan};
 use churn::run_churn;
 use client::raise_fd_limit;
+use fuzz::{run_fuzz, FuzzArgs};
 use idle::run_idle;
 use slow::run_slow;
 
@@ -48,7 +52,7 @@ pub(crate) struct Cli {
     pub(crate) scenario: Scenario,
 }
 
-#[derive(Subcommand, Clone, Copy)]
+#[derive(Subcommand, Clone)]
 pub(crate) enum Scenario {
     Chat {
         #[arg(long, default_value_t = 100)]
@@ -94,6 +98,8 @@ pub(crate) enum Scenario {
         #[arg(long, default_value_t = 10.0)]
         duration_seconds: f64,
     },
+    /// Random and mutated frames from many connections while normal pairs chat beside them.
+    Fuzz(FuzzArgs),
 }
 
 fn print_table(value: &Value) {
@@ -119,7 +125,7 @@ fn print_table(value: &Value) {
 async fn main() {
     let cli = Cli::parse();
     raise_fd_limit();
-    let summary = match cli.scenario {
+    let summary = match &cli.scenario {
         Scenario::Chat {
             pairs,
             rate_per_member,
@@ -130,13 +136,13 @@ async fn main() {
             let plan = ChatPlan {
                 url: cli.url.clone(),
                 sources: cli.source_addresses,
-                rate_per_member,
-                window: window.max(1),
-                message_bytes,
-                send_for: Duration::from_secs_f64(duration_seconds),
+                rate_per_member: *rate_per_member,
+                window: (*window).max(1),
+                message_bytes: *message_bytes,
+                send_for: Duration::from_secs_f64(*duration_seconds),
                 epoch: Instant::now(),
             };
-            serde_json::to_value(run_chat(&cli, pairs, plan).await)
+            serde_json::to_value(run_chat(&cli, *pairs, plan).await)
         }
         Scenario::Idle {
             sessions,
@@ -145,9 +151,9 @@ async fn main() {
         } => serde_json::to_value(
             run_idle(
                 &cli,
-                sessions,
-                chatting_share,
-                Duration::from_secs_f64(hold_seconds),
+                *sessions,
+                *chatting_share,
+                Duration::from_secs_f64(*hold_seconds),
             )
             .await,
         ),
@@ -155,9 +161,15 @@ async fn main() {
             concurrency,
             duration_seconds,
         } => serde_json::to_value(
-            run_churn(&cli, concurrency, Duration::from_secs_f64(duration_seconds)).await,
+            run_churn(
+                &cli,
+                *concurrency,
+                Duration::from_secs_f64(*duration_seconds),
+            )
+            .await,
         ),
-        slow @ Scenario::Slow { .. } => serde_json::to_value(run_slow(&cli, slow).await),
+        slow @ Scenario::Slow { .. } => serde_json::to_value(run_slow(&cli, slow.clone()).await),
+        Scenario::Fuzz(args) => serde_json::to_value(run_fuzz(&cli, args).await),
     }
     .expect("summaries serialise");
     print_table(&summary);
@@ -174,6 +186,17 @@ async fn main() {
         || summary["normal_with_slow"]["lost"].as_u64().unwrap_or(0) > 0;
     if failed {
         eprintln!("FAILED: messages were lost, doubled or misdelivered");
+        std::process::exit(1);
+    }
+    // The fuzz scenario states each of its failures (a dead server, a hurt normal pair,
+    // memory past its bound, a panic in the log).
+    if let Some(failures) = summary["failures"].as_array().filter(|f| !f.is_empty()) {
+        for failure in failures {
+            eprintln!("FAILED: {}", failure.as_str().unwrap_or_default());
+        }
+        if let Some(seed) = summary["seed"].as_u64() {
+            eprintln!("replay with --seed {seed}");
+        }
         std::process::exit(1);
     }
 }
