@@ -34,14 +34,13 @@ pub async fn stats(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(state.hub.stats())
 }
 
+/// Prometheus' scrape, on the admin listener only (`metrics_addr`).
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let Some(handle) = &state.metrics else {
         return HttpResponse::NotFound().body("metrics are not enabled\n");
     };
-    let stats = state.hub.stats();
-    metrics::gauge!("ephemera_sessions", "state" => "online").set(stats.online as f64);
-    metrics::gauge!("ephemera_sessions", "state" => "waiting").set(stats.waiting as f64);
-    metrics::gauge!("ephemera_sessions", "state" => "chatting").set(stats.chatting as f64);
+    state.hub.update_session_gauges();
+    crate::telemetry::collect_process_metrics();
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/plain; version=0.0.4"))
         .body(handle.render())

@@ -63,6 +63,8 @@ const V1_LIMITS: ephemera_actors::protocol::Limits = ephemera_actors::protocol::
 settings! {
     /// Address and port to listen on.
     listen_addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080)), env = "EPHEMERA_LISTEN_ADDR";
+    /// Address and port of the admin listener that serves /metrics to Prometheus (keep it private).
+    metrics_addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 9898)), env = "EPHEMERA_METRICS_ADDR";
     /// Origins allowed to open /ws besides the server's own (e.g. "https://chat.example").
     allowed_origins: Vec<String> = Vec::new(), env = "EPHEMERA_ALLOWED_ORIGINS";
     /// Seconds between WebSocket pings to each client.

@@ -22,10 +22,13 @@ use crate::ws;
 /// A running server: where it listens, and how to stop it.
 pub struct Server {
     pub local_addr: std::net::SocketAddr,
+    /// The admin listener, which serves /metrics (not the public port).
+    pub metrics_addr: std::net::SocketAddr,
     /// "https" with TLS, else "http".
     pub scheme: &'static str,
     pub hub: Arc<Hub>,
     http: ServerHandle,
+    admin: ServerHandle,
     drain: Duration,
 }
 
@@ -41,6 +44,13 @@ impl Server {
         listener: TcpListener,
     ) -> std::io::Result<(Server, actix_web::dev::Server)> {
         let local_addr = listener.local_addr()?;
+        let admin_listener = TcpListener::bind(settings.metrics_addr).map_err(|error| {
+            std::io::Error::new(
+                error.kind(),
+                format!("metrics_addr {}: {error}", settings.metrics_addr),
+            )
+        })?;
+        let metrics_addr = admin_listener.local_addr()?;
         let metrics = telemetry::prometheus_handle();
         let hub = Hub::start(settings.chat_config());
         let state = web::Data::new(AppState {
@@ -56,6 +66,7 @@ impl Server {
                 settings.memory_trim_interval_seconds,
             )));
         }
+        let admin = Self::start_admin(admin_listener, state.clone())?;
         let privacy = web::Data::new(privacy_page::PrivacyPage(privacy_page::render(settings)));
         let drain = Settings::duration(settings.shutdown_drain_seconds);
         let write_stall_timeout = Settings::duration(settings.write_stall_timeout_seconds);
@@ -89,7 +100,6 @@ impl Server {
                         .route(web::head().to(routes::readyz)),
                 )
                 .route("/stats", web::get().to(routes::stats))
-                .route("/metrics", web::get().to(routes::metrics))
                 .service(
                     web::resource("/static/{file}")
                         .wrap(middleware::Compress::default())
@@ -135,6 +145,7 @@ impl Server {
         let http = http.run();
         let server = Server {
             local_addr,
+            metrics_addr,
             scheme: if settings.tls_enabled() {
                 "https"
             } else {
@@ -142,9 +153,32 @@ impl Server {
             },
             hub,
             http: http.handle(),
+            admin,
             drain,
         };
         Ok((server, http))
+    }
+
+    /// The admin listener: /metrics for Prometheus, on its own address (`metrics_addr`, by
+    /// default loopback only), so the public port never serves it. One worker is plenty.
+    fn start_admin(
+        listener: TcpListener,
+        state: web::Data<AppState>,
+    ) -> std::io::Result<ServerHandle> {
+        let admin = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .wrap(hardening::security_headers())
+                .route("/metrics", web::get().to(routes::metrics))
+        })
+        .disable_signals()
+        .workers(1)
+        .shutdown_timeout(1)
+        .listen(listener)?
+        .run();
+        let handle = admin.handle();
+        actix_web::rt::spawn(admin);
+        Ok(handle)
     }
 
     /// Graceful shutdown: refuse new sessions, end every chat with `server_shutdown`, close
@@ -155,6 +189,7 @@ impl Server {
         // Close frames are queued; give writers a moment to flush them before stopping.
         tokio::time::sleep(Duration::from_millis(50)).await;
         self.http.stop(true).await;
+        self.admin.stop(true).await;
     }
 }
 
@@ -179,6 +214,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         format!("{}://{}/", server.scheme, server.local_addr)
     };
     println!("ephemera is listening; open {shown} in a browser");
+    println!(
+        "metrics for Prometheus: http://{}/metrics",
+        server.metrics_addr
+    );
     tracing::info!(addr = %server.local_addr, "listening");
     let http_task = actix_web::rt::spawn(http);
     wait_for_signal().await;

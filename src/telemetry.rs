@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use ephemera_actors::metrics::Refusal;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use parking_lot::Mutex;
 use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::filter::{EnvFilter, FilterExt as _};
@@ -157,6 +157,38 @@ impl FrameworkGuard {
 pub fn prometheus_handle() -> Option<PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
-        .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
+        .get_or_init(|| {
+            use ephemera_actors::metrics as catalogue;
+            let buckets = [
+                ("ephemera_match_wait_seconds", catalogue::MATCH_WAIT_BUCKETS),
+                (
+                    "ephemera_chat_duration_seconds",
+                    catalogue::CHAT_DURATION_BUCKETS,
+                ),
+                ("ephemera_purge_tick_seconds", catalogue::PURGE_TICK_BUCKETS),
+            ];
+            let mut builder = PrometheusBuilder::new();
+            for (name, bounds) in buckets {
+                // Only an empty bucket list is refused, and these are constants.
+                builder = builder
+                    .set_buckets_for_metric(Matcher::Full(name.to_owned()), bounds)
+                    .expect("bucket lists are not empty");
+            }
+            let handle = builder.install_recorder().ok();
+            process_collector().describe();
+            handle
+        })
         .clone()
+}
+
+/// The process's memory, CPU time and file descriptors (`process_*`), read from the OS by
+/// metrics-process.
+fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
+}
+
+/// Updates the `process_*` series; called on each scrape.
+pub fn collect_process_metrics() {
+    process_collector().collect();
 }

@@ -19,8 +19,8 @@ use crate::metrics::ChatMetrics;
 use crate::pow::PowPolicy;
 use crate::rate_limits::{ClientLimiters, HeldBack, RateLimitConfig};
 use crate::registry::{
-    hash_presented_token, KeyGenerationsInUse, NoPlace, Occupancy, Registry, SessionCommand,
-    SessionSlot, Stats, StatsSnapshot, TokenHash,
+    hash_presented_token, KeyGenerationsInUse, ModeCounts, NoPlace, Occupancy, Registry,
+    SessionCommand, SessionSlot, Stats, StatsSnapshot, TokenHash,
 };
 
 /// Everything the server holds about one client key.
@@ -96,6 +96,11 @@ impl ChatContext {
     /// Sessions online, waiting and chatting.
     pub fn stats(&self) -> StatsSnapshot {
         self.gauges.snapshot(self.registry.live_sessions())
+    }
+
+    /// Sessions waiting and chatting, by mode.
+    pub fn sessions_by_mode(&self) -> ModeCounts {
+        self.gauges.by_mode()
     }
 
     /// Which salt generations live sessions were keyed under (for the purge timer).

@@ -83,6 +83,7 @@ impl Hub {
             context.key_generations_in_use(),
             client_limits,
             abuse,
+            context.metrics().purge_tick.clone(),
         ));
         Arc::new(Hub {
             context,
@@ -113,6 +114,13 @@ impl Hub {
         self.context.stats()
     }
 
+    /// Sets the sessions gauges (`ephemera_sessions{state,mode}`) from the live counts; called
+    /// when metrics are scraped.
+    pub fn update_session_gauges(&self) {
+        let counts = self.context.sessions_by_mode();
+        crate::metrics::set_session_gauges(self.stats().online, counts.waiting, counts.chatting);
+    }
+
     /// A counter for a new connection's outbox that also counts into the server-wide total.
     pub fn new_outbox_gauge(&self) -> OutboxGauge {
         self.context.new_outbox_gauge()
@@ -141,6 +149,7 @@ impl Hub {
         if let Err(wait) = self.context.check_connection(&keys) {
             self.metrics().refused(Refusal::RateLimited);
             let mut sink = sink;
+            self.metrics().error_sent(ErrorCode::RateLimited);
             sink.send(Outgoing::Text(render_error(
                 ErrorCode::RateLimited,
                 "too many new connections from your network; wait a little",
@@ -214,6 +223,7 @@ impl Hub {
             }
             Err(NoPlace::ServerFull) => {
                 self.metrics().refused(Refusal::ServerBusy);
+                self.metrics().error_sent(ErrorCode::ServerBusy);
                 render_error(
                     ErrorCode::ServerBusy,
                     "the server is full, try again later",
@@ -222,6 +232,7 @@ impl Hub {
             }
             Err(NoPlace::ClientLimit) => {
                 self.metrics().refused(Refusal::ClientSessions);
+                self.metrics().error_sent(ErrorCode::RateLimited);
                 render_error(
                     ErrorCode::RateLimited,
                     "too many open sessions from your network; close one and try again",

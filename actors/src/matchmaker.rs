@@ -92,6 +92,8 @@ struct Waiting {
     open: bool,
     /// Has a reference in its mode's `open` deque.
     in_open_queue: bool,
+    /// When it joined the queue (for the wait-time histogram).
+    joined: Instant,
 }
 
 /// Per-mode indexes over the waiting sessions. Both hold `(session, ticket)` references that
@@ -280,6 +282,7 @@ impl Matchmaker {
             .filter(|interest| b.interests.contains(interest))
             .cloned()
             .collect();
+        let shared_interest = !common.is_empty();
         let initiator = if a.ticket % 2 == 0 { Side::A } else { Side::B };
         let spec = PairSpec {
             mode: a.mode,
@@ -306,7 +309,8 @@ impl Matchmaker {
             counters: self.metrics.pair_counters(),
             abuse: self.abuse.clone(),
         };
-        self.metrics.matches.increment(1);
+        self.metrics
+            .matched(a.mode, shared_interest, [now - a.joined, now - b.joined]);
         // The chat lives on the arbiter of the member who waited, next to its session.
         Pair::start_in_arbiter(&a.arbiter, move |_| Pair::new(spec));
     }
@@ -364,6 +368,7 @@ impl Handler<JoinQueue> for Matchmaker {
                 ticket,
                 open,
                 in_open_queue: false,
+                joined: Instant::now(),
             },
         );
         if self.try_match(join.session) {

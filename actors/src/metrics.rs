@@ -2,7 +2,9 @@
 //! the hot path increments a counter without building a key. Labels come from small fixed
 //! sets; nothing here can identify a person.
 
-use metrics::{counter, Counter};
+use metrics::{counter, gauge, histogram, Counter, Histogram};
+
+use crate::protocol::{ErrorCode, Mode, ReportReason};
 
 /// Why the server refused a client's frame, connection or request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,44 +170,164 @@ impl Disconnect {
     }
 }
 
+/// What kind of series a catalogue entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeriesKind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// One exported series: its name, kind, help text and label names.
+#[derive(Debug)]
+pub struct Series {
+    pub name: &'static str,
+    pub kind: SeriesKind,
+    pub help: &'static str,
+    pub labels: &'static [&'static str],
+}
+
+const fn series(
+    name: &'static str,
+    kind: SeriesKind,
+    labels: &'static [&'static str],
+    help: &'static str,
+) -> Series {
+    Series {
+        name,
+        kind,
+        help,
+        labels,
+    }
+}
+
+use SeriesKind::{Counter as C, Gauge as G, Histogram as H};
+
+/// Every series the server exports, in one place: a projection of what the actors do, each
+/// with its help text. docs/metrics.md lists the same names, and a test fails on any exported
+/// series or label that is not here. (The `process_*` series come from `metrics-process`.)
+pub const SERIES: &[Series] = &[
+    series("ephemera_build_info", G, &["version"], "Always 1; the version label says which build runs."),
+    series("ephemera_sessions", G, &["state", "mode"], "Sessions now: state online (mode any), waiting or chatting (by mode)."),
+    series("ephemera_sessions_started_total", C, &[], "Sessions started (fresh, not resumed)."),
+    series("ephemera_sessions_started_by_country_total", C, &["country", "continent"], "Sessions started, by the country and continent of the client's address (ISO codes, or unknown)."),
+    series("ephemera_sessions_resumed_total", C, &[], "Resumes that found their session."),
+    series("ephemera_sessions_expired_total", C, &[], "Sessions whose resume grace ran out."),
+    series("ephemera_matches_total", C, &["mode", "interests"], "Chats begun, by mode and whether the two shared an interest (shared or none)."),
+    series("ephemera_match_wait_seconds", H, &["mode"], "Seconds from joining the queue to being matched."),
+    series("ephemera_chat_duration_seconds", H, &["mode"], "Seconds from a chat's start to its end."),
+    series("ephemera_chats_ended_total", C, &[], "Chats ended."),
+    series("ephemera_chat_events_total", C, &["kind"], "Messages (kind msg) and images or voice notes (kind media) relayed."),
+    series("ephemera_chat_event_bytes_total", C, &["kind"], "Bytes of messages and media relayed (as logged, before framing)."),
+    series("ephemera_relayed_total", C, &["kind"], "Typing indicators and WebRTC signals passed to a stranger, unlogged."),
+    series("ephemera_relayed_bytes_total", C, &["kind"], "Bytes of typing indicators and signals passed on."),
+    series("ephemera_event_log_evictions_total", C, &[], "Chat events evicted from (or too large for) a chat's replay log."),
+    series("ephemera_replayed_events_total", C, &[], "Chat events replayed to resuming clients."),
+    series("ephemera_resent_messages_total", C, &[], "Messages sent again with an id the chat held: answered with the first echo, relayed to no one."),
+    series("ephemera_reports_total", C, &["reason"], "Reports filed, by reason."),
+    series("ephemera_errors_sent_total", C, &["code"], "error frames sent to clients, by code."),
+    series("ephemera_refusals_total", C, &["reason"], "Frames, connections or requests refused, by reason."),
+    series("ephemera_disconnects_total", C, &["reason"], "Connections closed or lost, by reason (slow_consumer: cut off for not reading)."),
+    series("ephemera_purge_tick_seconds", H, &[], "Seconds one purge tick took (grace and cooldown expiry, key and limiter pruning)."),
+];
+
+/// Histogram buckets, in seconds: the queue wait (sub-second to ten minutes) and chat lengths
+/// (a second to four hours).
+pub const MATCH_WAIT_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+pub const CHAT_DURATION_BUCKETS: &[f64] = &[
+    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0,
+];
+pub const PURGE_TICK_BUCKETS: &[f64] = &[
+    0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1,
+];
+
+/// Gives every series of `SERIES` its help text (and unit) with the installed recorder.
+pub fn describe_all() {
+    for entry in SERIES {
+        let unit = if entry.name.ends_with("_seconds") {
+            Some(metrics::Unit::Seconds)
+        } else if entry.name.ends_with("_bytes_total") {
+            Some(metrics::Unit::Bytes)
+        } else {
+            None
+        };
+        match (entry.kind, unit) {
+            (SeriesKind::Counter, Some(unit)) => {
+                metrics::describe_counter!(entry.name, unit, entry.help)
+            }
+            (SeriesKind::Counter, None) => metrics::describe_counter!(entry.name, entry.help),
+            (SeriesKind::Gauge, _) => metrics::describe_gauge!(entry.name, entry.help),
+            (SeriesKind::Histogram, Some(unit)) => {
+                metrics::describe_histogram!(entry.name, unit, entry.help)
+            }
+            (SeriesKind::Histogram, None) => metrics::describe_histogram!(entry.name, entry.help),
+        }
+    }
+}
+
+/// One handle per mode, in the order of `Mode::index`.
+type PerMode<T> = [T; 2];
+
+fn per_mode<T>(make: impl Fn(&'static str) -> T) -> PerMode<T> {
+    [make(Mode::Text.as_str()), make(Mode::Video.as_str())]
+}
+
 #[derive(Clone)]
 pub struct ChatMetrics {
     pub sessions_started: Counter,
     pub sessions_resumed: Counter,
     pub sessions_expired: Counter,
-    pub messages: Counter,
-    pub media: Counter,
-    pub relayed: Counter,
-    pub matches: Counter,
-    pub chats_ended: Counter,
-    pub event_log_evictions: Counter,
+    /// By mode, then whether the two shared an interest.
+    matches: PerMode<[Counter; 2]>,
+    match_wait: PerMode<Histogram>,
     pub replayed_events: Counter,
-    /// Messages sent again with an id the chat already held (v1.1): answered with the original
-    /// echo, relayed to no one.
-    pub resent_messages: Counter,
-    pub reports: Counter,
+    pair: PairCounters,
     /// One handle per reason, in the order of `Refusal::ALL`.
     refusals: Vec<Counter>,
     /// One handle per reason, in the order of `Disconnect::ALL`.
     disconnects: Vec<Counter>,
+    /// One handle per code, in the order of `ErrorCode::ALL`.
+    errors_sent: Vec<Counter>,
+    pub purge_tick: Histogram,
 }
 
 impl ChatMetrics {
     /// Registers every series with the global recorder; call after the recorder is installed.
     pub fn register() -> Self {
+        describe_all();
+        gauge!("ephemera_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         Self {
             sessions_started: counter!("ephemera_sessions_started_total"),
             sessions_resumed: counter!("ephemera_sessions_resumed_total"),
             sessions_expired: counter!("ephemera_sessions_expired_total"),
-            messages: counter!("ephemera_chat_events_total", "kind" => "msg"),
-            media: counter!("ephemera_chat_events_total", "kind" => "media"),
-            relayed: counter!("ephemera_relayed_total"),
-            matches: counter!("ephemera_matches_total"),
-            chats_ended: counter!("ephemera_chats_ended_total"),
-            event_log_evictions: counter!("ephemera_event_log_evictions_total"),
+            matches: per_mode(|mode| {
+                [
+                    counter!("ephemera_matches_total", "mode" => mode, "interests" => "none"),
+                    counter!("ephemera_matches_total", "mode" => mode, "interests" => "shared"),
+                ]
+            }),
+            match_wait: per_mode(|mode| histogram!("ephemera_match_wait_seconds", "mode" => mode)),
             replayed_events: counter!("ephemera_replayed_events_total"),
-            resent_messages: counter!("ephemera_resent_messages_total"),
-            reports: counter!("ephemera_reports_total"),
+            pair: PairCounters {
+                messages: counter!("ephemera_chat_events_total", "kind" => "msg"),
+                media: counter!("ephemera_chat_events_total", "kind" => "media"),
+                message_bytes: counter!("ephemera_chat_event_bytes_total", "kind" => "msg"),
+                media_bytes: counter!("ephemera_chat_event_bytes_total", "kind" => "media"),
+                typing: counter!("ephemera_relayed_total", "kind" => "typing"),
+                signals: counter!("ephemera_relayed_total", "kind" => "signal"),
+                typing_bytes: counter!("ephemera_relayed_bytes_total", "kind" => "typing"),
+                signal_bytes: counter!("ephemera_relayed_bytes_total", "kind" => "signal"),
+                chats_ended: counter!("ephemera_chats_ended_total"),
+                chat_duration: per_mode(
+                    |mode| histogram!("ephemera_chat_duration_seconds", "mode" => mode),
+                ),
+                event_log_evictions: counter!("ephemera_event_log_evictions_total"),
+                reports: ReportReason::ALL
+                    .map(|reason| counter!("ephemera_reports_total", "reason" => reason.as_str())),
+                resent_messages: counter!("ephemera_resent_messages_total"),
+            },
             refusals: Refusal::ALL
                 .iter()
                 .map(|r| counter!("ephemera_refusals_total", "reason" => r.label()))
@@ -214,19 +336,24 @@ impl ChatMetrics {
                 .iter()
                 .map(|d| counter!("ephemera_disconnects_total", "reason" => d.label()))
                 .collect(),
+            errors_sent: ErrorCode::ALL
+                .iter()
+                .map(|code| counter!("ephemera_errors_sent_total", "code" => code.as_str()))
+                .collect(),
+            purge_tick: histogram!("ephemera_purge_tick_seconds"),
         }
     }
 
-    /// The handles a pair actor increments.
+    /// The handles a pair actor updates.
     pub fn pair_counters(&self) -> PairCounters {
-        PairCounters {
-            messages: self.messages.clone(),
-            media: self.media.clone(),
-            relayed: self.relayed.clone(),
-            chats_ended: self.chats_ended.clone(),
-            event_log_evictions: self.event_log_evictions.clone(),
-            reports: self.reports.clone(),
-            resent_messages: self.resent_messages.clone(),
+        self.pair.clone()
+    }
+
+    /// A chat began in `mode` after the joiner waited `waited`.
+    pub fn matched(&self, mode: Mode, shared_interest: bool, waited: [std::time::Duration; 2]) {
+        self.matches[mode.index()][usize::from(shared_interest)].increment(1);
+        for wait in waited {
+            self.match_wait[mode.index()].record(wait.as_secs_f64());
         }
     }
 
@@ -237,6 +364,24 @@ impl ChatMetrics {
     pub fn disconnected(&self, disconnect: Disconnect) {
         self.disconnects[disconnect.index()].increment(1);
     }
+
+    /// An `error` frame with `code` went to a client.
+    pub fn error_sent(&self, code: ErrorCode) {
+        self.errors_sent[code.index()].increment(1);
+    }
+}
+
+/// The sessions gauges (`ephemera_sessions{state,mode}`), set from the registry's counts when
+/// metrics are scraped.
+pub fn set_session_gauges(online: u64, waiting: PerMode<u64>, chatting: PerMode<u64>) {
+    gauge!("ephemera_sessions", "state" => "online", "mode" => "any").set(online as f64);
+    for mode in [Mode::Text, Mode::Video] {
+        let label = mode.as_str();
+        gauge!("ephemera_sessions", "state" => "waiting", "mode" => label)
+            .set(waiting[mode.index()] as f64);
+        gauge!("ephemera_sessions", "state" => "chatting", "mode" => label)
+            .set(chatting[mode.index()] as f64);
+    }
 }
 
 /// The series a chat updates, cloned into each pair actor.
@@ -244,11 +389,28 @@ impl ChatMetrics {
 pub struct PairCounters {
     pub messages: Counter,
     pub media: Counter,
-    pub relayed: Counter,
+    pub message_bytes: Counter,
+    pub media_bytes: Counter,
+    pub typing: Counter,
+    pub signals: Counter,
+    pub typing_bytes: Counter,
+    pub signal_bytes: Counter,
     pub chats_ended: Counter,
+    chat_duration: PerMode<Histogram>,
     pub event_log_evictions: Counter,
-    pub reports: Counter,
+    reports: [Counter; 5],
     pub resent_messages: Counter,
+}
+
+impl PairCounters {
+    pub fn chat_ended(&self, mode: Mode, lasted: std::time::Duration) {
+        self.chats_ended.increment(1);
+        self.chat_duration[mode.index()].record(lasted.as_secs_f64());
+    }
+
+    pub fn reported(&self, reason: ReportReason) {
+        self.reports[reason.index()].increment(1);
+    }
 }
 
 #[cfg(test)]
@@ -265,5 +427,11 @@ mod tests {
         }
         let labels: std::collections::HashSet<_> = Refusal::ALL.iter().map(|r| r.label()).collect();
         assert_eq!(labels.len(), Refusal::ALL.len());
+        for (place, code) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(code.index(), place, "{code:?}");
+        }
+        for (place, reason) in ReportReason::ALL.iter().enumerate() {
+            assert_eq!(reason.index(), place, "{reason:?}");
+        }
     }
 }

@@ -70,6 +70,7 @@ pub struct Pair {
     counters: PairCounters,
     abuse: Arc<AbuseDesk>,
     ended: bool,
+    started: Instant,
 }
 
 impl Pair {
@@ -88,6 +89,7 @@ impl Pair {
             counters: spec.counters,
             abuse: spec.abuse,
             ended: false,
+            started: Instant::now(),
         }
     }
 
@@ -127,9 +129,16 @@ impl Pair {
 
     /// Numbers, logs and fans out one chat event.
     fn emit(&mut self, kind: EventKind, side: Side, body: ChatBody) {
+        let shared_bytes = (body.bytes.len() - body.id_len) as u64;
         match kind {
-            EventKind::Msg => self.counters.messages.increment(1),
-            EventKind::Media => self.counters.media.increment(1),
+            EventKind::Msg => {
+                self.counters.messages.increment(1);
+                self.counters.message_bytes.increment(shared_bytes);
+            }
+            EventKind::Media => {
+                self.counters.media.increment(1);
+                self.counters.media_bytes.increment(shared_bytes);
+            }
             EventKind::Matched => {}
         }
         self.last_seq += 1;
@@ -166,8 +175,8 @@ impl Pair {
             return;
         }
         self.ended = true;
-        if let EndCause::Reported(_) = cause {
-            self.counters.reports.increment(1);
+        if let EndCause::Reported(reason) = cause {
+            self.counters.reported(reason);
             let (reported, reporter) = (self.member(by.other()).client, self.member(by).client);
             if self.abuse.report(reported, reporter, Instant::now()) {
                 tracing::info!("a client key was banned after reports");
@@ -197,7 +206,7 @@ impl Pair {
                 });
             }
         }
-        self.counters.chats_ended.increment(1);
+        self.counters.chat_ended(self.mode, self.started.elapsed());
         self.counters
             .event_log_evictions
             .increment(self.log.evicted());
@@ -272,9 +281,9 @@ impl PairHandle {
     }
 
     /// A `typing` or `signal` for the stranger, best effort: `Err` when the chat is busy.
-    pub fn relay(&self, side: Side, frame: ByteString) -> Result<(), PostRefused> {
+    pub fn relay(&self, side: Side, kind: RelayKind, frame: ByteString) -> Result<(), PostRefused> {
         self.addr
-            .try_send(Relay { side, frame })
+            .try_send(Relay { side, kind, frame })
             .map_err(|_| PostRefused::Busy)
     }
 
@@ -319,7 +328,15 @@ impl Handler<Post> for Pair {
 #[rtype(result = "()")]
 pub struct Relay {
     pub side: Side,
+    pub kind: RelayKind,
     pub frame: ByteString,
+}
+
+/// What a relayed frame is, for the counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayKind {
+    Typing,
+    Signal,
 }
 
 impl Handler<Relay> for Pair {
@@ -328,7 +345,12 @@ impl Handler<Relay> for Pair {
     fn handle(&mut self, relay: Relay, _ctx: &mut Context<Self>) {
         let stranger = relay.side.other();
         if !self.ended && !self.away[stranger.index()] {
-            self.counters.relayed.increment(1);
+            let (count, bytes) = match relay.kind {
+                RelayKind::Typing => (&self.counters.typing, &self.counters.typing_bytes),
+                RelayKind::Signal => (&self.counters.signals, &self.counters.signal_bytes),
+            };
+            count.increment(1);
+            bytes.increment(relay.frame.len() as u64);
             self.send_to(stranger, 0, relay.frame);
         }
     }

@@ -34,6 +34,8 @@ pub struct PurgeTimer {
     sessions_key_generations: KeyGenerationsInUse,
     client_limits: Arc<ClientLimiters>,
     abuse: Arc<AbuseDesk>,
+    /// How long each tick's own work takes (`ephemera_purge_tick_seconds`).
+    tick_seconds: metrics::Histogram,
 }
 
 impl PurgeTimer {
@@ -44,8 +46,10 @@ impl PurgeTimer {
         sessions_key_generations: KeyGenerationsInUse,
         client_limits: Arc<ClientLimiters>,
         abuse: Arc<AbuseDesk>,
+        tick_seconds: metrics::Histogram,
     ) -> Self {
         Self {
+            tick_seconds,
             tick,
             away: HashMap::new(),
             matchmaker,
@@ -89,7 +93,12 @@ impl Actor for PurgeTimer {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(self.tick, |timer, _| timer.purge(Instant::now()));
+        ctx.run_interval(self.tick, |timer, _| {
+            // The work's own duration, measured on the wall clock (tokio's may be paused).
+            let began = std::time::Instant::now();
+            timer.purge(Instant::now());
+            timer.tick_seconds.record(began.elapsed().as_secs_f64());
+        });
     }
 }
 

@@ -17,7 +17,7 @@ use crate::client_key::{ClientKey, ClientKeys};
 use crate::connection::{ClientSink, FrameStream};
 
 use crate::ids::SessionId;
-use crate::protocol::ResumePoint;
+use crate::protocol::{Mode, ResumePoint};
 
 /// blake3 of a resume token. The index keeps only this, never the token itself, so a memory
 /// dump of the index cannot be replayed to take over someone's session.
@@ -71,8 +71,8 @@ fn hash_token_str(token: &str) -> TokenHash {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Occupancy {
     Idle,
-    Waiting,
-    Chatting,
+    Waiting(Mode),
+    Chatting(Mode),
 }
 
 /// What the hub asks of a live session. Sent by `Hub::connect` (attach) and `Hub::shutdown`.
@@ -105,8 +105,16 @@ pub struct AttachRejected {
 /// the registry's count of live sessions, kept in one place.
 #[derive(Debug, Default)]
 pub struct Stats {
-    waiting: AtomicI64,
-    chatting: AtomicI64,
+    /// By mode, in the order of `Mode::index`.
+    waiting: [AtomicI64; 2],
+    chatting: [AtomicI64; 2],
+}
+
+/// Sessions waiting and chatting, by mode (in the order of `Mode::index`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ModeCounts {
+    pub waiting: [u64; 2],
+    pub chatting: [u64; 2],
 }
 
 impl Stats {
@@ -126,15 +134,27 @@ impl Stats {
     fn gauge(&self, occupancy: Occupancy) -> Option<&AtomicI64> {
         match occupancy {
             Occupancy::Idle => None,
-            Occupancy::Waiting => Some(&self.waiting),
-            Occupancy::Chatting => Some(&self.chatting),
+            Occupancy::Waiting(mode) => Some(&self.waiting[mode.index()]),
+            Occupancy::Chatting(mode) => Some(&self.chatting[mode.index()]),
         }
     }
 
     pub fn snapshot(&self, online: usize) -> StatsSnapshot {
-        let read = |gauge: &AtomicI64| gauge.load(Ordering::Relaxed).max(0) as u64;
+        let counts = self.by_mode();
         StatsSnapshot {
             online: online as u64,
+            waiting: counts.waiting.iter().sum(),
+            chatting: counts.chatting.iter().sum(),
+        }
+    }
+
+    pub fn by_mode(&self) -> ModeCounts {
+        let read = |gauges: &[AtomicI64; 2]| {
+            gauges
+                .each_ref()
+                .map(|g| g.load(Ordering::Relaxed).max(0) as u64)
+        };
+        ModeCounts {
             waiting: read(&self.waiting),
             chatting: read(&self.chatting),
         }

@@ -24,6 +24,7 @@ pub const EXPECT_WITHIN: Duration = Duration::from_secs(10);
 pub fn test_settings() -> Settings {
     Settings {
         listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        metrics_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         heartbeat_interval_seconds: 5.0,
         client_timeout_seconds: 30.0,
         resume_grace_seconds: 0.5,
@@ -45,6 +46,8 @@ pub fn test_settings() -> Settings {
 
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The admin listener (/metrics).
+    pub metrics_addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     stopped: Option<oneshot::Receiver<()>>,
 }
@@ -58,7 +61,9 @@ pub fn spawn_server(settings: Settings) -> TestServer {
         actix_web::rt::System::new().block_on(async move {
             let listener = std::net::TcpListener::bind(settings.listen_addr).unwrap();
             let (server, http) = Server::start_on(&settings, listener).unwrap();
-            ready_tx.send(server.local_addr).unwrap();
+            ready_tx
+                .send((server.local_addr, server.metrics_addr))
+                .unwrap();
             let http = actix_web::rt::spawn(http);
             if shutdown_rx.await.is_ok() {
                 server.shutdown().await;
@@ -67,9 +72,10 @@ pub fn spawn_server(settings: Settings) -> TestServer {
             }
         })
     });
-    let addr = ready_rx.recv_timeout(EXPECT_WITHIN).expect("server starts");
+    let (addr, metrics_addr) = ready_rx.recv_timeout(EXPECT_WITHIN).expect("server starts");
     TestServer {
         addr,
+        metrics_addr,
         shutdown: Some(shutdown_tx),
         stopped: Some(stopped_rx),
     }
@@ -123,6 +129,13 @@ impl TestServer {
 
     pub async fn get(&self, path: &str) -> (u16, String) {
         http_get(self.addr, path).await
+    }
+
+    /// The Prometheus exposition, from the admin listener.
+    pub async fn metrics(&self) -> String {
+        let (status, body) = http_get(self.metrics_addr, "/metrics").await;
+        assert_eq!(status, 200, "{body}");
+        body
     }
 
     /// Waits until the server's /stats satisfy `done`: the server acts on its own threads, so
@@ -446,9 +459,13 @@ pub fn server_binary() -> std::path::PathBuf {
 }
 
 /// Starts the real binary from `command` (with stdout piped) and reads the banner it prints,
-/// which names the address it listens on.
+/// which names the address it listens on and then its admin (metrics) address. The admin
+/// listener gets a port of its own unless the command chose one, so servers run side by side.
 pub fn spawn_binary(command: &mut std::process::Command) -> SpawnedBinary {
     use std::io::BufRead;
+    if !command.get_args().any(|arg| arg == "--metrics-addr") {
+        command.args(["--metrics-addr", "127.0.0.1:0"]);
+    }
     let mut child = command
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -456,14 +473,22 @@ pub fn spawn_binary(command: &mut std::process::Command) -> SpawnedBinary {
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut banner = String::new();
     stdout.read_line(&mut banner).unwrap();
-    let addr = banner
-        .split_whitespace()
-        .find_map(|word| word.strip_prefix("http://"))
-        .and_then(|rest| rest.trim_end_matches('/').parse().ok())
-        .unwrap_or_else(|| panic!("the banner names the address: {banner:?}"));
+    let mut metrics_line = String::new();
+    stdout.read_line(&mut metrics_line).unwrap();
+    let address_in = |line: &str| -> Option<SocketAddr> {
+        line.split_whitespace()
+            .find_map(|word| word.strip_prefix("http://"))
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|host| host.parse().ok())
+    };
+    let addr =
+        address_in(&banner).unwrap_or_else(|| panic!("the banner names the address: {banner:?}"));
+    let metrics_addr = address_in(&metrics_line)
+        .unwrap_or_else(|| panic!("the banner names the metrics address: {metrics_line:?}"));
     SpawnedBinary {
         child,
         addr,
+        metrics_addr,
         banner,
         stdout,
     }
@@ -489,6 +514,8 @@ impl Drop for KillOnDrop {
 pub struct SpawnedBinary {
     pub child: std::process::Child,
     pub addr: SocketAddr,
+    /// The admin listener (/metrics).
+    pub metrics_addr: SocketAddr,
     pub banner: String,
     /// The rest of its standard output.
     pub stdout: std::io::BufReader<std::process::ChildStdout>,

@@ -45,16 +45,15 @@ async fn stats_count_sessions_by_state() {
 }
 
 #[tokio::test]
-async fn metrics_are_exposed_for_prometheus() {
+async fn metrics_are_served_on_the_admin_listener_and_never_on_the_public_port() {
     let server = spawn_server(test_settings());
     let (mut a, mut b) = server.matched_pair().await;
     a.say("counted, never logged").await;
     b.expect("msg").await;
-    let (status, body) = server.get("/metrics").await;
-    assert_eq!(status, 200);
-    assert!(body.contains("ephemera_matches_total"));
-    assert!(body.contains("ephemera_chat_events_total"));
-    assert!(body.contains("ephemera_sessions{state=\"online\"}"));
+    let (status, _) = server.get("/metrics").await;
+    assert_eq!(status, 404, "the public port has no /metrics");
+    assert_ne!(server.metrics_addr.port(), server.addr.port());
+    let body = server.metrics().await;
     let counted = |series: &str| -> f64 {
         body.lines()
             .find_map(|line| line.strip_prefix(series))
@@ -63,7 +62,20 @@ async fn metrics_are_exposed_for_prometheus() {
     };
     // Incremented, not only registered (the recorder is shared by the tests in this process).
     assert!(counted("ephemera_chat_events_total{kind=\"msg\"}") >= 1.0);
-    assert!(counted("ephemera_matches_total") >= 1.0);
+    assert!(counted("ephemera_matches_total{mode=\"text\",interests=\"none\"}") >= 1.0);
+    assert!(counted("ephemera_match_wait_seconds_count{mode=\"text\"}") >= 2.0);
+    let build = format!(
+        "ephemera_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(body.contains(&build), "{build}");
+    assert!(body.contains("ephemera_sessions{state=\"online\",mode=\"any\"}"));
+    assert!(body.contains("# HELP ephemera_chat_duration_seconds"));
+    assert!(
+        counted("process_resident_memory_bytes") > 0.0,
+        "process metrics are collected"
+    );
+    assert!(counted("process_open_fds") > 0.0);
     assert!(!body.contains("counted, never logged"));
 }
 
@@ -108,7 +120,7 @@ async fn every_series_the_grafana_dashboard_queries_is_exported() {
     b.expect("msg").await;
     a.send(serde_json::json!({"type":"leave"})).await;
     a.expect("ended").await;
-    let (_, exported) = server.get("/metrics").await;
+    let exported = server.metrics().await;
     let dashboard = include_str!("../../dashboards/ephemera.json");
     let mut queried: Vec<&str> = dashboard
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
@@ -142,6 +154,7 @@ async fn the_binary_drains_on_sigterm_and_logs_nothing_identifying_even_at_trace
         addr,
         banner,
         mut stdout,
+        ..
     } = spawn_binary(
         Command::new(env!("CARGO_BIN_EXE_ephemera"))
             .args(["--listen-addr", "127.0.0.1:0", "--log-level", "trace"])

@@ -9,6 +9,7 @@ mod lifecycle;
 mod load;
 mod matching;
 mod memory;
+mod metrics;
 mod one_client;
 mod page;
 mod pow;

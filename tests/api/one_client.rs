@@ -178,7 +178,7 @@ async fn pings_past_the_control_frame_rate_go_unanswered_and_end_the_connection(
     assert!(pongs >= 1, "pings within the rate are answered");
     assert!(pongs <= 10, "{pongs} pongs for a flood of 200");
     assert_eq!(close, Some(1008), "a flood is a stream of protocol errors");
-    let (_, metrics) = server.get("/metrics").await;
+    let metrics = server.metrics().await;
     assert!(metrics.contains(r#"ephemera_refusals_total{reason="control_frames"}"#));
 }
 
@@ -233,7 +233,7 @@ async fn typing_past_its_rate_is_dropped_without_an_answer() {
         (1..20).contains(&typing),
         "{typing} of 20 indicators relayed"
     );
-    let (_, metrics) = server.get("/metrics").await;
+    let metrics = server.metrics().await;
     assert!(metrics.contains(r#"ephemera_refusals_total{reason="typing_dropped"}"#));
 }
 
@@ -307,7 +307,7 @@ async fn forwarded_hosts_are_believed_only_from_trusted_proxies() {
         upgrade_status(&server, ip("127.32.0.1"), &headers).await,
         101
     );
-    let (_, metrics) = server.get("/metrics").await;
+    let metrics = server.metrics().await;
     assert!(metrics.contains(r#"ephemera_refusals_total{reason="origin"}"#));
 }
 
@@ -564,7 +564,7 @@ async fn malformed_requests_are_counted_and_never_logged_with_what_the_client_se
                 assert_eq!(status, 400, "{request:?}");
             }
         }
-        let (_, metrics) = http_get(spawned.addr, "/metrics").await;
+        let (_, metrics) = http_get(spawned.metrics_addr, "/metrics").await;
         let counted: usize = metrics
             .lines()
             .find_map(|line| {
@@ -640,6 +640,7 @@ async fn readers_that_never_read_are_cut_off_and_their_connections_closed() {
     );
     let child = KillOnDrop(spawned.child);
     let (addr, process) = (spawned.addr, Process(child.id()));
+    let metrics_addr = spawned.metrics_addr;
     let baseline = process.resident_bytes();
     let media = RawSocket::frame(
         true,
@@ -675,7 +676,7 @@ async fn readers_that_never_read_are_cut_off_and_their_connections_closed() {
             p.connections_held(addr.port()) == 0
         })
         .await;
-    let (_, metrics) = http_get(addr, "/metrics").await;
+    let (_, metrics) = http_get(metrics_addr, "/metrics").await;
     assert!(
         closed,
         "the server closed every flooded connection: {} held\n{}",
@@ -693,7 +694,7 @@ async fn readers_that_never_read_are_cut_off_and_their_connections_closed() {
         peak / MIB,
         baseline / MIB
     );
-    let (_, metrics) = http_get(addr, "/metrics").await;
+    let (_, metrics) = http_get(metrics_addr, "/metrics").await;
     assert!(metrics.contains(r#"ephemera_disconnects_total{reason="slow_consumer"}"#));
     drop(members);
 }
@@ -716,6 +717,7 @@ async fn pipelined_requests_whose_answers_are_never_read_end_the_connection() {
     );
     let child = KillOnDrop(spawned.child);
     let (addr, process) = (spawned.addr, Process(child.id()));
+    let metrics_addr = spawned.metrics_addr;
     let baseline = process.resident_bytes();
     let request = "GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(20_000);
     let mut sockets = Vec::new();
@@ -750,7 +752,7 @@ async fn pipelined_requests_whose_answers_are_never_read_end_the_connection() {
         resident / MIB,
         baseline / MIB
     );
-    let (status, metrics) = http_get(addr, "/metrics").await;
+    let (status, metrics) = http_get(metrics_addr, "/metrics").await;
     assert_eq!(status, 200, "everyone else is still served");
     assert!(metrics.contains(r#"ephemera_refusals_total{reason="unread_responses"}"#));
     drop(sockets);
@@ -788,7 +790,7 @@ async fn a_connection_that_takes_nothing_is_closed_after_the_stall_timeout() {
         }
         assert_eq!(frame["type"], "msg", "{frame}");
     }
-    let (_, metrics) = server.get("/metrics").await;
+    let metrics = server.metrics().await;
     assert!(metrics.contains(r#"ephemera_disconnects_total{reason="write_stalled"}"#));
     drop(stalled);
 }

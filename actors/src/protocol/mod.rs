@@ -115,6 +115,25 @@ pub enum ReportReason {
 }
 
 impl ReportReason {
+    pub const ALL: [ReportReason; 5] = [
+        ReportReason::Spam,
+        ReportReason::Harassment,
+        ReportReason::Nudity,
+        ReportReason::Minor,
+        ReportReason::Other,
+    ];
+
+    /// Its place in `ALL` (an exhaustive match: a new reason cannot be forgotten).
+    pub fn index(self) -> usize {
+        match self {
+            ReportReason::Spam => 0,
+            ReportReason::Harassment => 1,
+            ReportReason::Nudity => 2,
+            ReportReason::Minor => 3,
+            ReportReason::Other => 4,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ReportReason::Spam => "spam",
@@ -163,6 +182,35 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    pub const ALL: [ErrorCode; 10] = [
+        ErrorCode::BadRequest,
+        ErrorCode::TooLarge,
+        ErrorCode::RateLimited,
+        ErrorCode::Banned,
+        ErrorCode::AgeRequired,
+        ErrorCode::NotChatting,
+        ErrorCode::AlreadyChatting,
+        ErrorCode::PowRequired,
+        ErrorCode::PowInvalid,
+        ErrorCode::ServerBusy,
+    ];
+
+    /// Its place in `ALL` (an exhaustive match: a new code cannot be forgotten).
+    pub fn index(self) -> usize {
+        match self {
+            ErrorCode::BadRequest => 0,
+            ErrorCode::TooLarge => 1,
+            ErrorCode::RateLimited => 2,
+            ErrorCode::Banned => 3,
+            ErrorCode::AgeRequired => 4,
+            ErrorCode::NotChatting => 5,
+            ErrorCode::AlreadyChatting => 6,
+            ErrorCode::PowRequired => 7,
+            ErrorCode::PowInvalid => 8,
+            ErrorCode::ServerBusy => 9,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::BadRequest => "bad_request",

@@ -28,8 +28,8 @@ use crate::metrics::{Disconnect, Refusal};
 use crate::pair::{EndCause, PairHandle};
 use crate::pow::Challenge;
 use crate::protocol::{
-    parse_client_frame, render_error, render_hello, ClientRequest, ErrorCode, FindRequest,
-    HelloFrame, Mode, PowChallenge, ProtocolError, ResumePoint, ResumeRequest,
+    parse_client_frame, render_hello, ClientRequest, ErrorCode, FindRequest, HelloFrame, Mode,
+    PowChallenge, ProtocolError, ResumePoint, ResumeRequest,
 };
 use crate::purge::PurgeHandle;
 use crate::rate_limits::SessionLimiters;
@@ -42,7 +42,9 @@ use policy::{ErrorBudget, OutboxBounds};
 #[derive(Debug)]
 enum State {
     Idle,
-    Waiting,
+    Waiting {
+        mode: Mode,
+    },
     Chatting {
         chat: ChatId,
         pair: PairHandle,
@@ -54,6 +56,7 @@ enum State {
         chat: ChatId,
         pair: PairHandle,
         side: Side,
+        mode: Mode,
         requeue: bool,
     },
 }
@@ -62,7 +65,7 @@ impl State {
     fn name(&self) -> &'static str {
         match self {
             State::Idle => "idle",
-            State::Waiting => "waiting",
+            State::Waiting { .. } => "waiting",
             State::Chatting { .. } | State::Ending { .. } => "chatting",
         }
     }
@@ -70,8 +73,8 @@ impl State {
     fn occupancy(&self) -> Occupancy {
         match self {
             State::Idle => Occupancy::Idle,
-            State::Waiting => Occupancy::Waiting,
-            State::Chatting { .. } | State::Ending { .. } => Occupancy::Chatting,
+            State::Waiting { mode } => Occupancy::Waiting(*mode),
+            State::Chatting { mode, .. } | State::Ending { mode, .. } => Occupancy::Chatting(*mode),
         }
     }
 
@@ -83,7 +86,7 @@ impl State {
             | State::Ending {
                 chat, pair, side, ..
             } => Some((*chat, pair, *side)),
-            State::Idle | State::Waiting => None,
+            State::Idle | State::Waiting { .. } => None,
         }
     }
 }
@@ -483,7 +486,7 @@ impl Session {
                     "frames may be at most {} bytes",
                     self.context.config().limits.max_frame_bytes
                 );
-                self.push(render_error(ErrorCode::TooLarge, &message, None), ctx);
+                self.send_error(ErrorCode::TooLarge, &message, None, ctx);
                 self.close(close_code::MESSAGE_TOO_BIG, "frame too large");
                 ctx.stop();
             }
@@ -546,7 +549,7 @@ impl Actor for Session {
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         match &self.state {
-            State::Waiting => self.matchmaker.leave(self.id),
+            State::Waiting { .. } => self.matchmaker.leave(self.id),
             State::Chatting { pair, side, .. } | State::Ending { pair, side, .. } => {
                 pair.end(*side, self.stop_cause);
             }
@@ -680,7 +683,7 @@ impl Handler<ChatStarted> for Session {
     type Result = ();
 
     fn handle(&mut self, started: ChatStarted, _ctx: &mut Context<Self>) {
-        if !matches!(self.state, State::Waiting) || self.shutting_down {
+        if !matches!(self.state, State::Waiting { .. }) || self.shutting_down {
             // This session left the queue while the match was being made.
             started.pair.end(started.side, EndCause::Left);
             return;

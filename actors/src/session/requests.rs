@@ -14,7 +14,7 @@ use crate::connection::close_code;
 use crate::event_log::EventKind;
 use crate::matchmaker::JoinQueue;
 use crate::metrics::{Disconnect, Refusal};
-use crate::pair::{EndCause, PostRefused};
+use crate::pair::{EndCause, PostRefused, RelayKind};
 use crate::protocol::{
     fixed, render_error, render_waiting, retry_after_ms, ChatBody, ClientRequest, ErrorCode,
     FindRequest, Mode, ProtocolError,
@@ -26,8 +26,20 @@ const CHAT_BUSY_RETRY_MS: u64 = 100;
 impl Session {
     pub(super) fn refuse(&mut self, error: ProtocolError, ctx: &mut Context<Self>) {
         self.context.metrics().refused(refusal_for(error.code));
-        self.push(render_error(error.code, &error.message, None), ctx);
+        self.send_error(error.code, &error.message, None, ctx);
         self.count_protocol_error(ctx);
+    }
+
+    /// Sends an `error` frame, counted by code.
+    pub(super) fn send_error(
+        &mut self,
+        code: ErrorCode,
+        message: &str,
+        retry_after_ms: Option<u64>,
+        ctx: &mut Context<Self>,
+    ) {
+        self.context.metrics().error_sent(code);
+        self.push(render_error(code, message, retry_after_ms), ctx);
     }
 
     pub(super) fn count_protocol_error(&mut self, ctx: &mut Context<Self>) {
@@ -45,10 +57,8 @@ impl Session {
     pub(super) fn rate_limited(&mut self, wait: Duration, what: &str, ctx: &mut Context<Self>) {
         self.context.metrics().refused(Refusal::RateLimited);
         let message = format!("you are sending {what} too fast; wait a little");
-        self.push(
-            render_error(ErrorCode::RateLimited, &message, Some(retry_after_ms(wait))),
-            ctx,
-        );
+        let retry = Some(retry_after_ms(wait));
+        self.send_error(ErrorCode::RateLimited, &message, retry, ctx);
         self.count_protocol_error(ctx);
     }
 
@@ -61,12 +71,12 @@ impl Session {
             return false;
         };
         self.context.metrics().refused(Refusal::Banned);
-        let error = render_error(
+        self.send_error(
             ErrorCode::Banned,
             "strangers reported you; you cannot chat for a while",
             Some(retry_after_ms(left)),
+            ctx,
         );
-        self.push(error, ctx);
         true
     }
 
@@ -101,7 +111,7 @@ impl Session {
                 } else {
                     fixed::TYPING_OFF
                 };
-                self.relay(ByteString::from_static(frame), ctx);
+                self.relay(RelayKind::Typing, ByteString::from_static(frame), ctx);
             }
             ClientRequest::Signal { frame } => self.signal(frame, ctx),
             ClientRequest::Next => self.next(ctx),
@@ -173,7 +183,7 @@ impl Session {
         if let Err(wait) = self.context.spend_find(self.slot.client()) {
             return self.rate_limited(wait, "finds", ctx);
         }
-        if matches!(self.state, State::Waiting) {
+        if matches!(self.state, State::Waiting { .. }) {
             self.matchmaker.leave(self.id);
         }
         self.preferences = Some(find);
@@ -196,13 +206,11 @@ impl Session {
         if self.matchmaker.join(join).is_err() {
             self.context.metrics().refused(Refusal::QueueBusy);
             self.set_state(State::Idle);
-            self.push(
-                render_error(ErrorCode::ServerBusy, "the queue is busy, try again", None),
-                ctx,
-            );
-            return;
+            let message = "the queue is busy, try again";
+            return self.send_error(ErrorCode::ServerBusy, message, None, ctx);
         }
-        self.set_state(State::Waiting);
+        let mode = preferences.mode;
+        self.set_state(State::Waiting { mode });
         let online = self.context.stats().online;
         self.push(render_waiting(online), ctx);
     }
@@ -215,12 +223,12 @@ impl Session {
             Ok(()) => {}
             Err(PostRefused::Busy) => {
                 self.context.metrics().refused(Refusal::ChatBusy);
-                let error = render_error(
+                self.send_error(
                     ErrorCode::RateLimited,
                     "you are sending faster than the chat can take",
                     Some(CHAT_BUSY_RETRY_MS),
+                    ctx,
                 );
-                self.push(error, ctx);
             }
             // The chat just ended; its `ended` is already on the way to this session.
             Err(PostRefused::Ended) => self.not_chatting(ctx),
@@ -246,17 +254,17 @@ impl Session {
             _ => return self.not_chatting(ctx),
         }
         match self.limits.check_signal() {
-            Ok(()) => self.relay(frame, ctx),
+            Ok(()) => self.relay(RelayKind::Signal, frame, ctx),
             Err(wait) => self.rate_limited(wait, "signals", ctx),
         }
     }
 
-    pub(super) fn relay(&mut self, frame: ByteString, ctx: &mut Context<Self>) {
+    pub(super) fn relay(&mut self, kind: RelayKind, frame: ByteString, ctx: &mut Context<Self>) {
         let State::Chatting { pair, side, .. } = &self.state else {
             return self.not_chatting(ctx);
         };
         // Typing and signalling are best effort: dropped, and counted, when the chat is busy.
-        if pair.relay(*side, frame).is_err() {
+        if pair.relay(*side, kind, frame).is_err() {
             self.context.metrics().refused(Refusal::ChatBusy);
         }
     }
@@ -277,7 +285,7 @@ impl Session {
                 self.begin_ending(true);
             }
             State::Ending { requeue, .. } => *requeue = true,
-            State::Waiting => {
+            State::Waiting { .. } => {
                 self.matchmaker.leave(self.id);
                 self.join_queue(ctx);
             }
@@ -292,7 +300,7 @@ impl Session {
                 self.begin_ending(false);
             }
             State::Ending { requeue, .. } => *requeue = false,
-            State::Waiting => {
+            State::Waiting { .. } => {
                 self.matchmaker.leave(self.id);
                 self.set_state(State::Idle);
             }
@@ -302,13 +310,17 @@ impl Session {
 
     pub(super) fn begin_ending(&mut self, requeue: bool) {
         if let State::Chatting {
-            chat, pair, side, ..
+            chat,
+            pair,
+            side,
+            mode,
         } = &self.state
         {
             let ending = State::Ending {
                 chat: *chat,
                 pair: pair.clone(),
                 side: *side,
+                mode: *mode,
                 requeue,
             };
             self.set_state(ending);

@@ -56,6 +56,7 @@ fn spawn_server(log: &Path) -> (KillOnDrop, String) {
         .arg("--config")
         .arg(config)
         .args(["--listen-addr", "127.0.0.1:0"])
+        .args(["--metrics-addr", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(stderr)
         .spawn()

@@ -31,6 +31,8 @@ const TEST_ENV = {
   EPHEMERA_CLIENT_TIMEOUT_SECONDS: "3",
   EPHEMERA_RESUME_GRACE_SECONDS: "60",
   EPHEMERA_LOG_LEVEL: "warn",
+  // The admin (metrics) listener on a port of its own, so servers never collide on 9898.
+  EPHEMERA_METRICS_ADDR: "127.0.0.1:0",
 };
 
 /// Starts the release server on a free port; resolves once its banner names the address.
