@@ -46,6 +46,7 @@ pub(crate) struct FuzzArgs {
     /// (127.2.x.y), so limits the fuzzers exhaust per address never touch them.
     #[arg(long, default_value_t = 20)]
     pub(crate) pairs: usize,
+    /// Seconds the fuzzers run; the normal pairs chat as long.
     #[arg(long, default_value_t = 10.0)]
     pub(crate) duration_seconds: f64,
     /// Most the server's resident memory (VmRSS, needs --server-pid) may grow above its value
@@ -58,7 +59,8 @@ pub(crate) struct FuzzArgs {
     #[arg(long)]
     pub(crate) max_memory_growth_mib: Option<u64>,
     /// Seed of the fuzzers' generator (default: from the clock). Printed at the start and in
-    /// the summary; the same seed and --connections replay what each connection sends.
+    /// the summary; the same seed and --connections make each fuzz worker send the same
+    /// sequence of mutations again (where the server's closes cut it may vary with timing).
     #[arg(long)]
     pub(crate) seed: Option<u64>,
     /// The server's log (its stderr); scanned at the end, and the run fails on any line with
@@ -152,20 +154,24 @@ fn seed_from_clock() -> u64 {
 }
 
 pub(crate) async fn run_fuzz(cli: &Cli, args: &FuzzArgs) -> FuzzSummary {
-    let seed = args.seed.unwrap_or_else(seed_from_clock);
-    eprintln!("fuzz seed {seed} (replay with --seed {seed})");
     let bound_mib = args
         .max_memory_growth_mib
         .unwrap_or_else(|| default_memory_growth_mib(args.connections));
     let mut failures = Vec::new();
     let target = match ws_target(&cli.url).await {
-        Ok(target) => target,
+        Ok(target) if target.ip().is_loopback() => target,
+        Ok(target) => {
+            // The fuzzers' traffic is abuse by design: never aimed at another machine.
+            eprintln!("the fuzz scenario only targets loopback addresses, not {target}");
+            std::process::exit(2);
+        }
         Err(error) => {
-            failures.push(format!("cannot resolve {}: {error}", cli.url));
-            // Nothing to fuzz; the summary below reports the empty run.
-            "127.0.0.1:9".parse().expect("a literal socket address")
+            eprintln!("cannot resolve {}: {error}", cli.url);
+            std::process::exit(2);
         }
     };
+    let seed = args.seed.unwrap_or_else(seed_from_clock);
+    eprintln!("fuzz seed {seed} (replay with --seed {seed})");
     let (host, path) = host_and_path(&cli.url);
     if let Err(error) = health_check(target, &host, 0).await {
         failures.push(format!(

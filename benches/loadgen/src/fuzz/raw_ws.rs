@@ -473,6 +473,13 @@ fn take_text(payload: &[u8], live: &watch::Sender<Live>, counts: &mut ReaderCoun
                 }
                 return;
             }
+            if frame["resumed"] == true {
+                // A fuzzer resumed one of its own dropped sessions: the real resume path.
+                *counts
+                    .events_by_type
+                    .entry("hello_resumed".to_owned())
+                    .or_default() += 1;
+            }
             let token = frame["session"].as_str().map(str::to_owned);
             let max_frame_bytes = frame["limits"]["max_frame_bytes"]
                 .as_u64()
