@@ -407,7 +407,7 @@ document.addEventListener("paste", (e) => {
 /// the chat ended under it.
 function stopRecording(send) {
   recorder.send = send;
-  recorder.stop();
+  if (recorder.state !== "inactive") recorder.stop(); // it may be stopping already
 }
 
 async function toggleVoiceNote() {
