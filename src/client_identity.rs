@@ -42,7 +42,10 @@ pub async fn forget_client_address(
         } else {
             peer
         };
-        let keys = state.hub.client_keys_for(ip);
+        let mut keys = state.hub.client_keys_for(ip);
+        if let Some(geo) = &state.geo {
+            keys.region = geo.region_of(ip);
+        }
         req.extensions_mut().insert(keys);
         if trusted {
             req.extensions_mut().insert(ViaTrustedProxy);

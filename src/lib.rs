@@ -19,6 +19,7 @@
 //! - `wiping_allocator`: the global allocator that zeroes every block it frees.
 
 pub mod client_identity;
+pub mod geo;
 pub mod hardening;
 pub mod memory;
 pub mod privacy_page;

@@ -137,6 +137,8 @@ settings! {
     tls_cert_path: String = String::new(), env = "EPHEMERA_TLS_CERT_PATH";
     /// PEM private key for TLS.
     tls_key_path: String = String::new(), env = "EPHEMERA_TLS_KEY_PATH";
+    /// A MaxMind country database (.mmdb) for counts of sessions by country and continent (empty: off).
+    geoip_db_path: String = String::new(), env = "EPHEMERA_GEOIP_DB_PATH";
     /// Proxies (CIDR list) whose forwarding header (client_address_header) is believed.
     trusted_proxies: Vec<String> = Vec::new(), env = "EPHEMERA_TRUSTED_PROXIES";
     /// Which header trusted proxies set: "x-forwarded-for" or "forwarded" (RFC 7239); only that one is read.

@@ -52,6 +52,13 @@ impl Server {
         })?;
         let metrics_addr = admin_listener.local_addr()?;
         let metrics = telemetry::prometheus_handle();
+        let geo = match settings.geoip_db_path.as_str() {
+            "" => None,
+            path => Some(Arc::new(
+                crate::geo::GeoDb::open(std::path::Path::new(path))
+                    .map_err(std::io::Error::other)?,
+            )),
+        };
         let hub = Hub::start(settings.chat_config());
         let state = web::Data::new(AppState {
             hub: hub.clone(),
@@ -60,6 +67,7 @@ impl Server {
             trusted_proxies: settings.trusted_proxy_networks().unwrap_or_default(),
             client_address_header: settings.client_address_header,
             metrics,
+            geo,
         });
         if settings.memory_trim_interval_seconds > 0.0 {
             actix_web::rt::spawn(crate::memory::trim_every(Settings::duration(

@@ -14,4 +14,6 @@ pub struct AppState {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub client_address_header: AddressHeader,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The country database, when `geoip_db_path` names one.
+    pub geo: Option<Arc<crate::geo::GeoDb>>,
 }

@@ -272,6 +272,7 @@ mod tests {
         desk.carry_over(&ClientKeys {
             current: k[3],
             older: vec![k[0]],
+            region: Default::default(),
         });
         assert!(desk.banned_for(k[3], now).is_some());
         assert!(

@@ -44,12 +44,60 @@ impl std::fmt::Debug for ClientKey {
     }
 }
 
-/// A client's key under the current salt, and under each older generation still kept.
+/// A client's key under the current salt, and under each older generation still kept, and
+/// the coarse region of its address (looked up at the same moment, for counts only).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientKeys {
     pub current: ClientKey,
     /// Newest first.
     pub older: Vec<ClientKey>,
+    pub region: Region,
+}
+
+/// A country and a continent, as ISO codes (two capital letters each), or unknown: the only
+/// thing about where a client is that outlives its address, and only as a count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Region {
+    /// Zeroes: unknown.
+    country: [u8; 2],
+    continent: [u8; 2],
+}
+
+impl Region {
+    pub const UNKNOWN: Region = Region {
+        country: [0; 2],
+        continent: [0; 2],
+    };
+
+    /// The region of these codes; either is unknown unless it is two capital letters.
+    pub fn new(country: Option<&str>, continent: Option<&str>) -> Self {
+        fn code(text: Option<&str>) -> [u8; 2] {
+            match text.map(str::as_bytes) {
+                Some(&[a, b]) if a.is_ascii_uppercase() && b.is_ascii_uppercase() => [a, b],
+                _ => [0; 2],
+            }
+        }
+        Region {
+            country: code(country),
+            continent: code(continent),
+        }
+    }
+
+    pub fn country(&self) -> &str {
+        Self::label(&self.country)
+    }
+
+    pub fn continent(&self) -> &str {
+        Self::label(&self.continent)
+    }
+
+    fn label(code: &[u8; 2]) -> &str {
+        // Only capital ASCII letters are stored (see `new`).
+        std::str::from_utf8(code)
+            .ok()
+            .filter(|_| code[0] != 0)
+            .unwrap_or("unknown")
+    }
 }
 
 impl ClientKeys {
@@ -149,6 +197,7 @@ impl KeyRing {
         ClientKeys {
             current,
             older: generations.map(|generation| generation.key(ip)).collect(),
+            region: Region::UNKNOWN,
         }
     }
 

@@ -211,6 +211,7 @@ impl Hub {
     ) {
         let refusal = match self.context.admit(&keys) {
             Ok(slot) => {
+                self.metrics().session_started_in(keys.region);
                 Session::start_new(
                     self.context.clone(),
                     self.matchmaker.clone(),

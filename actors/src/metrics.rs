@@ -365,6 +365,16 @@ impl ChatMetrics {
         self.disconnects[disconnect.index()].increment(1);
     }
 
+    /// A fresh session started for a client in `region`.
+    pub fn session_started_in(&self, region: crate::client_key::Region) {
+        counter!(
+            "ephemera_sessions_started_by_country_total",
+            "country" => region.country().to_owned(),
+            "continent" => region.continent().to_owned()
+        )
+        .increment(1);
+    }
+
     /// An `error` frame with `code` went to a client.
     pub fn error_sent(&self, code: ErrorCode) {
         self.errors_sent[code.index()].increment(1);

@@ -286,7 +286,8 @@ mod tests {
             limits
                 .check_connection(&ClientKeys {
                     current: a,
-                    older: vec![]
+                    older: vec![],
+                    region: Default::default(),
                 })
                 .is_ok(),
             "connections are unlimited"
@@ -305,6 +306,7 @@ mod tests {
         let rotated = ClientKeys {
             current: new,
             older: vec![old.current],
+            region: Default::default(),
         };
         assert!(limits.check_connection(&rotated).is_err());
     }

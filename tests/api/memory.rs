@@ -10,7 +10,33 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-fn start_server() -> (Child, SocketAddr) {
+const GEOIP_TEST_DATABASE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/data/geoip/GeoLite2-Country-Test.mmdb"
+);
+/// Client A's address as its (trusted) proxy forwards it; in the test database it is GB.
+const FORWARDED_ADDRESS: &str = "81.2.69.142";
+
+/// A client from `source`, a trusted proxy that forwards `forwarded_for` as its client.
+async fn connect_forwarded(server: SocketAddr, source: IpAddr, forwarded_for: &str) -> Client {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(source, 0)).unwrap();
+    let stream = socket.connect(server).await.unwrap();
+    let mut request = format!("ws://{server}/ws").into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("x-forwarded-for", forwarded_for.parse().unwrap());
+    let (ws, _) =
+        tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await
+            .unwrap();
+    let mut client = Client::ungreeted(ws);
+    client.hello = client.expect("hello").await;
+    client
+}
+
+fn start_server() -> (Child, SocketAddr, SocketAddr) {
     let spawned = spawn_binary(
         Command::new(server_binary())
             .args([
@@ -28,9 +54,12 @@ fn start_server() -> (Child, SocketAddr) {
                 "0.3",
             ])
             .args(["--purge-interval-seconds", "0.05"])
+            // With a country database, the lookup must leave nothing behind either.
+            .args(["--geoip-db-path", GEOIP_TEST_DATABASE])
+            .args(["--trusted-proxies", "127.83.0.0/16"])
             .stderr(Stdio::null()),
     );
-    (spawned.child, spawned.addr)
+    (spawned.child, spawned.addr, spawned.metrics_addr)
 }
 
 /// Dumps the live process with gdb's gcore and returns the dump's bytes.
@@ -68,7 +97,7 @@ fn found(dump: &[u8], secrets: &[Secret]) -> Vec<&'static str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dump_after_the_chat_holds_no_message_nick_interest_or_address() {
-    let (child, addr) = start_server();
+    let (child, addr, metrics_addr) = start_server();
     let child = KillOnDrop(child);
     // Unique per run, so nothing else in the process can hold them by chance.
     let tag = format!(
@@ -85,7 +114,7 @@ async fn a_dump_after_the_chat_holds_no_message_nick_interest_or_address() {
         unreachable!()
     };
 
-    let mut a = Client::connect_from(addr, client_ip).await;
+    let mut a = connect_forwarded(addr, client_ip, FORWARDED_ADDRESS).await;
     let mut b = Client::connect_from(addr, "127.0.0.1".parse().unwrap()).await;
     a.send(json!({"type":"find","adult":true,"nick":nick,"interests":[interest]}))
         .await;
@@ -134,6 +163,14 @@ async fn a_dump_after_the_chat_holds_no_message_nick_interest_or_address() {
             bytes: b"127.83.211.47".to_vec(),
         },
         Secret {
+            what: "forwarded address as text",
+            bytes: FORWARDED_ADDRESS.as_bytes().to_vec(),
+        },
+        Secret {
+            what: "forwarded address as bytes",
+            bytes: vec![81, 2, 69, 142],
+        },
+        Secret {
             what: "address as bytes",
             bytes: v4.octets().to_vec(),
         },
@@ -163,6 +200,15 @@ async fn a_dump_after_the_chat_holds_no_message_nick_interest_or_address() {
         "the connected client's address is in memory while it is connected"
     );
     drop(open);
+
+    // The lookup ran (so the search below covers it).
+    let (_, metrics) = http_get(metrics_addr, "/metrics").await;
+    assert!(
+        metrics.contains(
+            r#"ephemera_sessions_started_by_country_total{country="GB",continent="EU"} 1"#
+        ),
+        "A was counted in GB"
+    );
 
     // B leaves with a close frame; A's connection drops, and its grace (0.3 s) runs out.
     b.close().await;

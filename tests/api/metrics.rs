@@ -193,3 +193,68 @@ async fn after_a_busy_run_every_series_and_label_is_documented_and_from_a_fixed_
         assert!(body.contains(sample), "{sample} was not counted");
     }
 }
+
+/// A client whose address, as a trusted proxy forwards it, is `forwarded_for`.
+async fn connect_forwarded(server: &TestServer, forwarded_for: &str) -> Client {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = server.ws_url().into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("x-forwarded-for", forwarded_for.parse().unwrap());
+    let (ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let mut client = Client::ungreeted(ws);
+    client.hello = client.expect("hello").await;
+    client
+}
+
+fn sample(body: &str, series: &str) -> f64 {
+    body.lines()
+        .find_map(|line| line.strip_prefix(series))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn sessions_are_counted_by_country_and_continent_and_nothing_finer() {
+    let server = spawn_server(Settings {
+        geoip_db_path: concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/geoip/GeoLite2-Country-Test.mmdb"
+        )
+        .into(),
+        trusted_proxies: vec!["127.0.0.0/8".into()],
+        ..test_settings()
+    });
+    let series = |country: &str, continent: &str| {
+        format!(
+            r#"ephemera_sessions_started_by_country_total{{country="{country}",continent="{continent}"}}"#
+        )
+    };
+    let before = server.metrics().await;
+    let mut clients = Vec::new();
+    for address in [
+        "81.2.69.142",
+        "81.2.69.142",
+        "89.160.20.112",
+        "216.160.83.56",
+        "10.9.8.7",
+    ] {
+        clients.push(connect_forwarded(&server, address).await);
+    }
+    let after = server.metrics().await;
+    for (country, continent, started) in [("GB", "EU", 2.0), ("SE", "EU", 1.0), ("US", "NA", 1.0)] {
+        let name = series(country, continent);
+        assert_eq!(
+            sample(&after, &name) - sample(&before, &name),
+            started,
+            "{name}"
+        );
+    }
+    // Other tests' servers in this process count unknown sessions too: at least this one.
+    let unknown = series("unknown", "unknown");
+    assert!(sample(&after, &unknown) - sample(&before, &unknown) >= 1.0);
+    // Nothing finer than a country is exported, and no address.
+    assert!(!after.contains("81.2.69"));
+    assert!(!after.contains("city"));
+    drop(clients);
+}
