@@ -12,6 +12,7 @@
 //!   (`ws/reader.rs`) and a cuttable writer (`ws/writer.rs`).
 //! - `hardening`: security headers, and core dumps off.
 //! - `memory`: hands freed memory back to the operating system on a timer.
+//! - `mqtt`: optional publishing of the aggregate statistics to an MQTT broker (`mqtt_url`).
 //! - `privacy_page`: /privacy, generated from the running settings.
 //! - `routes`: /healthz, /readyz, /stats, /metrics.
 //! - `static_files`: the embedded web page.
@@ -22,6 +23,7 @@ pub mod client_identity;
 pub mod geo;
 pub mod hardening;
 pub mod memory;
+pub mod mqtt;
 pub mod privacy_page;
 pub mod routes;
 pub mod settings;

@@ -51,7 +51,7 @@ pub fn render(settings: &Settings) -> String {
 <tr><td>That two sessions have met</td><td>server memory: two internal numbers, nothing about you</td><td>{cooldown}, so you are not matched with the same stranger again</td></tr>
 <tr><td>Your network address</td><td>nowhere: it is used once to compute a salted key (the salt lives only in memory and is replaced every {salt}) and then forgotten</td><td>-</td></tr>
 <tr><td>Reports against you, and any ban</td><td>server memory, under your salted key</td><td>while a ban lasts, and {report_window} after the last report</td></tr>
-<tr><td>Counts of sessions, chats and messages</td><td>server memory, as anonymous totals for the operator's statistics; nothing by location</td><td>until the server restarts</td></tr>
+<tr><td>Counts of sessions, chats and messages</td><td>server memory, as anonymous totals for the operator's statistics; nothing by location{mqtt}</td><td>until the server restarts</td></tr>
 </table>
 <p>Nothing is written to disk. No cookie is set. The page loads nothing from any other site.
 Your browser keeps your resume token in this tab's session storage only; closing the tab
@@ -78,6 +78,17 @@ Connections silent for {timeout} count as dropped.</p>
         salt = seconds(settings.salt_rotation_seconds),
         report_window = seconds(settings.report_window_seconds),
         ice = ice,
+        // Only that the totals leave, and how often: never the broker's address or login.
+        mqtt = if settings.mqtt_url.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ". Every {}, the operator's statistics service also receives the number of \
+                 sessions online, waiting and chatting, and of chats begun and messages sent \
+                 in that time: totals only",
+                seconds(settings.mqtt_interval_seconds)
+            )
+        },
         tls = if settings.tls_enabled() {
             "This server encrypts every connection with TLS itself."
         } else {

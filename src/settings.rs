@@ -179,6 +179,12 @@ settings! {
     log_level: String = "info".to_owned(), env = "EPHEMERA_LOG_LEVEL";
     /// Seconds between returns of freed memory to the operating system (0: never).
     memory_trim_interval_seconds: f64 = 5.0, env = "EPHEMERA_MEMORY_TRIM_INTERVAL_SECONDS";
+    /// MQTT broker to publish aggregate statistics to, mqtt://[user[:password]@]host[:port][?client_id=ID] (empty: off; no client_id: a random one).
+    mqtt_url: String = String::new(), env = "EPHEMERA_MQTT_URL";
+    /// MQTT topic of the statistics snapshots (JSON: online, waiting, chatting, and matches and messages in the interval).
+    mqtt_topic: String = "ephemera/stats".to_owned(), env = "EPHEMERA_MQTT_TOPIC";
+    /// Seconds between statistics snapshots published to mqtt_url.
+    mqtt_interval_seconds: f64 = 10.0, env = "EPHEMERA_MQTT_INTERVAL_SECONDS";
 }
 
 /// Which forwarding header a trusted proxy sets. One is believed, never a preference order:
@@ -202,6 +208,8 @@ pub enum SettingsError {
         name: &'static str,
         reason: &'static str,
     },
+    #[error("invalid setting mqtt_url: {0}")]
+    MqttUrl(#[from] crate::mqtt::BrokerUrlError),
 }
 
 impl Settings {
@@ -251,6 +259,7 @@ impl Settings {
                 "turn_credential_ttl_seconds",
                 self.turn_credential_ttl_seconds,
             ),
+            ("mqtt_interval_seconds", self.mqtt_interval_seconds),
         ];
         for (name, seconds) in durations {
             if !seconds.is_finite() || !(0.0..=1e9).contains(&seconds) {
@@ -330,7 +339,36 @@ impl Settings {
                 reason: "must be at least 1024",
             });
         }
+        self.mqtt_publishing()?;
         Ok(())
+    }
+
+    /// What to publish to the MQTT broker, and where; `None` when `mqtt_url` is empty.
+    pub fn mqtt_publishing(&self) -> Result<Option<crate::mqtt::Publishing>, SettingsError> {
+        if self.mqtt_url.is_empty() {
+            return Ok(None);
+        }
+        let broker = crate::mqtt::BrokerUrl::parse(&self.mqtt_url)?;
+        // A topic to publish to is a name: wildcards are for subscribers, and MQTT bounds its
+        // length by a 16-bit prefix.
+        let topic = &self.mqtt_topic;
+        if topic.is_empty() || topic.len() > 65_535 || topic.contains(['+', '#', '\0']) {
+            return Err(SettingsError::OutOfRange {
+                name: "mqtt_topic",
+                reason: "must be a topic name (not empty, without + or #)",
+            });
+        }
+        if self.mqtt_interval_seconds < 0.1 {
+            return Err(SettingsError::OutOfRange {
+                name: "mqtt_interval_seconds",
+                reason: "must be at least 0.1 seconds",
+            });
+        }
+        Ok(Some(crate::mqtt::Publishing {
+            broker,
+            topic: topic.clone(),
+            interval: Self::duration(self.mqtt_interval_seconds),
+        }))
     }
 
     /// `trusted_proxies` parsed; a bare address is a network of one.
@@ -542,6 +580,32 @@ mod tests {
             ..Overrides::default()
         };
         assert!(Settings::load(&overrides).is_err());
+    }
+
+    #[test]
+    fn mqtt_is_off_by_default_and_a_bad_url_topic_or_interval_is_refused_at_load() {
+        assert!(Settings::load(&Overrides::default())
+            .unwrap()
+            .mqtt_publishing()
+            .unwrap()
+            .is_none());
+        let with = |url: &str, topic: &str, interval: f64| Overrides {
+            mqtt_url: Some(url.into()),
+            mqtt_topic: Some(topic.into()),
+            mqtt_interval_seconds: Some(interval),
+            ..Overrides::default()
+        };
+        let good = Settings::load(&with("mqtt://127.0.0.1:1883", "ephemera/stats", 10.0)).unwrap();
+        assert!(good.mqtt_publishing().unwrap().is_some());
+        let refused = |overrides| Settings::load(&overrides).unwrap_err().to_string();
+        let tls = refused(with("mqtts://user:hunter2@broker.example", "s", 10.0));
+        assert!(tls.contains("mqtt_url") && tls.contains("TLS"), "{tls}");
+        assert!(!tls.contains("hunter2"), "{tls}");
+        assert!(refused(with("http://broker.example", "s", 10.0)).contains("scheme"));
+        assert!(refused(with("mqtt://broker.example", "stats/#", 10.0)).contains("mqtt_topic"));
+        assert!(refused(with("mqtt://broker.example", "", 10.0)).contains("mqtt_topic"));
+        let fast = refused(with("mqtt://broker.example", "s", 0.01));
+        assert!(fast.contains("mqtt_interval_seconds"), "{fast}");
     }
 
     #[test]

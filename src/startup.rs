@@ -10,6 +10,7 @@ use ephemera_actors::Hub;
 
 use crate::client_identity;
 use crate::hardening;
+use crate::mqtt::MqttPublisher;
 use crate::privacy_page;
 use crate::routes;
 use crate::settings::Settings;
@@ -30,6 +31,8 @@ pub struct Server {
     http: ServerHandle,
     admin: ServerHandle,
     drain: Duration,
+    /// Publishes the statistics to `mqtt_url`, when set; stopped at shutdown (or when dropped).
+    mqtt: Option<MqttPublisher>,
 }
 
 impl Server {
@@ -59,7 +62,14 @@ impl Server {
                     .map_err(std::io::Error::other)?,
             )),
         };
+        // Validated when the settings were loaded; settings built in code are checked here.
+        let mqtt_publishing = settings
+            .mqtt_publishing()
+            .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
         let hub = Hub::start(settings.chat_config());
+        let mqtt = mqtt_publishing
+            .map(|publishing| MqttPublisher::start(hub.clone(), publishing))
+            .transpose()?;
         let state = web::Data::new(AppState {
             hub: hub.clone(),
             allowed_origins: settings.allowed_origins.clone(),
@@ -163,6 +173,7 @@ impl Server {
             http: http.handle(),
             admin,
             drain,
+            mqtt,
         };
         Ok((server, http))
     }
@@ -198,6 +209,9 @@ impl Server {
         tokio::time::sleep(Duration::from_millis(50)).await;
         self.http.stop(true).await;
         self.admin.stop(true).await;
+        if let Some(mqtt) = &self.mqtt {
+            mqtt.stop();
+        }
     }
 }
 

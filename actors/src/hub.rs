@@ -114,6 +114,11 @@ impl Hub {
         self.context.stats()
     }
 
+    /// Matches and messages since the hub started; a reader takes differences for an interval.
+    pub fn activity_totals(&self) -> crate::metrics::ActivityCounts {
+        self.metrics().activity_totals()
+    }
+
     /// Sets the sessions gauges (`ephemera_sessions{state,mode}`) from the live counts; called
     /// when metrics are scraped.
     pub fn update_session_gauges(&self) {

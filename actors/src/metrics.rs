@@ -2,6 +2,9 @@
 //! the hot path increments a counter without building a key. Labels come from small fixed
 //! sets; nothing here can identify a person.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use metrics::{counter, gauge, histogram, Counter, Histogram};
 
 use crate::protocol::{ErrorCode, Mode, ReportReason};
@@ -229,6 +232,7 @@ pub const SERIES: &[Series] = &[
     series("ephemera_refusals_total", C, &["reason"], "Frames, connections or requests refused, by reason."),
     series("ephemera_disconnects_total", C, &["reason"], "Connections closed or lost, by reason (slow_consumer: cut off for not reading)."),
     series("ephemera_purge_tick_seconds", H, &[], "Seconds one purge tick took (grace and cooldown expiry, key and limiter pruning)."),
+    series("ephemera_mqtt_publishes_total", C, &["result"], "Statistics snapshots for the MQTT broker (mqtt_url): ok when written to the broker's connection, failed when dropped because it was away or still busy with the previous one."),
 ];
 
 /// Histogram buckets, in seconds: the queue wait (sub-second to ten minutes) and chat lengths
@@ -291,6 +295,44 @@ pub struct ChatMetrics {
     /// One handle per code, in the order of `ErrorCode::ALL`.
     errors_sent: Vec<Counter>,
     pub purge_tick: Histogram,
+    /// The matches and messages so far, readable (unlike the handles above) for the MQTT
+    /// snapshot's per-interval counts. Shared with every pair's `PairCounters`.
+    totals: Arc<ActivityTotals>,
+}
+
+/// Chats begun and messages relayed since the hub started. The `metrics` crate's handles
+/// cannot be read back, so these mirror two of them: one relaxed add beside each increment,
+/// no lock. Relaxed suffices: a reader wants a recent count, not an order among them.
+#[derive(Debug, Default)]
+pub struct ActivityTotals {
+    matches: AtomicU64,
+    messages: AtomicU64,
+}
+
+/// A reading of `ActivityTotals`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ActivityCounts {
+    pub matches: u64,
+    pub messages: u64,
+}
+
+impl ActivityTotals {
+    pub fn read(&self) -> ActivityCounts {
+        ActivityCounts {
+            matches: self.matches.load(Ordering::Relaxed),
+            messages: self.messages.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl ActivityCounts {
+    /// What was added between `earlier` and this reading.
+    pub fn since(self, earlier: ActivityCounts) -> ActivityCounts {
+        ActivityCounts {
+            matches: self.matches.saturating_sub(earlier.matches),
+            messages: self.messages.saturating_sub(earlier.messages),
+        }
+    }
 }
 
 impl ChatMetrics {
@@ -298,6 +340,7 @@ impl ChatMetrics {
     pub fn register() -> Self {
         describe_all();
         gauge!("ephemera_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        let totals = Arc::new(ActivityTotals::default());
         Self {
             sessions_started: counter!("ephemera_sessions_started_total"),
             sessions_resumed: counter!("ephemera_sessions_resumed_total"),
@@ -327,6 +370,7 @@ impl ChatMetrics {
                 reports: ReportReason::ALL
                     .map(|reason| counter!("ephemera_reports_total", "reason" => reason.as_str())),
                 resent_messages: counter!("ephemera_resent_messages_total"),
+                totals: totals.clone(),
             },
             refusals: Refusal::ALL
                 .iter()
@@ -341,7 +385,13 @@ impl ChatMetrics {
                 .map(|code| counter!("ephemera_errors_sent_total", "code" => code.as_str()))
                 .collect(),
             purge_tick: histogram!("ephemera_purge_tick_seconds"),
+            totals,
         }
+    }
+
+    /// Matches and messages since the hub started (for the MQTT snapshot).
+    pub fn activity_totals(&self) -> ActivityCounts {
+        self.totals.read()
     }
 
     /// The handles a pair actor updates.
@@ -352,6 +402,7 @@ impl ChatMetrics {
     /// A chat began in `mode` after the joiner waited `waited`.
     pub fn matched(&self, mode: Mode, shared_interest: bool, waited: [std::time::Duration; 2]) {
         self.matches[mode.index()][usize::from(shared_interest)].increment(1);
+        self.totals.matches.fetch_add(1, Ordering::Relaxed);
         for wait in waited {
             self.match_wait[mode.index()].record(wait.as_secs_f64());
         }
@@ -410,9 +461,17 @@ pub struct PairCounters {
     pub event_log_evictions: Counter,
     reports: [Counter; 5],
     pub resent_messages: Counter,
+    totals: Arc<ActivityTotals>,
 }
 
 impl PairCounters {
+    /// A `msg` of `bytes` (shared part, as logged) was relayed.
+    pub fn message_relayed(&self, bytes: u64) {
+        self.messages.increment(1);
+        self.message_bytes.increment(bytes);
+        self.totals.messages.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn chat_ended(&self, mode: Mode, lasted: std::time::Duration) {
         self.chats_ended.increment(1);
         self.chat_duration[mode.index()].record(lasted.as_secs_f64());

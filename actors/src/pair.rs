@@ -131,10 +131,7 @@ impl Pair {
     fn emit(&mut self, kind: EventKind, side: Side, body: ChatBody) {
         let shared_bytes = (body.bytes.len() - body.id_len) as u64;
         match kind {
-            EventKind::Msg => {
-                self.counters.messages.increment(1);
-                self.counters.message_bytes.increment(shared_bytes);
-            }
+            EventKind::Msg => self.counters.message_relayed(shared_bytes),
             EventKind::Media => {
                 self.counters.media.increment(1);
                 self.counters.media_bytes.increment(shared_bytes);
@@ -481,6 +478,24 @@ mod tests {
         send(&b, json!({"type":"leave"})).await;
         assert_eq!(expect(&b, "ended").await["reason"], "you_left");
         assert_eq!(hub.stats().chatting, 0);
+    }
+
+    #[actix_rt::test]
+    async fn the_readable_totals_count_the_match_and_each_message_but_not_media() {
+        let hub = hub();
+        let before = hub.activity_totals();
+        let (a, b) = matched(&hub, "text").await;
+        for text in ["one", "two"] {
+            send(&a, json!({"type":"msg","text":text})).await;
+            expect(&a, "msg").await;
+            expect(&b, "msg").await;
+        }
+        let image = json!({"type":"media","kind":"image","mime":"image/png","data":"aGVsbG8="});
+        send(&b, image).await;
+        expect(&b, "media").await;
+        expect(&a, "media").await;
+        let added = hub.activity_totals().since(before);
+        assert_eq!((added.matches, added.messages), (1, 2));
     }
 
     #[actix_rt::test]

@@ -10,6 +10,7 @@ mod load;
 mod matching;
 mod memory;
 mod metrics;
+mod mqtt;
 mod one_client;
 mod page;
 mod pow;

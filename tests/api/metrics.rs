@@ -58,6 +58,7 @@ fn allowed_values() -> HashMap<&'static str, BTreeSet<String>> {
         ),
         ("reason", reasons),
         ("version", set(&[env!("CARGO_PKG_VERSION")])),
+        ("result", set(&["ok", "failed"])),
         (
             "continent",
             set(&["AF", "AN", "AS", "EU", "NA", "OC", "SA", "unknown"]),
