@@ -17,13 +17,15 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 # gdb's gcore dumps the live server in the test that proves nothing of a chat is left behind;
 # Debian's Chromium runs the browser tests (never a browser download); coturn is the real TURN
 # server of the relay-only video tests; node runs both the page's unit and browser tests;
-# mosquitto is the real MQTT broker the statistics publisher is tested against.
+# mosquitto is the real MQTT broker the statistics publisher is tested against; prometheus
+# (with promtool) checks the scrape config, the alert rules and the dashboards' queries.
 missing=()
 command -v gcore >/dev/null 2>&1 || missing+=(gdb)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if ((${#missing[@]})); then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi

@@ -520,3 +520,26 @@ pub struct SpawnedBinary {
     /// The rest of its standard output.
     pub stdout: std::io::BufReader<std::process::ChildStdout>,
 }
+
+/// A file of the repository, read at run time (the ops files are data, not code).
+pub fn repository_file(path: &str) -> String {
+    let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    std::fs::read_to_string(&full).unwrap_or_else(|error| panic!("{}: {error}", full.display()))
+}
+
+/// The Grafana dashboards operators load (every `.json` in dashboards/), by file name, sorted,
+/// with their text: the series checks cover a dashboard added later without being told.
+pub fn checked_in_dashboards() -> Vec<(String, String)> {
+    let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards");
+    let mut dashboards: Vec<(String, String)> = std::fs::read_dir(&folder)
+        .expect("dashboards/ exists")
+        .map(|entry| entry.expect("dashboards/ is readable").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
+        .map(|path| {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&path).unwrap())
+        })
+        .collect();
+    dashboards.sort();
+    dashboards
+}

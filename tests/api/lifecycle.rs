@@ -111,8 +111,11 @@ async fn shutdown_ends_every_chat_and_closes_every_socket() {
     }
 }
 
+/// Every `ephemera_*` or `process_*` name the dashboards and the alert rules use, exactly as the
+/// server exports it (a histogram's `_bucket`, `_sum` and `_count` included): a renamed series
+/// or a typo fails here, not on an operator's empty panel or an alert that can never fire.
 #[tokio::test]
-async fn every_series_the_grafana_dashboard_queries_is_exported() {
+async fn every_series_the_dashboards_and_alert_rules_name_is_exported() {
     let server = spawn_server(test_settings());
     let (mut a, mut b) = server.matched_pair().await;
     a.say("x").await;
@@ -120,22 +123,34 @@ async fn every_series_the_grafana_dashboard_queries_is_exported() {
     b.expect("msg").await;
     a.send(serde_json::json!({"type":"leave"})).await;
     a.expect("ended").await;
-    let exported = server.metrics().await;
-    let dashboard = include_str!("../../dashboards/ephemera.json");
-    let mut queried: Vec<&str> = dashboard
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .filter(|word| word.starts_with("ephemera_"))
+    let body = server.metrics().await;
+    let exported: std::collections::BTreeSet<&str> = body
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split(['{', ' ']).next())
+        .filter(|name| !name.is_empty())
         .collect();
-    queried.sort_unstable();
-    queried.dedup();
+    let mut files = checked_in_dashboards();
     assert!(
-        queried.len() >= 8,
-        "the dashboard queries the server's series"
+        files.len() >= 2,
+        "dashboards/ holds the overview and the abuse and health dashboards"
     );
-    for series in queried {
+    files.push(("ops/alerts.yml".into(), repository_file("ops/alerts.yml")));
+    for (file, text) in &files {
+        let mut named: Vec<&str> = text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| word.starts_with("ephemera_") || word.starts_with("process_"))
+            .collect();
+        named.sort_unstable();
+        named.dedup();
+        assert!(named.len() >= 5, "{file} queries the server's series");
+        let missing: Vec<&&str> = named
+            .iter()
+            .filter(|name| !exported.contains(**name))
+            .collect();
         assert!(
-            exported.contains(series),
-            "{series} is queried but not exported"
+            missing.is_empty(),
+            "{file} names series the server does not export: {missing:?}"
         );
     }
 }

@@ -15,6 +15,7 @@ mod one_client;
 mod page;
 mod pow;
 mod privacy;
+mod prometheus;
 mod rate_limits;
 mod raw;
 mod resume;
