@@ -217,13 +217,14 @@ async fn a_real_prometheus_scraping_a_busy_server_evaluates_every_dashboard_and_
             let (series, label) = inner.split_once(',').unwrap();
             let query = format!("count by ({}) ({series})", label.trim());
             let answer = instant_query(api, &query).await;
-            let values: Vec<&Value> = answer["data"]["result"]
-                .as_array()
-                .map(|result| result.iter().map(|s| &s["metric"][label.trim()]).collect())
-                .unwrap_or_default();
+            let found = answer["data"]["result"].as_array().is_some_and(|result| {
+                result
+                    .iter()
+                    .any(|sample| sample["metric"][label.trim()].is_string())
+            });
             assert!(
-                values.iter().any(|value| *value == "ephemera"),
-                "{file}: variable {} finds the job: {answer}",
+                found,
+                "{file}: variable {} finds values: {answer}",
                 variable["name"]
             );
         }
