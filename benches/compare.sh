@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Builds Ephemera, the baseline relay and the load generator in release mode, runs each
 # scenario against each server in turn on this machine, and prints the ratios.
-# Knobs (environment): PAIRS (1000), SECONDS (10), IDLE_SESSIONS (50000), CHURN_CONCURRENCY
+# Knobs (environment): PAIRS (1000), RUN_SECONDS (10), IDLE_SESSIONS (50000), CHURN_CONCURRENCY
 # (200), SLOW_PAIRS (1000), SLOW_MIB (10). Results land in target/compare/*.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PAIRS=${PAIRS:-1000}
-SECONDS_EACH=${SECONDS:-10}
+# Not SECONDS: bash's own counter of seconds since the shell started would always be set.
+SECONDS_EACH=${RUN_SECONDS:-10}
 IDLE_SESSIONS=${IDLE_SESSIONS:-50000}
 CHURN_CONCURRENCY=${CHURN_CONCURRENCY:-200}
 SLOW_PAIRS=${SLOW_PAIRS:-1000}
@@ -19,7 +20,7 @@ cargo build --release --locked -p ephemera -p baseline-relay -p ephemera-loadgen
 loadgen=target/release/ephemera-loadgen
 
 start_ephemera() {
-  target/release/ephemera --config ops/bench.toml --listen-addr 127.0.0.1:18181 \
+  target/release/ephemera --config ops/bench.toml --listen-addr 127.0.0.1:18181 --metrics-addr 127.0.0.1:0 \
     --log-level warn --max-sessions 200000 >"$out/ephemera.log" 2>&1 &
   pid=$!; url=ws://127.0.0.1:18181/ws; sleep 1
 }

@@ -51,11 +51,14 @@ pub fn render(settings: &Settings) -> String {
 <tr><td>That two sessions have met</td><td>server memory: two internal numbers, nothing about you</td><td>{cooldown}, so you are not matched with the same stranger again</td></tr>
 <tr><td>Your network address</td><td>nowhere: it is used once to compute a salted key (the salt lives only in memory and is replaced every {salt}) and then forgotten</td><td>-</td></tr>
 <tr><td>Reports against you, and any ban</td><td>server memory, under your salted key</td><td>while a ban lasts, and {report_window} after the last report</td></tr>
-<tr><td>Counts of sessions, chats and messages</td><td>server memory, as anonymous totals for the operator's statistics; nothing by location{mqtt}</td><td>until the server restarts</td></tr>
+<tr><td>The end of your last chat: its id, how it ended and its last number</td><td>server memory, so a reconnecting page learns the chat ended</td><td>{grace} after the chat ended</td></tr>
+<tr><td>Counts of sessions, chats and messages</td><td>server memory, as anonymous totals for the operator's statistics; {location}{mqtt}</td><td>until the server restarts</td></tr>
 </table>
 <p>Nothing is written to disk. No cookie is set. The page loads nothing from any other site.
 Your browser keeps your resume token in this tab's session storage only; closing the tab
-ends everything. A restart of the server forgets everything.</p>
+ends everything. It also keeps your preferences (text or video, your last interests, the
+theme, relay only, camera and microphone) in its local storage, on your device only; never
+your nickname. A restart of the server forgets everything.</p>
 <h2>Limits</h2>
 <p>Messages up to {text} characters; images and voice notes up to {media_kib} KiB.
 Connections silent for {timeout} count as dropped.</p>
@@ -78,6 +81,13 @@ Connections silent for {timeout} count as dropped.</p>
         salt = seconds(settings.salt_rotation_seconds),
         report_window = seconds(settings.report_window_seconds),
         ice = ice,
+        location = if settings.geoip_db_path.is_empty() {
+            "nothing by location"
+        } else {
+            "sessions started are also counted by country and continent, looked up from your \
+             network address when you connect (the address itself is not kept, and nothing \
+             finer than a country is counted)"
+        },
         // Only that the totals leave, and how often: never the broker's address or login.
         mqtt = if settings.mqtt_url.is_empty() {
             String::new()

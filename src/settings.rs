@@ -145,7 +145,7 @@ settings! {
     client_address_header: AddressHeader = AddressHeader::XForwardedFor, env = "EPHEMERA_CLIENT_ADDRESS_HEADER";
     /// Bytes a client may leave unread before it is disconnected.
     session_outbox_max_bytes: usize = 8 << 20, env = "EPHEMERA_SESSION_OUTBOX_MAX_BYTES";
-    /// Refusals (bad_request, too_large, rate_limited) a connection may cause per minute before it is closed (1008).
+    /// Refused frames of any kind (every error answer, and pings past the control-frame rate) a connection may cause per minute before it is closed (1008).
     max_protocol_errors_per_minute: usize = 20, env = "EPHEMERA_MAX_PROTOCOL_ERRORS_PER_MINUTE";
     /// Unsent bytes all clients together may leave; past it, clients holding more than outbox_fair_share_bytes unread are disconnected.
     outbox_total_max_bytes: usize = 64 << 20, env = "EPHEMERA_OUTBOX_TOTAL_MAX_BYTES";
@@ -175,7 +175,7 @@ settings! {
     workers: usize = 0, env = "EPHEMERA_WORKERS";
     /// Let a crash write a core file (it would hold chats); only for debugging.
     allow_core_dumps: bool = false, env = "EPHEMERA_ALLOW_CORE_DUMPS";
-    /// Log filter (error, warn, info, debug, trace, or a tracing directive).
+    /// Log filter: a level (off, error, warn, info, debug, trace), or comma-separated target=level directives.
     log_level: String = "info".to_owned(), env = "EPHEMERA_LOG_LEVEL";
     /// Seconds between returns of freed memory to the operating system (0: never).
     memory_trim_interval_seconds: f64 = 5.0, env = "EPHEMERA_MEMORY_TRIM_INTERVAL_SECONDS";
@@ -289,6 +289,12 @@ impl Settings {
             return Err(SettingsError::OutOfRange {
                 name: "http_request_timeout_seconds",
                 reason: "must be at least 1 second",
+            });
+        }
+        if self.max_sessions == 0 || self.max_sessions_per_client == 0 {
+            return Err(SettingsError::OutOfRange {
+                name: "max_sessions",
+                reason: "max_sessions and max_sessions_per_client must be at least 1 (0 would turn everyone away)",
             });
         }
         if self.report_ban_threshold < 2 {
@@ -580,6 +586,12 @@ mod tests {
             ..Overrides::default()
         };
         assert!(Settings::load(&overrides).is_err());
+        let no_sessions = Overrides {
+            max_sessions: Some(0),
+            ..Overrides::default()
+        };
+        let error = Settings::load(&no_sessions).unwrap_err().to_string();
+        assert!(error.contains("max_sessions"), "{error}");
     }
 
     #[test]

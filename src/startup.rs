@@ -38,7 +38,12 @@ pub struct Server {
 impl Server {
     /// Binds `settings.listen_addr` and starts serving. Must run inside an actix system.
     pub fn start(settings: &Settings) -> std::io::Result<(Server, actix_web::dev::Server)> {
-        let listener = TcpListener::bind(settings.listen_addr)?;
+        let listener = TcpListener::bind(settings.listen_addr).map_err(|error| {
+            std::io::Error::new(
+                error.kind(),
+                format!("listen_addr {}: {error}", settings.listen_addr),
+            )
+        })?;
         Self::start_on(settings, listener)
     }
 
@@ -101,10 +106,15 @@ impl Server {
                 .service(
                     web::resource("/")
                         .wrap(middleware::Compress::default())
-                        .route(web::get().to(static_files::index)),
+                        .route(web::get().to(static_files::index))
+                        .route(web::head().to(static_files::index)),
                 )
                 .route("/ws", web::get().to(ws::upgrade))
-                .route("/privacy", web::get().to(privacy_page::privacy))
+                .service(
+                    web::resource("/privacy")
+                        .route(web::get().to(privacy_page::privacy))
+                        .route(web::head().to(privacy_page::privacy)),
+                )
                 .route("/api/privacy/me", web::get().to(routes::privacy_me))
                 // Load balancers and uptime checks often probe with HEAD.
                 .service(
@@ -117,7 +127,11 @@ impl Server {
                         .route(web::get().to(routes::readyz))
                         .route(web::head().to(routes::readyz)),
                 )
-                .route("/stats", web::get().to(routes::stats))
+                .service(
+                    web::resource("/stats")
+                        .route(web::get().to(routes::stats))
+                        .route(web::head().to(routes::stats)),
+                )
                 .service(
                     web::resource("/static/{file}")
                         .wrap(middleware::Compress::default())

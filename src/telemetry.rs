@@ -33,6 +33,7 @@ pub struct LogFilterError {
 /// Installs the process's logger: our own events through `filter` (refused at start if it
 /// does not parse), framework events through the guard described above.
 pub fn init_logging(filter: &str) -> Result<(), LogFilterError> {
+    check_log_filter(filter)?;
     let env_filter = EnvFilter::builder()
         .with_regex(false)
         .parse(filter)
@@ -42,6 +43,8 @@ pub fn init_logging(filter: &str) -> Result<(), LogFilterError> {
         })?;
     let ours = tracing_subscriber::fmt::layer()
         .with_target(false)
+        // Colour codes only for a terminal, not in log files.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .with_filter(
             tracing_subscriber::filter::filter_fn(|meta| is_ours(meta.target())).and(env_filter),
@@ -50,6 +53,43 @@ pub fn init_logging(filter: &str) -> Result<(), LogFilterError> {
         .with(ours)
         .with(FrameworkGuard::default().with_filter(FrameworkEvents))
         .try_init();
+    Ok(())
+}
+
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Refuses a filter an operator most likely mistyped. tracing's syntax reads a bare word as a
+/// target to log at every level (so `verbose` would silently turn everything else off), and
+/// accepts span filters no operator of this server needs; here each comma-separated directive
+/// must be a level, or `target=level`.
+pub fn check_log_filter(filter: &str) -> Result<(), LogFilterError> {
+    let refuse = |reason: &str| LogFilterError {
+        filter: filter.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let is_level = |word: &str| LEVELS.contains(&word.trim().to_ascii_lowercase().as_str());
+    let directives: Vec<&str> = filter.split(',').map(str::trim).collect();
+    if directives.iter().all(|d| d.is_empty()) {
+        return Err(refuse("it is empty; use a level such as info"));
+    }
+    for directive in directives.into_iter().filter(|d| !d.is_empty()) {
+        let fine = match directive.split_once('=') {
+            None => is_level(directive),
+            Some((target, level)) => {
+                !target.is_empty()
+                    && target
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_:-".contains(&b))
+                    && is_level(level)
+            }
+        };
+        if !fine {
+            return Err(refuse(&format!(
+                "{directive:?} is neither a level ({}) nor target=level",
+                LEVELS.join(", ")
+            )));
+        }
+    }
     Ok(())
 }
 
@@ -191,4 +231,36 @@ fn process_collector() -> &'static metrics_process::Collector {
 /// Updates the `process_*` series; called on each scrape.
 pub fn collect_process_metrics() {
     process_collector().collect();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_log_filter;
+
+    #[test]
+    fn levels_and_target_levels_pass_and_mistyped_filters_are_refused() {
+        for good in [
+            "info",
+            "DEBUG",
+            "warn,ephemera=debug",
+            "ephemera_actors=trace, info",
+            "off",
+        ] {
+            assert!(check_log_filter(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "verbose",
+            "nonsense level!!",
+            "info,actix=[",
+            "",
+            " , ",
+            "ephemera=loud",
+        ] {
+            let error = check_log_filter(bad).unwrap_err();
+            assert!(
+                error.to_string().contains("invalid log_level"),
+                "{bad}: {error}"
+            );
+        }
+    }
 }

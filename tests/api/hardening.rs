@@ -109,11 +109,29 @@ async fn the_privacy_page_follows_the_running_settings() {
         page.contains("replaced every 24 hours"),
         "salt rotation is described"
     );
+    assert!(page.contains("nothing by location"), "no country database");
+    assert!(
+        page.contains("your last interests"),
+        "what the browser keeps is listed"
+    );
     let (_, home) = server.get("/").await;
     assert!(
         home.contains("href=\"/privacy\""),
         "the lobby links the privacy page"
     );
+
+    // With a country database, the page says sessions are counted by country.
+    let with_geo = spawn_server(ephemera::settings::Settings {
+        geoip_db_path: concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/geoip/GeoLite2-Country-Test.mmdb"
+        )
+        .into(),
+        ..test_settings()
+    });
+    let (_, page) = with_geo.get("/privacy").await;
+    assert!(!page.contains("nothing by location"), "{page}");
+    assert!(page.contains("counted by country and continent"));
 }
 
 /// The chat path writes nothing to disk: the server runs as an unprivileged user in a

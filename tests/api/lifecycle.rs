@@ -12,7 +12,8 @@ async fn health_and_readiness_answer() {
     let server = spawn_server(test_settings());
     assert_eq!(server.get("/healthz").await.0, 200);
     assert_eq!(server.get("/readyz").await.0, 200);
-    for path in ["/healthz", "/readyz"] {
+    // Uptime checks and load balancers often probe with HEAD.
+    for path in ["/healthz", "/readyz", "/", "/privacy", "/stats"] {
         let head = format!("HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
         tokio::io::AsyncWriteExt::write_all(&mut stream, head.as_bytes())
