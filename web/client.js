@@ -20,6 +20,7 @@ const REFUSED = {
 };
 const NOT_SENT_ENDED = REFUSED.not_chatting;
 const NOT_SENT_LOST = "Not sent: the connection was lost.";
+const NOT_SENT_LEFT = "Not sent: you left the chat.";
 
 export const REPORT_REASONS = ["spam", "harassment", "nudity", "minor", "other"];
 
@@ -106,6 +107,10 @@ export class ChatClient extends EventTarget {
     this.connected = false;
     this.state = "idle";
     this.leaving = false; // next, leave or report sent; the chat's `ended` has not come yet
+    /// A next, leave or report asked for while the connection was down: the latest one, sent
+    /// first thing after the resume. Dropping it would land the chatter back in the chat.
+    this.intent = null;
+    this.lastFind = {}; // the options of the latest find, for a `next` that finds the chat over
     this.hello = null;
     /// Messages and media the server has not answered, oldest first: { id, frame, sent }.
     /// `sent` is true once the frame went out on the current connection.
@@ -256,10 +261,15 @@ export class ChatClient extends EventTarget {
       this.solvedPow = false;
     }
     this.state = frame.state;
+    if (this.state !== "chatting") this.leaving = false;
     this.emit("hello", frame);
     // The session came back empty: the grace ran out, or the server restarted. (A resumed
     // session whose chat ended while away hears it from the replayed `ended`.)
     if (wasBusy && !frame.resumed) this.emit("lost", {});
+    // What the chatter asked for while away goes before any resend: leaving makes them moot.
+    const intent = this.intent;
+    this.intent = null;
+    if (intent) this.carryOut(intent);
     if (frame.resumed && this.inChat) {
       // Still in the chat: what the server has not confirmed goes again with the same id. It
       // either never arrived, or the server answers with the original echo and relays nothing.
@@ -323,8 +333,11 @@ export class ChatClient extends EventTarget {
     return true;
   }
 
-  /// Joins the queue. Solves the proof of work first when hello asked for one.
+  /// Joins the queue. Solves the proof of work first when hello asked for one. While the
+  /// connection is down it is kept, as a `next`, for the resume.
   async find({ mode = "text", interests = [], nick = null } = {}) {
+    this.lastFind = { mode, interests, nick };
+    if (this.state === "idle" && this.keepIntent({ type: "next" })) return true;
     const frame = { type: "find", adult: true, mode, interests, nick };
     const pow = this.hello?.pow;
     if (pow && !this.solvedPow) {
@@ -382,6 +395,7 @@ export class ChatClient extends EventTarget {
   leave() {
     const waiting = this.state === "waiting";
     const sent = this.sendLeaving({ type: "leave" });
+    // Kept for the resume, leaving the queue is as good as done: the page can say so now.
     if (sent && waiting) {
       this.state = "idle";
       this.emit("left", {});
@@ -395,13 +409,38 @@ export class ChatClient extends EventTarget {
   }
 
   /// A frame that ends the chat: from here until its `ended`, nothing more is said in it.
+  /// While the connection is down it is kept for the resume, and counts as sent.
   sendLeaving(frame) {
-    const sent = this.send(frame);
+    const sent = this.keepIntent(frame) || this.send(frame);
     if (sent && this.state === "chatting") {
       this.leaving = true;
       this.emit("leaving", {});
     }
     return sent;
+  }
+
+  /// Keeps a next, leave or report (or a find, as `next`) asked for while a session is
+  /// reconnecting; the latest wins. What was waiting to be said in the chat never will be.
+  /// False when the connection is up, or there is no session to resume.
+  keepIntent(frame) {
+    if (this.connected || this.stopped || !this.hello) return false;
+    this.intent = frame;
+    if (this.state === "chatting") this.dropPending(NOT_SENT_LEFT);
+    this.emit("intent", { type: frame.type, state: this.state });
+    return true;
+  }
+
+  /// Does what was asked for while away, as far as it still makes sense in the state the
+  /// session came back in: a report needs the chat, a next from the queue is already done,
+  /// a next that finds the session idle (the chat ended meanwhile, or the session is new)
+  /// queues again.
+  carryOut(intent) {
+    if (intent.type === "report" && this.state !== "chatting") return;
+    if (intent.type === "leave" && this.state === "idle") return;
+    if (intent.type === "next" && this.state === "waiting") return;
+    if (intent.type === "next" && this.state === "idle") return void this.find(this.lastFind);
+    if (intent.type === "leave") return void this.leave();
+    this.sendLeaving(intent);
   }
 
   /// Ends everything: the session, its token, any reconnect.
@@ -422,6 +461,8 @@ export class ChatClient extends EventTarget {
     this.lastSeq = 0;
     this.state = "idle";
     this.leaving = false;
+    this.intent = null;
+    this.hello = null; // a session to resume no more: a later start is a fresh one
   }
 
   emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }

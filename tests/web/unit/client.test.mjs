@@ -432,3 +432,73 @@ test("leaving the queue makes the client idle at once, since the server does not
   assert.deepEqual(t.socket().sent.at(-1), { type: "leave" });
   assert.deepEqual(left, ["idle"]);
 });
+
+test("next then leave while the connection is down: the last one is sent right after the resume, before any resend", async () => {
+  const t = makeClient();
+  await chatting(t);
+  const pending = t.client.say("pending");
+  t.socket().drop();
+  const intents = [];
+  t.client.addEventListener("intent", (e) => intents.push(e.detail.type));
+  assert.equal(t.client.next(), true, "kept, not dropped");
+  assert.equal(t.client.leave(), true);
+  assert.deepEqual(intents, ["next", "leave"]);
+  assert.equal(t.client.inChat, false, "nothing more is said in the chat");
+  // At once, not after the resume: those lines will never be said.
+  assert.deepEqual(t.of("unsent").map((e) => [e.id, e.reason]), [[pending, "Not sent: you left the chat."]]);
+
+  const socket = dropAndResumeAfterDrop(t, { resumed: true, state: "chatting" });
+  assert.deepEqual(socket.sent.map((f) => f.type), ["resume", "leave"], "leave, not next, and no resend");
+  socket.deliver({ type: "ended", seq: 2, reason: "you_left" });
+  assert.equal(t.client.state, "idle");
+  // Kept once: the next drop sends nothing but its resume.
+  const later = dropAndResume(t, { resumed: true, state: "idle" });
+  assert.deepEqual(later.sent.map((f) => f.type), ["resume"]);
+});
+
+test("stop while waiting and the connection down leaves the queue at once, and tells the server after the resume", async () => {
+  const t = makeClient();
+  t.client.connect();
+  t.socket().deliver(hello());
+  await t.client.find({ interests: ["chess"] });
+  t.socket().deliver({ type: "waiting", online: 1 });
+  t.socket().drop();
+  const left = [];
+  t.client.addEventListener("left", () => left.push(t.client.state));
+  assert.equal(t.client.leave(), true);
+  assert.deepEqual(left, ["idle"]);
+  const socket = dropAndResumeAfterDrop(t, { resumed: true, state: "waiting" });
+  assert.deepEqual(socket.sent.map((f) => f.type), ["resume", "leave"]);
+  assert.equal(t.client.state, "idle");
+});
+
+test("next while down finds again with the same preferences when the session comes back idle", async () => {
+  const t = makeClient();
+  await chatting(t);
+  t.socket().drop();
+  t.client.next();
+  // The chat ended meanwhile (grace over, a fresh session): the chatter still wants someone new.
+  const socket = dropAndResumeAfterDrop(t, { session: "tok-2", resumed: false, state: "idle" });
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.deepEqual(socket.sent.map((f) => f.type), ["resume", "find"]);
+  assert.deepEqual(socket.sent[1].interests, ["music"]);
+});
+
+test("a report made while down is dropped if the chat is over by the resume", async () => {
+  const t = makeClient();
+  await chatting(t);
+  t.socket().drop();
+  assert.equal(t.client.report("spam"), true);
+  const socket = dropAndResumeAfterDrop(t, { resumed: true, state: "idle" });
+  assert.deepEqual(socket.sent.map((f) => f.type), ["resume"]);
+});
+
+/// Like dropAndResume, for a connection already dropped: the reconnect timer runs, the fresh
+/// hello is answered with `resume`, and `second` answers that.
+function dropAndResumeAfterDrop(t, second) {
+  t.fire();
+  const socket = t.socket();
+  socket.deliver(hello({ session: "offered-fresh" }));
+  socket.deliver(hello(second));
+  return socket;
+}
