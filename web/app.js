@@ -16,6 +16,8 @@ const ENDED = {
 /// Voice notes are Opus at this rate, so a minute is about 240 KB.
 const VOICE_BITS_PER_SECOND = 32000;
 const VOICE_MAX_SECONDS = 120;
+/// Recording formats to try, best first; each is one the server's default list takes.
+const VOICE_TYPES = ["audio/webm;codecs=opus", "audio/ogg;codecs=opus", "audio/webm"];
 
 const prefs = loadPrefs();
 const client = new ChatClient(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
@@ -38,7 +40,9 @@ const objectUrls = [];
 function applyTheme() {
   const dark = prefs.theme === "dark" || (prefs.theme === "auto" && matchMedia("(prefers-color-scheme: dark)").matches);
   document.documentElement.dataset.theme = dark ? "dark" : "light";
+  // A toggle: its name stays "Dark theme", pressed when dark; the on/off is for the eye.
   $("theme").setAttribute("aria-pressed", String(dark));
+  $("theme-state").textContent = dark ? "on" : "off";
 }
 
 function currentMode() {
@@ -140,6 +144,10 @@ function showControls() {
     : "Not in a chat: New chat (Esc) meets someone";
   // Media is not held while offline, so the buttons wait for the connection too.
   $("image").disabled = $("voice").disabled = !(inChat && client.connected);
+  if (!voiceType()) {
+    $("voice").disabled = true;
+    $("voice").title = "Your browser can't record in a format the server takes";
+  }
   $("next").textContent = state === "idle" ? "New chat" : "Next";
   $("stop").textContent = state === "idle" ? "Leave" : "Stop";
   $("report").disabled = !(inChat && client.connected);
@@ -219,6 +227,8 @@ client.addEventListener("hello", (e) => {
   if (findOnHello) {
     findOnHello = false;
     find();
+  } else if (client.intent) {
+    status("Reconnected."); // what was asked for while away is under way
   } else if (hello.resumed && hello.state === "chatting") {
     status("Reconnected.");
   } else if (hello.state === "waiting") {
@@ -231,8 +241,12 @@ client.addEventListener("lost", () => {
   endCall();
   say("The connection was lost for too long and the chat has ended.");
   idle("The connection was lost for too long, so the chat ended.");
+  focusNext();
 });
-client.addEventListener("left", () => idle("You left the queue."));
+client.addEventListener("left", () => {
+  idle("You left the queue.");
+  if (!client.connected) showConnectionLost();
+});
 client.addEventListener("working", () => status("Checking you are not a bot…"));
 client.addEventListener("waiting", (e) => {
   showOnline(e.detail.online);
@@ -277,7 +291,32 @@ client.addEventListener("ended", (e) => {
   say(words);
   idle(words);
   if (replaying) endedWhileAway = words;
+  focusNext();
 });
+
+/// Once a chat is over, keyboard focus goes to New chat, the next thing to do (the message
+/// box is disabled, and would leave the focus on the page's body). Someone still typing a
+/// sentence into it must not start a chat by a space or Enter: while keys keep coming, less
+/// than a second apart, the button ignores them; a deliberate press after a pause works.
+let lastKeyAt = -Infinity;
+let keyGapMs = Infinity;
+let nextFocusedForYou = false;
+function focusNext() {
+  const active = document.activeElement;
+  if (active && active !== document.body && !$("chat").contains(active)) return;
+  nextFocusedForYou = true;
+  $("next").focus();
+}
+document.addEventListener("keydown", (e) => {
+  keyGapMs = e.timeStamp - lastKeyAt;
+  lastKeyAt = e.timeStamp;
+}, true);
+$("next").addEventListener("keydown", (e) => {
+  if (!nextFocusedForYou || (e.key !== " " && e.key !== "Enter")) return;
+  if (keyGapMs < 1000) e.preventDefault();
+  else nextFocusedForYou = false;
+});
+$("next").addEventListener("blur", () => { nextFocusedForYou = false; });
 // Outside a chat the controls are disabled, so `not_chatting` only comes in a race with the
 // chat's end, which the log already shows; a refused message is marked on its own line.
 client.addEventListener("error", (e) => { if (e.detail.code !== "not_chatting") say(errorText(e.detail)); });
@@ -291,8 +330,22 @@ client.addEventListener("unsent", (e) => {
   problem.textContent = ` ${e.detail.reason}`;
   line.append(problem);
 });
+/// What will happen once the connection is back, when the chatter asked for it while away.
+function intentWords() {
+  const intent = client.intent;
+  if (!intent) return null;
+  if (intent.type === "next") return "Looking for someone new once reconnected…";
+  if (intent.type === "report") return "You reported the stranger; reconnecting to end the chat…";
+  // Leaving the queue is done at once: the idle status says so.
+  return client.state === "chatting" ? "You left the chat; reconnecting…" : null;
+}
+client.addEventListener("intent", showConnectionLost);
+
 function showConnectionLost() {
-  if (client.state === "idle") {
+  const later = intentWords();
+  if (later) {
+    status(later);
+  } else if (client.state === "idle") {
     // Keep how the chat ended in view (a restarting server closes right after saying so).
     status(`${idleStatus} ${navigator.onLine ? "Reconnecting…" : "You are offline."}`.trim());
   } else {
@@ -324,6 +377,8 @@ $("text").addEventListener("input", () => {
 $("next").addEventListener("click", () => {
   chatterActed();
   if (client.state === "idle") find();
+  // Already looking: a `next` would only repeat it, and nothing would show.
+  else if (client.state === "waiting") status("Still looking for a stranger…");
   else client.next();
 });
 $("stop").addEventListener("click", () => {
@@ -331,15 +386,27 @@ $("stop").addEventListener("click", () => {
   if (client.state === "idle") backToLobby();
   else client.leave();
 });
-$("report").addEventListener("click", () => $("report-dialog").showModal());
+/// A report needs a reason the chatter chose: none is ticked, and Report waits for one.
+function reportReason() {
+  return $("report-dialog").querySelector('input[name="reason"]:checked')?.value ?? null;
+}
+$("report").addEventListener("click", () => {
+  for (const radio of $("report-dialog").querySelectorAll('input[name="reason"]')) radio.checked = false;
+  $("report-send").disabled = true;
+  $("report-dialog").returnValue = "";
+  $("report-dialog").showModal();
+});
+$("report-dialog").addEventListener("change", () => { $("report-send").disabled = !reportReason(); });
 $("report-dialog").addEventListener("close", () => {
-  if ($("report-dialog").returnValue !== "report") return;
-  const reason = $("report-dialog").querySelector('input[name="reason"]:checked').value;
+  const reason = reportReason();
+  if ($("report-dialog").returnValue !== "report" || !reason) return;
   chatterActed();
   client.report(reason);
 });
 document.addEventListener("keydown", (e) => {
   if (e.key !== "Escape" || $("chat").hidden || $("report-dialog").open) return;
+  // Esc while composing with an input method cancels the composition, nothing more.
+  if (e.isComposing || e.keyCode === 229) return;
   e.preventDefault();
   $("next").click();
 });
@@ -410,12 +477,20 @@ function stopRecording(send) {
   if (recorder.state !== "inactive") recorder.stop(); // it may be stopping already
 }
 
+/// The first recording format both this browser and the server take, or undefined.
+function voiceType() {
+  const allowed = client.limits?.media_mime_types;
+  return VOICE_TYPES.find((type) => globalThis.MediaRecorder?.isTypeSupported?.(type)
+    && (!allowed || allowed.includes(type.split(";")[0])));
+}
+
 async function toggleVoiceNote() {
   if (recorder) {
     stopRecording(true);
     return;
   }
-  const type = ["audio/webm;codecs=opus", "audio/ogg;codecs=opus", "audio/webm"].find((t) => MediaRecorder.isTypeSupported(t));
+  const type = voiceType();
+  if (!type) return showControls(); // the button says why
   let stream;
   try {
     stream = await navigator.mediaDevices.getUserMedia({ audio: true });

@@ -111,6 +111,7 @@ test("the status line says how each chat ended: reported, connection lost, serve
   const [a, b] = await pair([proxy.url, server.url]);
 
   await b.page.click("#report");
+  await b.page.check('#report-dialog input[value="spam"]');
   await b.page.click("#report-send");
   await b.page.waitForSelector('#chat[data-state="idle"]');
   assert.equal(await b.page.textContent("#status"), "You reported the stranger. The chat has ended.");
