@@ -156,8 +156,7 @@ function showControls() {
     showTyping(false);
     if (recorder) stopRecording(false);
   }
-  // A disabled box drops the focus, and it stays dropped: moved to New chat, the next space
-  // of a sentence typed on would start a chat. Esc, or Tab, reaches it.
+  // A disabled box drops the focus; the chat's end moves it to New chat (focusNext).
 }
 for (const type of ["hello", "waiting", "matched", "ended", "lost", "left", "leaving", "disconnected"]) {
   client.addEventListener(type, showControls);
