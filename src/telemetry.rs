@@ -216,6 +216,17 @@ pub fn prometheus_handle() -> Option<PrometheusHandle> {
             }
             let handle = builder.install_recorder().ok();
             process_collector().describe();
+            if let Some(handle) = handle.clone() {
+                // Without upkeep, histogram samples pile up between scrapes (and for good on
+                // a server nobody scrapes): drain them into their buckets now and then.
+                std::thread::Builder::new()
+                    .name("metrics-upkeep".into())
+                    .spawn(move || loop {
+                        std::thread::sleep(Duration::from_secs(5));
+                        handle.run_upkeep();
+                    })
+                    .expect("a thread can be started");
+            }
             handle
         })
         .clone()

@@ -165,16 +165,18 @@ impl EventLog {
         self.len += 1;
     }
 
-    /// The held event that `side` sent with message id `id_part` (as `LogEntry::id_part`
-    /// renders it), if any. Newest first: a resend is almost always of a recent message.
-    pub fn sent_with_id(&self, side: Side, id_part: &[u8]) -> Option<&LogEntry> {
+    /// The held event of `kind` that `side` sent with message id `id_part` (as
+    /// `LogEntry::id_part` renders it), if any. Newest first: a resend is almost always of a
+    /// recent message. The kind must match too: a cheap `msg` must never fetch the echo of an
+    /// image, whose rate is limited far lower.
+    pub fn sent_with_id(&self, side: Side, kind: EventKind, id_part: &[u8]) -> Option<&LogEntry> {
         if id_part.is_empty() {
             return None;
         }
         (0..self.len)
             .rev()
             .filter_map(|i| self.get(i))
-            .find(|entry| entry.side == side && entry.id_part() == id_part)
+            .find(|entry| entry.side == side && entry.kind == kind && entry.id_part() == id_part)
     }
 
     /// The held events with `seq > after`, oldest first.
@@ -368,18 +370,39 @@ mod tests {
         log.push(with_id(1, Side::A, b"\"id\":\"a1\","));
         log.push(with_id(2, Side::B, b"\"id\":\"a1\","));
         log.append(3, EventKind::Msg, Side::A, body(2, 0));
-        let found = log.sent_with_id(Side::A, b"\"id\":\"a1\",").unwrap();
+        let found = log
+            .sent_with_id(Side::A, EventKind::Msg, b"\"id\":\"a1\",")
+            .unwrap();
         assert_eq!((found.seq, found.shared_part()), (1, &b"shared"[..]));
-        assert_eq!(log.sent_with_id(Side::B, b"\"id\":\"a1\",").unwrap().seq, 2);
-        assert!(log.sent_with_id(Side::A, b"\"id\":\"a2\",").is_none());
+        assert_eq!(
+            log.sent_with_id(Side::B, EventKind::Msg, b"\"id\":\"a1\",")
+                .unwrap()
+                .seq,
+            2
+        );
+        assert!(log
+            .sent_with_id(Side::A, EventKind::Msg, b"\"id\":\"a2\",")
+            .is_none());
         assert!(
-            log.sent_with_id(Side::A, b"").is_none(),
+            log.sent_with_id(Side::A, EventKind::Msg, b"").is_none(),
             "no id names nothing"
+        );
+        assert!(
+            log.sent_with_id(Side::A, EventKind::Media, b"\"id\":\"a1\",")
+                .is_none(),
+            "a message's id does not name an image"
         );
         // Once evicted, the id is forgotten with its event.
         log.append(4, EventKind::Msg, Side::B, body(2, 0));
-        assert!(log.sent_with_id(Side::A, b"\"id\":\"a1\",").is_none());
-        assert_eq!(log.sent_with_id(Side::B, b"\"id\":\"a1\",").unwrap().seq, 2);
+        assert!(log
+            .sent_with_id(Side::A, EventKind::Msg, b"\"id\":\"a1\",")
+            .is_none());
+        assert_eq!(
+            log.sent_with_id(Side::B, EventKind::Msg, b"\"id\":\"a1\",")
+                .unwrap()
+                .seq,
+            2
+        );
     }
 
     #[test]

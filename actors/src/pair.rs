@@ -156,8 +156,11 @@ impl Pair {
     /// A member sent a message again with an id the log holds from it (its connection dropped
     /// before the echo came, v1.1): it gets the original echo, with its seq, and the stranger
     /// nothing. Returns false when the log holds no such message, which makes it a new one.
-    fn echo_again(&self, side: Side, body: &ChatBody) -> bool {
-        let Some(entry) = self.log.sent_with_id(side, &body.bytes[..body.id_len]) else {
+    fn echo_again(&self, side: Side, kind: EventKind, body: &ChatBody) -> bool {
+        let Some(entry) = self
+            .log
+            .sent_with_id(side, kind, &body.bytes[..body.id_len])
+        else {
             return false;
         };
         self.counters.resent_messages.increment(1);
@@ -313,7 +316,7 @@ impl Handler<Post> for Pair {
     type Result = ();
 
     fn handle(&mut self, post: Post, _ctx: &mut Context<Self>) {
-        if !self.ended && !self.echo_again(post.side, &post.body) {
+        if !self.ended && !self.echo_again(post.side, post.kind, &post.body) {
             self.emit(post.kind, post.side, post.body);
         }
     }

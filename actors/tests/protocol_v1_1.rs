@@ -252,6 +252,13 @@ async fn a_message_sent_again_with_its_id_gets_its_first_echo_and_reaches_no_one
     a.send(image).await;
     assert_eq!(a.expect("media").await, media_echo);
     b.nothing().await;
+    // A message naming an image's id is a new message, never that image again: the image's
+    // rate limit is far below the message rate.
+    a.send(json!({"type":"msg","text":"not an image","id":"img"}))
+        .await;
+    let new_message = a.expect("msg").await;
+    assert_eq!(new_message["text"], "not an image");
+    assert_eq!(b.expect("msg").await["text"], "not an image");
     for bad in [json!(""), json!("x".repeat(65)), json!(7)] {
         a.send(json!({"type":"msg","text":"odd id","id":bad})).await;
         assert_eq!(a.expect("error").await["code"], "bad_request", "{bad}");

@@ -109,16 +109,42 @@ pub async fn upgrade(
 }
 
 /// The session's view of the reader: each frame it takes gives its bytes back to the budget.
-fn frame_stream(
-    mut rx: mpsc::Receiver<ClientFrame>,
+/// When the session lets go of the stream (a resume elsewhere, a drop), the frames it never
+/// took give theirs back too, and the channel closes: otherwise a reader waiting for room
+/// would wait for good, holding its buffer.
+struct SessionFrames {
+    rx: mpsc::Receiver<ClientFrame>,
     budget: Arc<InboundBudget>,
-) -> impl futures_util::Stream<Item = ClientFrame> + Send {
-    futures_util::stream::poll_fn(move |cx| {
-        rx.poll_recv(cx).map(|frame| {
+}
+
+impl futures_util::Stream for SessionFrames {
+    type Item = ClientFrame;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<ClientFrame>> {
+        self.rx.poll_recv(cx).map(|frame| {
             if let Some(frame) = &frame {
-                budget.release(held_bytes(frame));
+                self.budget.release(held_bytes(frame));
             }
             frame
         })
-    })
+    }
+}
+
+impl Drop for SessionFrames {
+    fn drop(&mut self) {
+        self.rx.close();
+        while let Ok(frame) = self.rx.try_recv() {
+            self.budget.release(held_bytes(&frame));
+        }
+    }
+}
+
+fn frame_stream(
+    rx: mpsc::Receiver<ClientFrame>,
+    budget: Arc<InboundBudget>,
+) -> impl futures_util::Stream<Item = ClientFrame> + Send {
+    SessionFrames { rx, budget }
 }

@@ -48,6 +48,10 @@ struct RawFrame<'a> {
     last_seq: Option<u64>,
 }
 
+/// Bytes a frame without a payload (`find`, `typing`, `next`, `resume`, …) may take: ten
+/// 32-character interests, a nickname and a nonce fit many times over.
+const MAX_SMALL_FRAME_BYTES: usize = 8 << 10;
+
 fn required<T>(field: Option<T>, name: &'static str) -> Result<T, ProtocolError> {
     field.ok_or_else(|| ProtocolError::bad(format!("missing field `{name}`")))
 }
@@ -65,6 +69,16 @@ pub fn parse_client_frame(text: &str, limits: &Limits) -> Result<ClientRequest, 
             _ => "malformed JSON".to_owned(),
         })
     })?;
+    // Only msg, media and signal carry a payload; every other frame is a few hundred bytes at
+    // most. A large one is refused (and spends the protocol-error budget) instead of being
+    // dropped unanswered, so padding them cannot buy parsing work for free.
+    let has_payload = matches!(raw.frame_type.as_ref(), "msg" | "media" | "signal");
+    if text.len() > MAX_SMALL_FRAME_BYTES && !has_payload {
+        return Err(ProtocolError::too_large(format!(
+            "a {} frame is at most {MAX_SMALL_FRAME_BYTES} bytes",
+            raw.frame_type
+        )));
+    }
     match raw.frame_type.as_ref() {
         "find" => parse_find(raw, limits).map(ClientRequest::Find),
         "msg" => {
@@ -496,6 +510,16 @@ mod tests {
             code(r#"{"type":"resume","session":"t","last_seq":-9}"#),
             ErrorCode::BadRequest
         );
+    }
+
+    #[test]
+    fn frames_without_a_payload_are_small() {
+        let pad = "0".repeat(9000);
+        let padded = format!(r#"{{"type":"typing","active":true,"x":"{pad}"}}"#);
+        assert_eq!(code(&padded), ErrorCode::TooLarge);
+        let text = "y".repeat(1900);
+        let message = format!(r#"{{"type":"msg","text":"{text}","pad":"{pad}"}}"#);
+        assert!(parse(&message).is_ok(), "messages carry a payload");
     }
 
     #[test]

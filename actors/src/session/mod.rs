@@ -412,11 +412,12 @@ impl Session {
         let Some(connection) = self.connection.as_mut() else {
             return;
         };
+        let just_queued = frame.weight();
         connection.sink.send(frame);
         let unsent = connection.sink.unsent_bytes();
         if self
             .outbox_bounds
-            .must_cut_off(unsent, self.context.outboxes_over_budget())
+            .must_cut_off(unsent, just_queued, self.context.outboxes_over_budget())
         {
             self.context
                 .metrics()

@@ -20,9 +20,20 @@ pub struct OutboxBounds {
 }
 
 impl OutboxBounds {
-    /// Whether a client with `unsent` bytes queued must be cut off.
-    pub fn must_cut_off(&self, unsent: usize, all_outboxes_over_budget: bool) -> bool {
-        unsent > self.max_bytes || (all_outboxes_over_budget && unsent > self.fair_share_bytes)
+    /// Whether a client must be cut off, with `unsent` bytes queued of which `just_queued`
+    /// were queued by this very send. Its own bound counts everything. The fair share counts
+    /// only what was waiting before: a client that reads as fast as it is sent has nothing
+    /// waiting, and must not be the one cut off (an image alone is over the fair share)
+    /// because others filled the server-wide budget by not reading.
+    pub fn must_cut_off(
+        &self,
+        unsent: usize,
+        just_queued: usize,
+        all_outboxes_over_budget: bool,
+    ) -> bool {
+        let waiting_before = unsent.saturating_sub(just_queued);
+        unsent > self.max_bytes
+            || (all_outboxes_over_budget && waiting_before > self.fair_share_bytes)
     }
 }
 
@@ -86,14 +97,26 @@ mod tests {
             max_bytes: 1000,
             fair_share_bytes: 100,
         };
-        assert!(!bounds.must_cut_off(1000, false));
-        assert!(bounds.must_cut_off(1001, false));
-        assert!(!bounds.must_cut_off(100, true), "within its share");
+        assert!(!bounds.must_cut_off(1000, 0, false));
+        assert!(bounds.must_cut_off(1001, 0, false));
         assert!(
-            bounds.must_cut_off(101, true),
+            bounds.must_cut_off(1001, 1001, false),
+            "its own bound counts everything"
+        );
+        assert!(!bounds.must_cut_off(100, 0, true), "within its share");
+        assert!(
+            bounds.must_cut_off(101, 0, true),
             "over its share while the server is pressed"
         );
-        assert!(!bounds.must_cut_off(101, false));
+        assert!(!bounds.must_cut_off(101, 0, false));
+        // A reader that keeps up has nothing waiting when a large frame comes: the frame alone
+        // is over the share, and still not a reason to cut it off under pressure.
+        assert!(!bounds.must_cut_off(500, 500, true));
+        assert!(!bounds.must_cut_off(550, 500, true));
+        assert!(
+            bounds.must_cut_off(650, 500, true),
+            "it was already holding 150"
+        );
     }
 
     #[test]
