@@ -148,3 +148,31 @@ fn frame_stream(
 ) -> impl futures_util::Stream<Item = ClientFrame> + Send {
     SessionFrames { rx, budget }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt as _;
+
+    fn text(bytes: usize) -> ClientFrame {
+        ClientFrame::Text("x".repeat(bytes).into())
+    }
+
+    #[actix_web::rt::test]
+    async fn frames_the_session_never_took_give_their_bytes_back_when_it_lets_go() {
+        let budget = Arc::new(InboundBudget::default());
+        let (tx, rx) = mpsc::channel(INBOUND_FRAMES_AHEAD);
+        let mut frames = Box::pin(frame_stream(rx, budget.clone()));
+        for bytes in [1000, 2 << 20, 100 << 10] {
+            budget.hold(bytes);
+            tx.send(text(bytes)).await.unwrap();
+        }
+        frames.next().await.expect("the session takes one frame");
+        assert_eq!(budget.held(), (2 << 20) + (100 << 10));
+        // The session lets go (a resume elsewhere): what it never took is given back, and the
+        // reader's next send fails, so it stops waiting for room and notices.
+        drop(frames);
+        assert_eq!(budget.held(), 0);
+        assert!(tx.send(text(1)).await.is_err());
+    }
+}

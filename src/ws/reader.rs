@@ -42,7 +42,7 @@ pub struct InboundBudget {
 
 impl InboundBudget {
     /// A frame of `bytes` went to the session.
-    fn hold(&self, bytes: usize) {
+    pub(super) fn hold(&self, bytes: usize) {
         self.held_bytes.fetch_add(bytes, Ordering::AcqRel);
     }
 
@@ -52,7 +52,7 @@ impl InboundBudget {
         self.room.notify_one();
     }
 
-    fn held(&self) -> usize {
+    pub(super) fn held(&self) -> usize {
         self.held_bytes.load(Ordering::Acquire)
     }
 }
