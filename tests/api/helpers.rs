@@ -283,6 +283,26 @@ impl Client {
         Client::ungreeted(ws)
     }
 
+    /// Connects from `source`, a trusted proxy that forwards `forwarded_for` as its client
+    /// (X-Forwarded-For); the server must list `source` in `trusted_proxies`.
+    pub async fn connect_forwarded(
+        server: SocketAddr,
+        source: std::net::IpAddr,
+        forwarded_for: &str,
+    ) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(source, 0)).unwrap();
+        let stream = socket.connect(server).await.expect("tcp connects");
+        let mut request = format!("ws://{server}/ws").into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("x-forwarded-for", forwarded_for.parse().unwrap());
+        let (ws, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream))
+            .await
+            .expect("websocket connects");
+        Client::greeted(ws).await
+    }
+
     /// Connects with an Origin header; returns the HTTP status of a refused upgrade.
     pub async fn connect_with_origin(url: &str, origin: &str) -> Result<Client, u16> {
         let mut request = url.into_client_request().unwrap();

@@ -17,25 +17,6 @@ const GEOIP_TEST_DATABASE: &str = concat!(
 /// Client A's address as its (trusted) proxy forwards it; in the test database it is GB.
 const FORWARDED_ADDRESS: &str = "81.2.69.142";
 
-/// A client from `source`, a trusted proxy that forwards `forwarded_for` as its client.
-async fn connect_forwarded(server: SocketAddr, source: IpAddr, forwarded_for: &str) -> Client {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::new(source, 0)).unwrap();
-    let stream = socket.connect(server).await.unwrap();
-    let mut request = format!("ws://{server}/ws").into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("x-forwarded-for", forwarded_for.parse().unwrap());
-    let (ws, _) =
-        tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(stream))
-            .await
-            .unwrap();
-    let mut client = Client::ungreeted(ws);
-    client.hello = client.expect("hello").await;
-    client
-}
-
 fn start_server() -> (Child, SocketAddr, SocketAddr) {
     let spawned = spawn_binary(
         Command::new(server_binary())
@@ -114,7 +95,7 @@ async fn a_dump_after_the_chat_holds_no_message_nick_interest_or_address() {
         unreachable!()
     };
 
-    let mut a = connect_forwarded(addr, client_ip, FORWARDED_ADDRESS).await;
+    let mut a = Client::connect_forwarded(addr, client_ip, FORWARDED_ADDRESS).await;
     let mut b = Client::connect_from(addr, "127.0.0.1".parse().unwrap()).await;
     a.send(json!({"type":"find","adult":true,"nick":nick,"interests":[interest]}))
         .await;

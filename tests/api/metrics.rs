@@ -195,19 +195,6 @@ async fn after_a_busy_run_every_series_and_label_is_documented_and_from_a_fixed_
     }
 }
 
-/// A client whose address, as a trusted proxy forwards it, is `forwarded_for`.
-async fn connect_forwarded(server: &TestServer, forwarded_for: &str) -> Client {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut request = server.ws_url().into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("x-forwarded-for", forwarded_for.parse().unwrap());
-    let (ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    let mut client = Client::ungreeted(ws);
-    client.hello = client.expect("hello").await;
-    client
-}
-
 fn sample(body: &str, series: &str) -> f64 {
     body.lines()
         .find_map(|line| line.strip_prefix(series))
@@ -240,7 +227,8 @@ async fn sessions_are_counted_by_country_and_continent_and_nothing_finer() {
         "216.160.83.56",
         "10.9.8.7",
     ] {
-        clients.push(connect_forwarded(&server, address).await);
+        let proxy = "127.0.0.1".parse().unwrap();
+        clients.push(Client::connect_forwarded(server.addr, proxy, address).await);
     }
     let after = server.metrics().await;
     for (country, continent, started) in [("GB", "EU", 2.0), ("SE", "EU", 1.0), ("US", "NA", 1.0)] {
