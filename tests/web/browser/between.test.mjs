@@ -6,23 +6,14 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 
 import {
-  startServer, startProxy, launchBrowser, openPage, startChat, send, lines, screenshot, sentFrames, waitFor,
+  chattingPair, startServer, startProxy, launchBrowser, openPage, startChat, send, lines, screenshot, sentFrames, waitFor,
 } from "./harness.mjs";
 
 let browser;
 before(async () => { browser = await launchBrowser(); });
 after(async () => { await browser?.close(); });
 
-async function pair(urls, nicks = ["Ann", "Bo"]) {
-  const people = [];
-  for (const [index, nick] of nicks.entries()) {
-    const person = await openPage(browser, urls[index] ?? urls[0]);
-    await startChat(person.page, { nick });
-    people.push(person);
-  }
-  for (const { page } of people) await page.waitForSelector('#chat[data-state="chatting"]');
-  return people;
-}
+const pair = (urls) => chattingPair(browser, urls);
 
 async function newChat(people) {
   for (const { page } of people) await page.click("#next");

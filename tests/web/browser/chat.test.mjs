@@ -4,7 +4,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 
 import {
-  startServer, launchBrowser, openPage, startChat, send, lines, screenshot, otherOrigins, waitFor,
+  chattingPair, startServer, launchBrowser, openPage, startChat, send, lines, screenshot, otherOrigins, waitFor,
 } from "./harness.mjs";
 
 let browser;
@@ -28,16 +28,7 @@ async function drawnPng(page, color) {
   return Buffer.from(base64, "base64");
 }
 
-async function pair(server, nicks = ["Ann", "Bo"]) {
-  const people = [];
-  for (const nick of nicks) {
-    const person = await openPage(browser, server.url);
-    await startChat(person.page, { nick, interests: "music, films" });
-    people.push(person);
-  }
-  for (const { page } of people) await page.waitForSelector('#chat[data-state="chatting"]');
-  return people;
-}
+const pair = (server) => chattingPair(browser, [server.url], { interests: "music, films" });
 
 test("two strangers pair, see nick and shared interests, and chat in unicode; typing shows and clears", async (t) => {
   const server = await startServer();

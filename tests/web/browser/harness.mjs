@@ -176,6 +176,19 @@ export async function startChat(page, { nick = "", interests = "", mode = "text"
   await page.click("#start");
 }
 
+/// Opens one page per nick (the i-th on urls[i], or on urls[0]), starts a text chat on each, and
+/// waits until every one of them is chatting.
+export async function chattingPair(browser, urls, { nicks = ["Ann", "Bo"], interests = "" } = {}) {
+  const people = [];
+  for (const [index, nick] of nicks.entries()) {
+    const person = await openPage(browser, urls[index] ?? urls[0]);
+    await startChat(person.page, { nick, interests });
+    people.push(person);
+  }
+  for (const { page } of people) await page.waitForSelector('#chat[data-state="chatting"]');
+  return people;
+}
+
 export async function send(page, text) {
   await page.fill("#text", text);
   await page.press("#text", "Enter");
