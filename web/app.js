@@ -1,8 +1,9 @@
 // The page: lobby, chat, media and video, wired to the protocol client (client.js), the
-// video call (call.js) and the stored preferences (prefs.js).
+// video call (call.js), the stored preferences (prefs.js) and the e-mail list (notify.js).
 import { ChatClient, errorText, parseInterests, mediaProblem } from "./client.js";
 import { VideoCall } from "./call.js";
 import { loadPrefs, savePrefs } from "./prefs.js";
+import { loadTopics, signUp, remove } from "./notify.js";
 
 const $ = (id) => document.getElementById(id);
 /// How a chat ended, in the log and in the status line, where people look.
@@ -591,6 +592,39 @@ function endCall() {
   call = null;
   $("remote-video").srcObject = null;
 }
+
+// ---- the e-mail list ------------------------------------------------------------------------
+
+/// The lobby's "tell me what's new" forms, hidden in the HTML so nothing flashes: shown only
+/// when the server offers the list, with a topic to pick only when it offers more than one.
+async function offerList() {
+  const topics = await loadTopics();
+  if (!topics) return;
+  $("notify-topic").replaceChildren(...topics.map((topic) => new Option(topic, topic)));
+  $("notify-topic").hidden = topics.length < 2;
+  $("notify").hidden = false;
+}
+
+/// Each form is its own (Enter in its field sends only it, never starts a chat); its button
+/// waits while the request is out, and its live line says how it went.
+function sendsToList(form, send) {
+  const button = form.querySelector("button");
+  const result = form.querySelector(".notify-result");
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    if (button.disabled) return;
+    button.disabled = true;
+    result.classList.remove("problem");
+    result.textContent = "Sending…"; // also makes the same answer twice be read out again
+    const outcome = await send();
+    button.disabled = false;
+    result.classList.toggle("problem", !outcome.ok);
+    result.textContent = outcome.message;
+  });
+}
+sendsToList($("notify-form"), () => signUp($("notify-email").value, $("notify-topic").value, { nameTopic: !$("notify-topic").hidden }));
+sendsToList($("notify-remove-form"), () => remove($("notify-remove-email").value));
+offerList();
 
 // ---- connection and lifetime -----------------------------------------------------------------
 
