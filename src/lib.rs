@@ -12,6 +12,8 @@
 //!   (`ws/reader.rs`) and a cuttable writer (`ws/writer.rs`).
 //! - `hardening`: security headers, and core dumps off.
 //! - `memory`: hands freed memory back to the operating system on a timer.
+//! - `notify`: the optional early-access e-mail list (`notify_db_path`), encrypted at rest,
+//!   and the operator's `ephemera notify` commands.
 //! - `mqtt`: optional publishing of the aggregate statistics to an MQTT broker (`mqtt_url`).
 //! - `privacy_page`: /privacy, generated from the running settings.
 //! - `routes`: /healthz, /readyz, /stats, /metrics.
@@ -24,6 +26,7 @@ pub mod geo;
 pub mod hardening;
 pub mod memory;
 pub mod mqtt;
+pub mod notify;
 pub mod privacy_page;
 pub mod routes;
 pub mod settings;

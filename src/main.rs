@@ -7,12 +7,19 @@ use ephemera::wiping_allocator::WipingAllocator;
 static ALLOCATOR: WipingAllocator = WipingAllocator;
 
 fn main() -> anyhow::Result<()> {
-    let overrides = Overrides::parse();
+    let mut overrides = Overrides::parse();
     if overrides.print_example_config {
         print!("{}", Settings::example_toml());
         return Ok(());
     }
     let settings = Settings::load(&overrides)?;
+    if let Some(command) = overrides.command.take() {
+        // The export decrypts addresses: no core file of it either.
+        if !settings.allow_core_dumps {
+            ephemera::hardening::disable_core_dumps()?;
+        }
+        return ephemera::notify::cli::run(command, &settings);
+    }
     ephemera::telemetry::init_logging(&settings.log_level)?;
     if !settings.allow_core_dumps {
         ephemera::hardening::disable_core_dumps()?;

@@ -34,16 +34,21 @@ macro_rules! settings {
         #[command(name = "ephemera", version, about = "Privacy-first anonymous random chat server")]
         pub struct Overrides {
             /// A TOML file of settings (see ops/config.example.toml).
-            #[arg(long, env = "EPHEMERA_CONFIG")]
+            #[arg(long, env = "EPHEMERA_CONFIG", global = true)]
             #[serde(skip)]
             pub config: Option<PathBuf>,
             /// Print an example settings file with every default, and exit.
             #[arg(long)]
             #[serde(skip)]
             pub print_example_config: bool,
+            /// An operator's command instead of serving.
+            #[command(subcommand)]
+            #[serde(skip)]
+            pub command: Option<crate::notify::cli::Command>,
             $(
                 $(#[doc = $doc])+
-                #[arg(long, env = $env, value_delimiter = ',')]
+                // Global: the operator's commands read the same flags after their name.
+                #[arg(long, env = $env, value_delimiter = ',', global = true)]
                 #[serde(skip_serializing_if = "Option::is_none")]
                 pub $name: Option<$ty>,
             )+
@@ -115,6 +120,8 @@ settings! {
     max_signals_per_minute: u32 = V1_LIMITS.max_signals_per_minute, env = "EPHEMERA_MAX_SIGNALS_PER_MINUTE";
     /// Typing indicators per second from one session; more are dropped, counted (0: unlimited).
     max_typing_per_second: u32 = V1_LIMITS.max_typing_per_second, env = "EPHEMERA_MAX_TYPING_PER_SECOND";
+    /// Sign-ups and deletions of the e-mail list per minute from one client key (0: unlimited).
+    max_notify_requests_per_minute: u32 = 10, env = "EPHEMERA_MAX_NOTIFY_REQUESTS_PER_MINUTE";
     /// WebSocket pings and pongs per second from one client; more go unanswered and count as protocol errors (0: unlimited).
     max_control_frames_per_second: u32 = 10, env = "EPHEMERA_MAX_CONTROL_FRAMES_PER_SECOND";
     /// Reports from distinct clients within the window that ban the reported client (at least 2).
@@ -185,6 +192,12 @@ settings! {
     mqtt_topic: String = "ephemera/stats".to_owned(), env = "EPHEMERA_MQTT_TOPIC";
     /// Seconds between statistics snapshots published to mqtt_url.
     mqtt_interval_seconds: f64 = 10.0, env = "EPHEMERA_MQTT_INTERVAL_SECONDS";
+    /// The early-access e-mail list's SQLite file, created when missing (empty: the list is off, its form hidden, its endpoints 404).
+    notify_db_path: String = String::new(), env = "EPHEMERA_NOTIFY_DB_PATH";
+    /// The e-mail list's master key file, created (mode 0600) when missing; keep it apart from the database and its backups.
+    notify_master_key_path: String = String::new(), env = "EPHEMERA_NOTIFY_MASTER_KEY_PATH";
+    /// Topics people may sign up for (names of lowercase letters, digits, - and _); the first is the page's.
+    notify_topics: Vec<String> = vec!["news".to_owned()], env = "EPHEMERA_NOTIFY_TOPICS";
 }
 
 /// Which forwarding header a trusted proxy sets. One is believed, never a preference order:
@@ -346,6 +359,45 @@ impl Settings {
             });
         }
         self.mqtt_publishing()?;
+        self.validate_notify()?;
+        Ok(())
+    }
+
+    fn validate_notify(&self) -> Result<(), SettingsError> {
+        let topic_ok = |topic: &String| {
+            (1..=32).contains(&topic.len())
+                && topic
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        };
+        let mut unique = self.notify_topics.clone();
+        unique.sort();
+        unique.dedup();
+        if self.notify_topics.is_empty()
+            || self.notify_topics.len() > 16
+            || unique.len() != self.notify_topics.len()
+            || !self.notify_topics.iter().all(topic_ok)
+        {
+            return Err(SettingsError::OutOfRange {
+                name: "notify_topics",
+                reason: "must be 1 to 16 distinct names of 1 to 32 lowercase letters, digits, - or _",
+            });
+        }
+        if self.notify_db_path.is_empty() {
+            return Ok(());
+        }
+        if self.notify_master_key_path.is_empty() {
+            return Err(SettingsError::OutOfRange {
+                name: "notify_master_key_path",
+                reason: "is needed with notify_db_path: a file apart from the database (it is created, mode 0600, when missing)",
+            });
+        }
+        if self.notify_master_key_path == self.notify_db_path {
+            return Err(SettingsError::OutOfRange {
+                name: "notify_master_key_path",
+                reason: "must not be the database itself",
+            });
+        }
         Ok(())
     }
 
@@ -435,6 +487,7 @@ impl Settings {
                 messages_per_second: self.max_messages_per_second,
                 media_per_minute: self.max_media_per_minute,
                 control_frames_per_second: self.max_control_frames_per_second,
+                notify_requests_per_minute: self.max_notify_requests_per_minute,
             },
             pow_difficulty_bits: self.pow_difficulty_bits,
             pow_auto_threshold_per_second: self.pow_auto_threshold_per_second.max(0.0),

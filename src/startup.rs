@@ -11,6 +11,7 @@ use ephemera_actors::Hub;
 use crate::client_identity;
 use crate::hardening;
 use crate::mqtt::MqttPublisher;
+use crate::notify;
 use crate::privacy_page;
 use crate::routes;
 use crate::settings::Settings;
@@ -71,6 +72,12 @@ impl Server {
         let mqtt_publishing = settings
             .mqtt_publishing()
             .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
+        let notify = crate::notify::Notifier::start(
+            &settings.notify_db_path,
+            &settings.notify_master_key_path,
+            settings.notify_topics.clone(),
+        )
+        .map_err(std::io::Error::other)?;
         let hub = Hub::start(settings.chat_config());
         let mqtt = mqtt_publishing
             .map(|publishing| MqttPublisher::start(hub.clone(), publishing))
@@ -83,6 +90,7 @@ impl Server {
             client_address_header: settings.client_address_header,
             metrics,
             geo,
+            notify,
         });
         if settings.memory_trim_interval_seconds > 0.0 {
             actix_web::rt::spawn(crate::memory::trim_every(Settings::duration(
@@ -116,6 +124,12 @@ impl Server {
                         .route(web::head().to(privacy_page::privacy)),
                 )
                 .route("/api/privacy/me", web::get().to(routes::privacy_me))
+                .service(
+                    web::resource("/api/notify")
+                        .route(web::get().to(notify::http::topics))
+                        .route(web::post().to(notify::http::sign_up)),
+                )
+                .route("/api/notify/delete", web::post().to(notify::http::delete))
                 // Load balancers and uptime checks often probe with HEAD.
                 .service(
                     web::resource("/healthz")

@@ -16,4 +16,6 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// The country database, when `geoip_db_path` names one.
     pub geo: Option<Arc<crate::geo::GeoDb>>,
+    /// The e-mail list, when `notify_db_path` is set.
+    pub notify: Option<crate::notify::Notifier>,
 }

@@ -113,6 +113,10 @@ impl ChatContext {
         self.client_limits.check_connection(keys)
     }
 
+    pub(crate) fn check_notify(&self, keys: &ClientKeys) -> Result<(), Duration> {
+        self.client_limits.check_notify(keys)
+    }
+
     /// A place for a new session of the client with `keys`, unless the server is draining or
     /// full or the client holds its bound. What is held under the client's older keys moves
     /// to its current one first.

@@ -135,6 +135,12 @@ impl Hub {
         self.context.is_draining()
     }
 
+    /// A request to the e-mail list from the client with `keys`; `Err` holds how long to wait
+    /// (`max_notify_requests_per_minute`).
+    pub fn check_notify_request(&self, keys: &ClientKeys) -> Result<(), std::time::Duration> {
+        self.context.check_notify(keys)
+    }
+
     /// What the server holds about the client with `keys`, for GET /api/privacy/me.
     pub fn privacy_report(&self, keys: &ClientKeys) -> PrivacyReport {
         self.context.privacy_report(keys)

@@ -1,5 +1,5 @@
-//! Rate limits (GCRA, from the governor crate): new connections and finds per minute per
-//! client key, messages per second and media per minute per session. A limit of 0 means
+//! Rate limits (GCRA, from the governor crate): new connections, finds and e-mail list
+//! requests per minute per client key, messages per second and media per minute per session. A limit of 0 means
 //! unlimited (the bench profile). Keyed stores are pruned on the purge tick so they cannot
 //! grow without bound.
 
@@ -29,6 +29,8 @@ pub struct RateLimitConfig {
     /// Pings and pongs a client may send per second; beyond it they are not answered and
     /// count as protocol errors.
     pub control_frames_per_second: u32,
+    /// Requests to the e-mail list (sign-ups and deletions) per minute per client key.
+    pub notify_requests_per_minute: u32,
 }
 
 impl RateLimitConfig {
@@ -40,6 +42,7 @@ impl RateLimitConfig {
             messages_per_second: 0,
             media_per_minute: 0,
             control_frames_per_second: 0,
+            notify_requests_per_minute: 0,
         }
     }
 }
@@ -83,6 +86,7 @@ fn direct(quota: Quota) -> DirectLimiter {
 pub struct ClientLimiters {
     connections: Option<KeyedLimiter<ClientKey>>,
     finds: Option<KeyedLimiter<ClientKey>>,
+    notify: Option<KeyedLimiter<ClientKey>>,
     /// Until when each refused client is held back, per limit, so a client can be shown its
     /// current state (governor cannot be asked without spending a cell). Pruned on the tick.
     held_back: Mutex<HashMap<(ClientKey, LimitKind), Instant>>,
@@ -93,6 +97,7 @@ pub struct ClientLimiters {
 enum LimitKind {
     Connections,
     Finds,
+    Notify,
 }
 
 /// A client's current rate-limit state: how long each limit still holds it back.
@@ -100,6 +105,7 @@ enum LimitKind {
 pub struct HeldBack {
     pub connections_for_ms: Option<u64>,
     pub finds_for_ms: Option<u64>,
+    pub notify_for_ms: Option<u64>,
 }
 
 impl ClientLimiters {
@@ -107,6 +113,7 @@ impl ClientLimiters {
         Self {
             connections: per_minute(config.connections_per_minute).map(keyed),
             finds: per_minute(config.finds_per_minute).map(keyed),
+            notify: per_minute(config.notify_requests_per_minute).map(keyed),
             held_back: Mutex::new(HashMap::new()),
             clock: TokioClock,
         }
@@ -122,6 +129,11 @@ impl ClientLimiters {
         self.check(LimitKind::Finds, client, &[])
     }
 
+    /// A request to the e-mail list; charged like a connection, previous key included.
+    pub fn check_notify(&self, keys: &ClientKeys) -> Result<(), Duration> {
+        self.check(LimitKind::Notify, keys.current, &keys.older)
+    }
+
     fn check(
         &self,
         kind: LimitKind,
@@ -131,6 +143,7 @@ impl ClientLimiters {
         let limiter = match kind {
             LimitKind::Connections => self.connections.as_ref(),
             LimitKind::Finds => self.finds.as_ref(),
+            LimitKind::Notify => self.notify.as_ref(),
         };
         let Some(limiter) = limiter else {
             return Ok(());
@@ -160,6 +173,7 @@ impl ClientLimiters {
         HeldBack {
             connections_for_ms: left(LimitKind::Connections),
             finds_for_ms: left(LimitKind::Finds),
+            notify_for_ms: left(LimitKind::Notify),
         }
     }
 
@@ -167,7 +181,7 @@ impl ClientLimiters {
     pub fn prune(&self) {
         let now = Instant::now();
         self.held_back.lock().retain(|_, until| *until > now);
-        for limiter in [&self.connections, &self.finds].into_iter().flatten() {
+        for limiter in [&self.connections, &self.finds, &self.notify].into_iter().flatten() {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
@@ -175,7 +189,7 @@ impl ClientLimiters {
 
     /// How many client keys have limiter state, for tests and the privacy report.
     pub fn tracked_keys(&self) -> usize {
-        [&self.connections, &self.finds]
+        [&self.connections, &self.finds, &self.notify]
             .into_iter()
             .flatten()
             .map(|limiter| limiter.len())

@@ -1,0 +1,558 @@
+//! The list on disk: one SQLite file (`notify_db_path`) in WAL mode with `synchronous = FULL`,
+//! so a commit is on disk before anyone is told "accepted", and the operator's export can read
+//! while the server writes.
+//!
+//! A row is `(topic, blind_index, key_version, nonce, ciphertext)`:
+//! - `blind_index`: blake3 keyed hash of the address under the version's index key. It makes
+//!   a sign-up idempotent and a deletion possible without decrypting anything, and tells
+//!   nothing to whoever lacks the key (no dictionary of likely addresses can be tried).
+//! - `ciphertext`: XChaCha20-Poly1305 of the address under a random 192-bit nonce, with the
+//!   topic and the blind index as associated data, so a row moved to another topic or another
+//!   index fails to decrypt.
+//!
+//! The table has no rowid and no time: rows sort by blind index, so the file does not even
+//! keep the order in which people signed up. `secure_delete` zeroes deleted rows in the file.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use chacha20poly1305::aead::{Aead as _, KeyInit as _, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
+use zeroize::Zeroizing;
+
+use super::address::Address;
+use super::keys::{KeyError, KeyRing, VersionKeys};
+
+/// The schema this code writes (SQLite's `user_version`).
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS addresses (
+        topic TEXT NOT NULL,
+        blind_index BLOB NOT NULL,
+        key_version INTEGER NOT NULL,
+        nonce BLOB NOT NULL,
+        ciphertext BLOB NOT NULL,
+        PRIMARY KEY (topic, blind_index)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS key_versions (
+        version INTEGER PRIMARY KEY,
+        key_check BLOB NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS meta (
+        name TEXT PRIMARY KEY,
+        value BLOB NOT NULL
+    ) WITHOUT ROWID;
+";
+
+/// How long a writer waits for another's transaction (the export, a key rotation) to end.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// One change to the list.
+pub enum Change {
+    SignUp { topic: String, address: Address },
+    Delete { address: Address },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("notify_db_path {path}: {source}")]
+    Database {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("notify_db_path {path}: {source}")]
+    File {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("notify_db_path {path} does not exist (the server creates it when it starts with notify_db_path set)")]
+    Missing { path: String },
+    #[error("notify_db_path {path} was written by a newer Ephemera (schema {found}, this one knows {SCHEMA_VERSION})")]
+    NewerSchema { path: String, found: i64 },
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(
+        "the master key file holds a different key for key version {version} than the one this \
+         database was written with: wrong notify_master_key_path?"
+    )]
+    WrongKey { version: u32 },
+    #[error(
+        "the database has addresses under key version {version}, which the master key file does \
+         not hold: wrong notify_master_key_path, or a key file older than the database?"
+    )]
+    MissingKey { version: u32 },
+    #[error("a row of topic {topic} fails authentication: the database file was altered")]
+    Tampered { topic: String },
+}
+
+/// What an export found: the addresses, and the rows that could not be read.
+pub struct Export {
+    pub addresses: Vec<Address>,
+    /// Rows whose ciphertext fails authentication (changed in the file).
+    pub tampered: usize,
+    /// Key versions rows use that the key file does not hold.
+    pub missing_versions: BTreeSet<u32>,
+}
+
+pub struct Store {
+    connection: Connection,
+    keys: KeyRing,
+    key_path: PathBuf,
+    path: String,
+}
+
+impl Store {
+    /// Opens the list for the server: creates the database (mode 0600) and the key file when
+    /// missing, and refuses a key file that does not match the database.
+    pub fn open_or_create(db_path: &Path, key_path: &Path) -> Result<Store, StoreError> {
+        let keys = KeyRing::open_or_create(key_path)?;
+        create_private_file(db_path)?;
+        Self::open_with(db_path, key_path, keys)
+    }
+
+    /// Opens an existing list, for the operator's commands: creates nothing.
+    pub fn open_existing(db_path: &Path, key_path: &Path) -> Result<Store, StoreError> {
+        if !db_path.exists() {
+            return Err(StoreError::Missing {
+                path: db_path.display().to_string(),
+            });
+        }
+        let keys = KeyRing::open(key_path)?;
+        Self::open_with(db_path, key_path, keys)
+    }
+
+    fn open_with(db_path: &Path, key_path: &Path, keys: KeyRing) -> Result<Store, StoreError> {
+        let path = db_path.display().to_string();
+        let connection = Connection::open_with_flags(
+            db_path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| StoreError::Database {
+            path: path.clone(),
+            source,
+        })?;
+        let mut store = Store {
+            connection,
+            keys,
+            key_path: key_path.to_owned(),
+            path,
+        };
+        store.prepare().map_err(|source| store.database_error(source))?;
+        let found: i64 = store
+            .connection
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(|source| store.database_error(source))?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                path: store.path.clone(),
+                found,
+            });
+        }
+        store.check_keys()?;
+        Ok(store)
+    }
+
+    fn prepare(&self) -> rusqlite::Result<()> {
+        self.connection.busy_timeout(BUSY_TIMEOUT)?;
+        // WAL: the export reads beside the server's writes, and a commit is one append. FULL:
+        // that append is synced before the commit returns, so "accepted" survives a kill or a
+        // power cut. secure_delete: a removed address's ciphertext is zeroed, not left behind.
+        self.connection
+            .pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))?;
+        self.connection.pragma_update(None, "synchronous", "FULL")?;
+        self.connection.pragma_update(None, "secure_delete", "ON")?;
+        self.connection.execute_batch(SCHEMA)?;
+        let version: i64 = self
+            .connection
+            .pragma_query_value(None, "user_version", |row| row.get(0))?;
+        if version == 0 {
+            self.connection
+                .pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        }
+        Ok(())
+    }
+
+    /// Every key version the database records must match the key file's; a new database
+    /// records the file's newest version.
+    fn check_keys(&mut self) -> Result<(), StoreError> {
+        let recorded = self.recorded_versions()?;
+        if recorded.is_empty() {
+            let version = self.keys.newest_version();
+            let check = self.keys.get(version).map(|keys| keys.check);
+            self.connection
+                .execute(
+                    "INSERT INTO key_versions (version, key_check) VALUES (?1, ?2)",
+                    params![version, check.unwrap_or_default().as_slice()],
+                )
+                .map_err(|source| self.database_error(source))?;
+            return Ok(());
+        }
+        for (version, check) in recorded {
+            match self.keys.get(version) {
+                Some(keys) if keys.check == check => {}
+                Some(_) => return Err(StoreError::WrongKey { version }),
+                None => return Err(StoreError::MissingKey { version }),
+            }
+        }
+        Ok(())
+    }
+
+    fn recorded_versions(&self) -> Result<BTreeMap<u32, [u8; 32]>, StoreError> {
+        let mut statement = self
+            .connection
+            .prepare("SELECT version, key_check FROM key_versions")
+            .map_err(|source| self.database_error(source))?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((row.get::<_, u32>(0)?, row.get::<_, [u8; 32]>(1)?))
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<BTreeMap<_, _>>>())
+            .map_err(|source| self.database_error(source))?;
+        Ok(rows)
+    }
+
+    /// Applies `changes` in one transaction, synced to disk before it returns.
+    pub fn apply(&mut self, changes: &[&Change]) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let database_error = |source| StoreError::Database {
+            path: path.clone(),
+            source,
+        };
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(database_error)?;
+        // Read inside the write lock: a key rotation (another process) commits under it.
+        let (version, check): (u32, [u8; 32]) = transaction
+            .query_row(
+                "SELECT version, key_check FROM key_versions ORDER BY version DESC LIMIT 1",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .map_err(database_error)?;
+        if self.keys.get(version).is_none() {
+            self.keys = KeyRing::open(&self.key_path)?;
+        }
+        let keys = self
+            .keys
+            .get(version)
+            .ok_or(StoreError::MissingKey { version })?;
+        if keys.check != check {
+            return Err(StoreError::WrongKey { version });
+        }
+        let mut deleted = false;
+        for change in changes {
+            match change {
+                Change::SignUp { topic, address } => {
+                    let sealed = seal(keys, topic, address);
+                    // A second sign-up replaces the row (fresh nonce) instead of doing nothing,
+                    // so it writes and syncs like a first one: the time to answer does not
+                    // tell whether the address was there.
+                    transaction
+                        .execute(
+                            "INSERT INTO addresses (topic, blind_index, key_version, nonce, ciphertext)
+                             VALUES (?1, ?2, ?3, ?4, ?5)
+                             ON CONFLICT (topic, blind_index) DO UPDATE SET
+                                key_version = excluded.key_version,
+                                nonce = excluded.nonce,
+                                ciphertext = excluded.ciphertext",
+                            params![
+                                topic,
+                                sealed.blind_index.as_slice(),
+                                version,
+                                sealed.nonce.as_slice(),
+                                sealed.ciphertext
+                            ],
+                        )
+                        .map_err(database_error)?;
+                }
+                Change::Delete { address } => {
+                    // Under every version the key file holds, in case rows of an older one
+                    // are left (a database restored from before a rotation).
+                    for version in self.keys.versions() {
+                        let Some(keys) = self.keys.get(version) else {
+                            continue;
+                        };
+                        transaction
+                            .execute(
+                                "DELETE FROM addresses WHERE blind_index = ?1 AND key_version = ?2",
+                                params![blind_index(keys, address).as_slice(), version],
+                            )
+                            .map_err(database_error)?;
+                    }
+                    deleted = true;
+                }
+            }
+        }
+        // Every transaction writes, whether or not a row changed: a deletion of an address
+        // that was never there is synced like one that was.
+        transaction
+            .execute(
+                "INSERT OR REPLACE INTO meta (name, value) VALUES ('padding', randomblob(16))",
+                [],
+            )
+            .map_err(database_error)?;
+        transaction.commit().map_err(database_error)?;
+        if deleted {
+            self.forget_old_pages();
+        }
+        Ok(())
+    }
+
+    /// Copies the WAL into the database and empties it, so removed rows' old page images are
+    /// gone from both files. Best effort: an open reader can keep the WAL for a while.
+    fn forget_old_pages(&self) {
+        let _ = self
+            .connection
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+    }
+
+    /// Addresses per topic: every topic in `topics` (0 when empty), then any other topic the
+    /// file holds (one the settings no longer list).
+    pub fn count(&self, topics: &[String]) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+        let mut statement = self
+            .connection
+            .prepare("SELECT topic, count(*) FROM addresses GROUP BY topic")
+            .map_err(|source| self.database_error(source))?;
+        let rows = statement
+            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))
+            .map_err(|source| self.database_error(source))?;
+        for row in rows {
+            let (topic, count) = row.map_err(|source| self.database_error(source))?;
+            counts.insert(topic, count);
+        }
+        let mut listed: Vec<(String, u64)> = topics
+            .iter()
+            .map(|topic| (topic.clone(), counts.remove(topic).unwrap_or(0) as u64))
+            .collect();
+        listed.extend(counts.into_iter().map(|(topic, n)| (topic, n as u64)));
+        Ok(listed)
+    }
+
+    /// Decrypts the addresses of `topic`, sorted. Rows that cannot be read are counted, not
+    /// fatal, so one altered row does not hide the rest.
+    pub fn export(&self, topic: &str) -> Result<Export, StoreError> {
+        let mut statement = self
+            .connection
+            .prepare(
+                "SELECT key_version, blind_index, nonce, ciphertext FROM addresses WHERE topic = ?1",
+            )
+            .map_err(|source| self.database_error(source))?;
+        let rows = statement
+            .query_map([topic], |row| {
+                Ok(SealedRow {
+                    version: row.get(0)?,
+                    blind_index: row.get(1)?,
+                    nonce: row.get(2)?,
+                    ciphertext: row.get(3)?,
+                })
+            })
+            .map_err(|source| self.database_error(source))?;
+        let mut export = Export {
+            addresses: Vec::new(),
+            tampered: 0,
+            missing_versions: BTreeSet::new(),
+        };
+        for row in rows {
+            let row = row.map_err(|source| self.database_error(source))?;
+            match self.open_row(topic, &row) {
+                Ok(address) => export.addresses.push(address),
+                Err(StoreError::MissingKey { version }) => {
+                    export.missing_versions.insert(version);
+                }
+                Err(_) => export.tampered += 1,
+            }
+        }
+        export
+            .addresses
+            .sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        Ok(export)
+    }
+
+    fn open_row(&self, topic: &str, row: &SealedRow) -> Result<Address, StoreError> {
+        let keys = self.keys.get(row.version).ok_or(StoreError::MissingKey {
+            version: row.version,
+        })?;
+        open(keys, topic, row)
+    }
+
+    /// Re-encrypts every row under a new key version, then forgets the old versions, on disk
+    /// too. The new key is written to the key file before any row uses it, and all rows move
+    /// in one transaction: a crash at any point leaves every row readable. Returns the new
+    /// version and how many rows moved.
+    pub fn rotate_key(&mut self) -> Result<(u32, usize), StoreError> {
+        self.keys = KeyRing::open(&self.key_path)?;
+        self.check_keys()?;
+        // Every recorded version is in the ring (checked above), so the new one is above them.
+        let new_version = self.keys.add_version()?;
+        let path = self.path.clone();
+        let database_error = |source| StoreError::Database {
+            path: path.clone(),
+            source,
+        };
+        let keys = &self.keys;
+        let new_keys = keys
+            .get(new_version)
+            .ok_or(StoreError::MissingKey {
+                version: new_version,
+            })?;
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(database_error)?;
+        let mut rows: Vec<(String, Address)> = Vec::new();
+        {
+            let mut statement = transaction
+                .prepare("SELECT topic, key_version, blind_index, nonce, ciphertext FROM addresses")
+                .map_err(database_error)?;
+            let mut query = statement.query([]).map_err(database_error)?;
+            while let Some(row) = query.next().map_err(database_error)? {
+                let topic: String = row.get(0).map_err(database_error)?;
+                let sealed = SealedRow {
+                    version: row.get(1).map_err(database_error)?,
+                    blind_index: row.get(2).map_err(database_error)?,
+                    nonce: row.get(3).map_err(database_error)?,
+                    ciphertext: row.get(4).map_err(database_error)?,
+                };
+                let old_keys = keys.get(sealed.version).ok_or(StoreError::MissingKey {
+                    version: sealed.version,
+                })?;
+                let address = open(old_keys, &topic, &sealed)?;
+                rows.push((topic, address));
+            }
+        }
+        transaction
+            .execute("DELETE FROM addresses", [])
+            .map_err(database_error)?;
+        for (topic, address) in &rows {
+            let sealed = seal(new_keys, topic, address);
+            transaction
+                .execute(
+                    "INSERT INTO addresses (topic, blind_index, key_version, nonce, ciphertext)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        topic,
+                        sealed.blind_index.as_slice(),
+                        new_version,
+                        sealed.nonce.as_slice(),
+                        sealed.ciphertext
+                    ],
+                )
+                .map_err(database_error)?;
+        }
+        transaction
+            .execute("DELETE FROM key_versions", [])
+            .map_err(database_error)?;
+        transaction
+            .execute(
+                "INSERT INTO key_versions (version, key_check) VALUES (?1, ?2)",
+                params![new_version, new_keys.check.as_slice()],
+            )
+            .map_err(database_error)?;
+        transaction.commit().map_err(database_error)?;
+        self.forget_old_pages();
+        self.keys.retire_all_but(new_version)?;
+        Ok((new_version, rows.len()))
+    }
+
+    fn database_error(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Database {
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
+
+struct SealedRow {
+    version: u32,
+    blind_index: Vec<u8>,
+    nonce: Vec<u8>,
+    ciphertext: Vec<u8>,
+}
+
+struct Sealed {
+    blind_index: [u8; 32],
+    nonce: [u8; 24],
+    ciphertext: Vec<u8>,
+}
+
+fn blind_index(keys: &VersionKeys, address: &Address) -> [u8; 32] {
+    *blake3::keyed_hash(&keys.index, address.as_str().as_bytes()).as_bytes()
+}
+
+/// Associated data: the topic and the blind index, each length-prefixed.
+fn associated_data(topic: &str, blind_index: &[u8]) -> Vec<u8> {
+    let mut data = Vec::with_capacity(8 + topic.len() + blind_index.len());
+    data.extend_from_slice(&(topic.len() as u32).to_be_bytes());
+    data.extend_from_slice(topic.as_bytes());
+    data.extend_from_slice(&(blind_index.len() as u32).to_be_bytes());
+    data.extend_from_slice(blind_index);
+    data
+}
+
+fn seal(keys: &VersionKeys, topic: &str, address: &Address) -> Sealed {
+    let blind_index = blind_index(keys, address);
+    let mut nonce = [0u8; 24];
+    getrandom::getrandom(&mut nonce).expect("the operating system's random source works");
+    let cipher = XChaCha20Poly1305::new(keys.encryption.as_ref().into());
+    let ciphertext = cipher
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: address.as_str().as_bytes(),
+                aad: &associated_data(topic, &blind_index),
+            },
+        )
+        // Encryption fails only for inputs past 256 GiB; addresses are at most 254 characters.
+        .expect("an address encrypts");
+    Sealed {
+        blind_index,
+        nonce,
+        ciphertext,
+    }
+}
+
+fn open(keys: &VersionKeys, topic: &str, row: &SealedRow) -> Result<Address, StoreError> {
+    let tampered = || StoreError::Tampered {
+        topic: topic.to_owned(),
+    };
+    if row.nonce.len() != 24 {
+        return Err(tampered());
+    }
+    let cipher = XChaCha20Poly1305::new(keys.encryption.as_ref().into());
+    let plaintext = Zeroizing::new(
+        cipher
+            .decrypt(
+                XNonce::from_slice(&row.nonce),
+                Payload {
+                    msg: &row.ciphertext,
+                    aad: &associated_data(topic, &row.blind_index),
+                },
+            )
+            .map_err(|_| tampered())?,
+    );
+    let text = String::from_utf8(plaintext.to_vec()).map_err(|_| tampered())?;
+    Ok(Address::from_stored(text))
+}
+
+/// Creates the database file readable by its owner only (SQLite gives its WAL and shared-memory
+/// files the same mode), unless it exists.
+fn create_private_file(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(StoreError::File {
+            path: path.display().to_string(),
+            source,
+        }),
+    }
+}
