@@ -556,3 +556,232 @@ fn create_private_file(path: &Path) -> Result<(), StoreError> {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Files {
+        db: PathBuf,
+        key: PathBuf,
+    }
+
+    fn files(name: &str) -> Files {
+        let dir = std::env::temp_dir().join(format!("ephemera-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Files {
+            db: dir.join("list.db"),
+            key: dir.join("master.key"),
+        }
+    }
+
+    fn address(text: &str) -> Address {
+        Address::parse(text).unwrap()
+    }
+
+    fn sign_up(store: &mut Store, topic: &str, text: &str) {
+        let change = Change::SignUp {
+            topic: topic.to_owned(),
+            address: address(text),
+        };
+        store.apply(&[&change]).unwrap();
+    }
+
+    fn exported(store: &Store, topic: &str) -> Vec<String> {
+        let export = store.export(topic).unwrap();
+        assert_eq!(export.tampered, 0);
+        assert!(export.missing_versions.is_empty());
+        export
+            .addresses
+            .iter()
+            .map(|a| a.as_str().to_owned())
+            .collect()
+    }
+
+    /// The database and its WAL, as bytes on disk.
+    fn file_bytes(files: &Files) -> Vec<u8> {
+        let mut bytes = std::fs::read(&files.db).unwrap();
+        let mut wal = files.db.clone().into_os_string();
+        wal.push("-wal");
+        bytes.extend(std::fs::read(wal).unwrap_or_default());
+        bytes
+    }
+
+    fn contains(haystack: &[u8], needle: &str) -> bool {
+        haystack
+            .windows(needle.len())
+            .any(|window| window == needle.as_bytes())
+    }
+
+    #[test]
+    fn addresses_round_trip_once_each_and_never_in_clear_on_disk() {
+        let files = files("round-trip");
+        let mut store = Store::open_or_create(&files.db, &files.key).unwrap();
+        sign_up(&mut store, "news", "Ann.Lee@Quietmail.example");
+        sign_up(&mut store, "news", "  Ann.Lee@QUIETMAIL.example ");
+        sign_up(&mut store, "news", "bo@quietmail.example");
+        sign_up(&mut store, "rules", "bo@quietmail.example");
+        assert_eq!(
+            exported(&store, "news"),
+            vec!["Ann.Lee@quietmail.example", "bo@quietmail.example"]
+        );
+        assert_eq!(exported(&store, "rules"), vec!["bo@quietmail.example"]);
+        assert_eq!(
+            store.count(&["news".into(), "other".into()]).unwrap(),
+            vec![
+                ("news".to_owned(), 2),
+                ("other".to_owned(), 0),
+                ("rules".to_owned(), 1)
+            ]
+        );
+        // Neither an address, nor a local part, nor the domain is anywhere in the files.
+        drop(store);
+        let bytes = file_bytes(&files);
+        assert!(bytes.len() > 4096, "the files were read");
+        for clear in ["Ann.Lee", "quietmail", "Quietmail", "bo@"] {
+            assert!(!contains(&bytes, clear), "{clear} is in the file");
+        }
+        assert!(contains(&bytes, "news"), "topics are stored as they are");
+    }
+
+    #[test]
+    fn deletion_removes_the_address_from_every_topic() {
+        let files = files("delete");
+        let mut store = Store::open_or_create(&files.db, &files.key).unwrap();
+        sign_up(&mut store, "news", "ann@example.org");
+        sign_up(&mut store, "rules", "ann@example.org");
+        sign_up(&mut store, "news", "bo@example.org");
+        let delete = Change::Delete {
+            address: address("ann@EXAMPLE.org"),
+        };
+        let never_there = Change::Delete {
+            address: address("cy@example.org"),
+        };
+        store.apply(&[&delete, &never_there]).unwrap();
+        assert_eq!(exported(&store, "news"), vec!["bo@example.org"]);
+        assert!(exported(&store, "rules").is_empty());
+        let rows: i64 = store
+            .connection
+            .query_row("SELECT count(*) FROM addresses", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(rows, 1);
+    }
+
+    #[test]
+    fn a_wrong_key_file_is_named_as_such_and_a_wrong_key_never_decrypts() {
+        let files = files("wrong-key");
+        let mut store = Store::open_or_create(&files.db, &files.key).unwrap();
+        sign_up(&mut store, "news", "ann@example.org");
+        drop(store);
+        // Another key file, made as the server makes one.
+        let other = files.key.with_file_name("other.key");
+        KeyRing::open_or_create(&other).unwrap();
+        let error = Store::open_existing(&files.db, &other).err().unwrap();
+        assert!(matches!(error, StoreError::WrongKey { version: 1 }), "{error}");
+        assert!(error.to_string().contains("wrong notify_master_key_path"));
+        // Below the check: the other key's encryption key fails authentication, no panic.
+        let store = Store::open_existing(&files.db, &files.key).unwrap();
+        let other_ring = KeyRing::open(&other).unwrap();
+        let row = store.first_row("news");
+        let error = open(other_ring.get(1).unwrap(), "news", &row).err().unwrap();
+        assert!(matches!(error, StoreError::Tampered { .. }));
+        assert!(open(store.keys.get(1).unwrap(), "news", &row).is_ok());
+    }
+
+    #[test]
+    fn an_altered_row_is_detected() {
+        let files = files("tampered");
+        let mut store = Store::open_or_create(&files.db, &files.key).unwrap();
+        sign_up(&mut store, "news", "ann@example.org");
+        sign_up(&mut store, "news", "bo@example.org");
+        sign_up(&mut store, "rules", "cy@example.org");
+        // One bit of one ciphertext flipped.
+        let row = store.first_row("news");
+        let mut altered = row.ciphertext.clone();
+        altered[0] ^= 1;
+        store
+            .connection
+            .execute(
+                "UPDATE addresses SET ciphertext = ?1 WHERE blind_index = ?2",
+                params![altered, row.blind_index],
+            )
+            .unwrap();
+        let export = store.export("news").unwrap();
+        assert_eq!(export.tampered, 1);
+        assert_eq!(export.addresses.len(), 1, "the other row still reads");
+        // A row moved to another topic no longer authenticates either.
+        store
+            .connection
+            .execute("UPDATE addresses SET topic = 'news' WHERE topic = 'rules'", [])
+            .unwrap();
+        assert_eq!(store.export("news").unwrap().tampered, 2);
+    }
+
+    #[test]
+    fn rotation_keeps_every_address_readable_and_drops_the_old_key() {
+        let files = files("rotate");
+        let mut store = Store::open_or_create(&files.db, &files.key).unwrap();
+        for n in 0..50 {
+            sign_up(&mut store, "news", &format!("person{n}@example.org"));
+        }
+        let old_row = store.first_row("news");
+        let (version, moved) = store.rotate_key().unwrap();
+        assert_eq!((version, moved), (2, 50));
+        assert_eq!(exported(&store, "news").len(), 50);
+        assert_ne!(store.first_row("news").ciphertext, old_row.ciphertext);
+        // The key file now holds only the new version, and a fresh open agrees.
+        let ring = KeyRing::open(&files.key).unwrap();
+        assert_eq!(ring.versions().collect::<Vec<_>>(), vec![2]);
+        let mut reopened = Store::open_existing(&files.db, &files.key).unwrap();
+        assert_eq!(exported(&reopened, "news").len(), 50);
+        // Sign-ups after the rotation dedupe against rotated rows.
+        sign_up(&mut reopened, "news", "person7@example.org");
+        assert_eq!(exported(&reopened, "news").len(), 50);
+    }
+
+    #[test]
+    fn a_writer_holding_the_old_key_picks_up_a_rotation_made_by_another_process() {
+        let files = files("rotate-beside");
+        let mut server = Store::open_or_create(&files.db, &files.key).unwrap();
+        sign_up(&mut server, "news", "ann@example.org");
+        let mut operator = Store::open_existing(&files.db, &files.key).unwrap();
+        operator.rotate_key().unwrap();
+        // The server's ring knows version 1 only; its next write must use version 2.
+        sign_up(&mut server, "news", "bo@example.org");
+        sign_up(&mut server, "news", "ann@example.org");
+        let versions: Vec<u32> = {
+            let mut statement = server
+                .connection
+                .prepare("SELECT DISTINCT key_version FROM addresses")
+                .unwrap();
+            let rows = statement.query_map([], |row| row.get(0)).unwrap();
+            rows.map(Result::unwrap).collect()
+        };
+        assert_eq!(versions, vec![2]);
+        assert_eq!(
+            exported(&operator, "news"),
+            vec!["ann@example.org", "bo@example.org"]
+        );
+    }
+
+    impl Store {
+        fn first_row(&self, topic: &str) -> SealedRow {
+            self.connection
+                .query_row(
+                    "SELECT key_version, blind_index, nonce, ciphertext FROM addresses
+                     WHERE topic = ?1 ORDER BY blind_index LIMIT 1",
+                    [topic],
+                    |row| {
+                        Ok(SealedRow {
+                            version: row.get(0)?,
+                            blind_index: row.get(1)?,
+                            nonce: row.get(2)?,
+                            ciphertext: row.get(3)?,
+                        })
+                    },
+                )
+                .unwrap()
+        }
+    }
+}
