@@ -380,7 +380,8 @@ impl Settings {
         {
             return Err(SettingsError::OutOfRange {
                 name: "notify_topics",
-                reason: "must be 1 to 16 distinct names of 1 to 32 lowercase letters, digits, - or _",
+                reason:
+                    "must be 1 to 16 distinct names of 1 to 32 lowercase letters, digits, - or _",
             });
         }
         if self.notify_db_path.is_empty() {

@@ -99,12 +99,18 @@ impl Server {
         }
         let admin = Self::start_admin(admin_listener, state.clone())?;
         let privacy = web::Data::new(privacy_page::PrivacyPage(privacy_page::render(settings)));
+        let listed_topics = match &state.notify {
+            Some(notifier) => notifier.topics().to_vec(),
+            None => Vec::new(),
+        };
+        let index = web::Data::new(static_files::Index::render(&listed_topics));
         let drain = Settings::duration(settings.shutdown_drain_seconds);
         let write_stall_timeout = Settings::duration(settings.write_stall_timeout_seconds);
         let mut http = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .app_data(privacy.clone())
+                .app_data(index.clone())
                 .wrap(hardening::security_headers())
                 .wrap(middleware::from_fn(socket_watch::refuse_unread_pipelines))
                 // Outermost (wrapped last): the address is forgotten before anything can answer.

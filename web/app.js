@@ -3,7 +3,7 @@
 import { ChatClient, errorText, parseInterests, mediaProblem } from "./client.js";
 import { VideoCall } from "./call.js";
 import { loadPrefs, savePrefs } from "./prefs.js";
-import { loadTopics, signUp, remove } from "./notify.js";
+import { topicsFrom, signUp, remove } from "./notify.js";
 
 const $ = (id) => document.getElementById(id);
 /// How a chat ended, in the log and in the status line, where people look.
@@ -597,8 +597,8 @@ function endCall() {
 
 /// The lobby's "tell me what's new" forms, hidden in the HTML so nothing flashes: shown only
 /// when the server offers the list, with a topic to pick only when it offers more than one.
-async function offerList() {
-  const topics = await loadTopics();
+function offerList() {
+  const topics = topicsFrom(document.querySelector('meta[name="ephemera-notify-topics"]')?.content);
   if (!topics) return;
   $("notify-topic").replaceChildren(...topics.map((topic) => new Option(topic, topic)));
   $("notify-topic").hidden = topics.length < 2;

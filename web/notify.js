@@ -1,5 +1,6 @@
-// The early-access e-mail list ("tell me what's new"): what the page asks /api/notify and the
-// words it shows back. No DOM here (fetch is passed in), so node's test runner covers it;
+// The early-access e-mail list ("tell me what's new"): the topics the server offers, what the
+// page sends to /api/notify and the words it shows back. No DOM here (fetch is passed in), so
+// node's test runner covers it;
 // app.js wires it to the lobby's two small forms.
 
 /// A request still unanswered after this would leave the button disabled for good.
@@ -26,18 +27,13 @@ const FALLBACK = {
 };
 const CODE_OF_STATUS = { 400: "bad_request", 403: "forbidden_origin", 413: "too_large", 415: "unsupported_type", 429: "rate_limited", 503: "unavailable" };
 
-/// The topics the server offers, or null when the list is off (404), unreachable, or the
-/// answer is not a list of names: the form then stays hidden.
-export async function loadTopics(fetchFn = globalThis.fetch) {
-  try {
-    const response = await fetchFn("/api/notify", { headers: { Accept: "application/json" } });
-    if (response.status !== 200) return null;
-    const { topics } = await response.json();
-    const names = Array.isArray(topics) ? topics.filter((t) => typeof t === "string" && t.length > 0 && t.length <= 64) : [];
-    return names.length ? names : null;
-  } catch {
-    return null;
-  }
+/// The topics the server offers, from the content of the page's
+/// <meta name="ephemera-notify-topics"> (the server fills it in), or null when the list is off
+/// (empty) or the content is not a list of names: the form then stays hidden.
+export function topicsFrom(content) {
+  if (typeof content !== "string") return null;
+  const names = content.split(",").map((t) => t.trim()).filter((t) => /^[a-z0-9_-]{1,32}$/.test(t));
+  return names.length ? names : null;
 }
 
 /// Puts `email` on the list of `topic`. Resolves to { ok, message }; never rejects.

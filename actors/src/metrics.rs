@@ -233,6 +233,7 @@ pub const SERIES: &[Series] = &[
     series("ephemera_disconnects_total", C, &["reason"], "Connections closed or lost, by reason (slow_consumer: cut off for not reading)."),
     series("ephemera_purge_tick_seconds", H, &[], "Seconds one purge tick took (grace and cooldown expiry, key and limiter pruning)."),
     series("ephemera_mqtt_publishes_total", C, &["result"], "Statistics snapshots for the MQTT broker (mqtt_url): ok when written to the broker's connection, failed when dropped because it was away or still busy with the previous one."),
+    series("ephemera_notify_requests_total", C, &["action", "result"], "Requests to the e-mail list (notify_db_path), by action (sign_up, delete) and result (accepted, or the error code: invalid_email, unknown_topic, bad_request, unsupported_type, too_large, forbidden_origin, rate_limited, unavailable). Accepted says nothing of whether an address was new."),
 ];
 
 /// Histogram buckets, in seconds: the queue wait (sub-second to ten minutes) and chat lengths

@@ -181,7 +181,10 @@ impl ClientLimiters {
     pub fn prune(&self) {
         let now = Instant::now();
         self.held_back.lock().retain(|_, until| *until > now);
-        for limiter in [&self.connections, &self.finds, &self.notify].into_iter().flatten() {
+        for limiter in [&self.connections, &self.finds, &self.notify]
+            .into_iter()
+            .flatten()
+        {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }

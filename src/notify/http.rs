@@ -68,7 +68,7 @@ pub async fn sign_up(
         Ok(admitted) => admitted,
         Err(refusal) => return refusal,
     };
-    let Ok(request) = serde_json::from_slice::<SignUp>(&body) else {
+    let Some(request) = object::<SignUp>(&body) else {
         return refuse(
             action,
             StatusCode::BAD_REQUEST,
@@ -106,7 +106,7 @@ pub async fn delete(
         Ok(admitted) => admitted,
         Err(refusal) => return refusal,
     };
-    let Ok(request) = serde_json::from_slice::<Delete>(&body) else {
+    let Some(request) = object::<Delete>(&body) else {
         return refuse(
             action,
             StatusCode::BAD_REQUEST,
@@ -209,6 +209,14 @@ async fn admit<'a>(
     Ok((notifier, bytes))
 }
 
+/// The body as `T`, from a JSON object only: serde would also fill a struct from an array.
+fn object<T: serde::de::DeserializeOwned>(body: &[u8]) -> Option<T> {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(value @ serde_json::Value::Object(_)) => serde_json::from_value(value).ok(),
+        _ => None,
+    }
+}
+
 fn invalid_address(action: Action, error: super::AddressError) -> HttpResponse {
     let mut message = error.to_string();
     // "the address is empty" → "The address is empty."
@@ -250,10 +258,12 @@ fn refuse(action: Action, status: StatusCode, code: &'static str, message: &str)
 }
 
 fn not_found() -> HttpResponse {
-    HttpResponse::NotFound().json(serde_json::json!({
-        "error": "not_found",
-        "message": "This server keeps no e-mail list.",
-    }))
+    HttpResponse::NotFound()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(serde_json::json!({
+            "error": "not_found",
+            "message": "This server keeps no e-mail list.",
+        }))
 }
 
 fn count(action: Action, result: &'static str) {

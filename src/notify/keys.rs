@@ -59,7 +59,9 @@ pub enum KeyError {
          run `chmod 600 {path}`"
     )]
     Exposed { path: String, mode: u32 },
-    #[error("notify_master_key_path {path}, line {line}: expected `<key version> <64 hex digits>`")]
+    #[error(
+        "notify_master_key_path {path}, line {line}: expected `<key version> <64 hex digits>`"
+    )]
     Malformed { path: String, line: usize },
     #[error("notify_master_key_path {path} holds no key")]
     Empty { path: String },
@@ -251,7 +253,10 @@ mod tests {
             *reopened.get(1).unwrap().encryption
         );
         let keys = created.get(1).unwrap();
-        assert_ne!(*keys.encryption, *keys.index, "distinct contexts, distinct keys");
+        assert_ne!(
+            *keys.encryption, *keys.index,
+            "distinct contexts, distinct keys"
+        );
         assert_ne!(keys.check, *keys.index);
     }
 
@@ -261,7 +266,10 @@ mod tests {
         KeyRing::open_or_create(&path).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         let error = KeyRing::open_or_create(&path).err().unwrap().to_string();
-        assert!(error.contains("chmod 600") && error.contains("644"), "{error}");
+        assert!(
+            error.contains("chmod 600") && error.contains("644"),
+            "{error}"
+        );
     }
 
     #[test]

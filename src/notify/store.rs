@@ -139,7 +139,9 @@ impl Store {
             key_path: key_path.to_owned(),
             path,
         };
-        store.prepare().map_err(|source| store.database_error(source))?;
+        store
+            .prepare()
+            .map_err(|source| store.database_error(source))?;
         let found: i64 = store
             .connection
             .pragma_query_value(None, "user_version", |row| row.get(0))
@@ -318,7 +320,9 @@ impl Store {
             .prepare("SELECT topic, count(*) FROM addresses GROUP BY topic")
             .map_err(|source| self.database_error(source))?;
         let rows = statement
-            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+            })
             .map_err(|source| self.database_error(source))?;
         for row in rows {
             let (topic, count) = row.map_err(|source| self.database_error(source))?;
@@ -366,9 +370,7 @@ impl Store {
                 Err(_) => export.tampered += 1,
             }
         }
-        export
-            .addresses
-            .sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        export.addresses.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         Ok(export)
     }
 
@@ -394,11 +396,9 @@ impl Store {
             source,
         };
         let keys = &self.keys;
-        let new_keys = keys
-            .get(new_version)
-            .ok_or(StoreError::MissingKey {
-                version: new_version,
-            })?;
+        let new_keys = keys.get(new_version).ok_or(StoreError::MissingKey {
+            version: new_version,
+        })?;
         let transaction = self
             .connection
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -567,7 +567,8 @@ mod tests {
     }
 
     fn files(name: &str) -> Files {
-        let dir = std::env::temp_dir().join(format!("ephemera-store-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("ephemera-store-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         Files {
@@ -678,13 +679,18 @@ mod tests {
         let other = files.key.with_file_name("other.key");
         KeyRing::open_or_create(&other).unwrap();
         let error = Store::open_existing(&files.db, &other).err().unwrap();
-        assert!(matches!(error, StoreError::WrongKey { version: 1 }), "{error}");
+        assert!(
+            matches!(error, StoreError::WrongKey { version: 1 }),
+            "{error}"
+        );
         assert!(error.to_string().contains("wrong notify_master_key_path"));
         // Below the check: the other key's encryption key fails authentication, no panic.
         let store = Store::open_existing(&files.db, &files.key).unwrap();
         let other_ring = KeyRing::open(&other).unwrap();
         let row = store.first_row("news");
-        let error = open(other_ring.get(1).unwrap(), "news", &row).err().unwrap();
+        let error = open(other_ring.get(1).unwrap(), "news", &row)
+            .err()
+            .unwrap();
         assert!(matches!(error, StoreError::Tampered { .. }));
         assert!(open(store.keys.get(1).unwrap(), "news", &row).is_ok());
     }
@@ -713,7 +719,10 @@ mod tests {
         // A row moved to another topic no longer authenticates either.
         store
             .connection
-            .execute("UPDATE addresses SET topic = 'news' WHERE topic = 'rules'", [])
+            .execute(
+                "UPDATE addresses SET topic = 'news' WHERE topic = 'rules'",
+                [],
+            )
             .unwrap();
         assert_eq!(store.export("news").unwrap().tampered, 2);
     }

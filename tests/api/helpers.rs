@@ -216,15 +216,51 @@ pub async fn http_request(
     path: &str,
     extra_headers: &str,
 ) -> (u16, String, String) {
+    http_exchange(addr, source, "GET", path, extra_headers, b"").await
+}
+
+/// A POST of `body` as JSON from a chosen loopback source address, with extra header lines.
+pub async fn http_post_json(
+    addr: SocketAddr,
+    source: std::net::IpAddr,
+    path: &str,
+    extra_headers: &str,
+    body: &str,
+) -> (u16, String, String) {
+    let headers = format!("Content-Type: application/json\r\n{extra_headers}");
+    http_exchange(addr, source, "POST", path, &headers, body.as_bytes()).await
+}
+
+/// One HTTP/1.1 request on its own connection (Connection: close); returns status, lowercased
+/// headers and body. A body gets its Content-Length.
+pub async fn http_exchange(
+    addr: SocketAddr,
+    source: std::net::IpAddr,
+    method: &str,
+    path: &str,
+    extra_headers: &str,
+    body: &[u8],
+) -> (u16, String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind(SocketAddr::new(source, 0)).unwrap();
     let mut stream = socket.connect(addr).await.unwrap();
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra_headers}Connection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
+    let length = if body.is_empty() && method == "GET" {
+        String::new()
+    } else {
+        format!("Content-Length: {}\r\n", body.len())
+    };
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra_headers}{length}Connection: close\r\n\r\n"
+    );
+    let mut bytes = request.into_bytes();
+    bytes.extend_from_slice(body);
+    stream.write_all(&bytes).await.unwrap();
+    let mut response = Vec::new();
+    // A server that answers before reading the whole body may reset the connection; what it
+    // answered is still in the buffer.
+    let _ = stream.read_to_end(&mut response).await;
+    let response = String::from_utf8_lossy(&response).into_owned();
     let status = response[9..12].parse().unwrap();
     let (headers, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     (status, headers.to_lowercase(), body.to_owned())

@@ -11,6 +11,7 @@ mod matching;
 mod memory;
 mod metrics;
 mod mqtt;
+mod notify;
 mod one_client;
 mod page;
 mod pow;

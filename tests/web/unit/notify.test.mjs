@@ -4,7 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 
-import { loadTopics, signUp, remove, refusalText, retryWords, signedUp, REMOVED } from "../../../web/notify.js";
+import { topicsFrom, signUp, remove, refusalText, retryWords, signedUp, REMOVED } from "../../../web/notify.js";
 
 /// A fetch that records each call and answers with the next scripted Response (or throws it).
 function scriptedFetch(...answers) {
@@ -23,18 +23,12 @@ const json = (status, body, headers = {}) =>
 const NOW = Date.parse("2026-11-24T12:00:00Z");
 const now = () => NOW;
 
-test("the form is offered only when the server lists topics", async () => {
-  const on = scriptedFetch(json(200, { topics: ["news", "releases"] }));
-  assert.deepEqual(await loadTopics(on.fetchFn), ["news", "releases"]);
-  assert.equal(on.calls[0].url, "/api/notify");
-  assert.equal(on.calls[0].method, undefined, "a plain GET");
-
-  assert.equal(await loadTopics(scriptedFetch(new Response("not found\n", { status: 404 })).fetchFn), null);
-  assert.equal(await loadTopics(scriptedFetch(new TypeError("Failed to fetch")).fetchFn), null);
-  assert.equal(await loadTopics(scriptedFetch(new Response("<html>", { status: 200 })).fetchFn), null);
-  assert.equal(await loadTopics(scriptedFetch(json(200, { topics: [] })).fetchFn), null);
-  assert.equal(await loadTopics(scriptedFetch(json(200, { topics: "news" })).fetchFn), null);
-  assert.deepEqual(await loadTopics(scriptedFetch(json(200, { topics: ["news", 3, "", null] })).fetchFn), ["news"]);
+test("the form is offered only when the page's meta lists topics", () => {
+  assert.deepEqual(topicsFrom("news,releases"), ["news", "releases"]);
+  assert.deepEqual(topicsFrom("news"), ["news"]);
+  assert.equal(topicsFrom(""), null, "an empty list: the server keeps none");
+  assert.equal(topicsFrom(undefined), null, "no meta at all");
+  assert.deepEqual(topicsFrom("news,,<b>,Rules, releases "), ["news", "releases"]);
 });
 
 test("signing up posts the trimmed address and the topic as JSON to /api/notify", async () => {
