@@ -52,13 +52,15 @@ pub fn render(settings: &Settings) -> String {
 <tr><td>Your network address</td><td>nowhere: it is used once to compute a salted key (the salt lives only in memory and is replaced every {salt}) and then forgotten</td><td>-</td></tr>
 <tr><td>Reports against you, and any ban</td><td>server memory, under your salted key</td><td>while a ban lasts, and {report_window} after the last report</td></tr>
 <tr><td>The end of your last chat: its id, how it ended and its last number</td><td>server memory, so a reconnecting page learns the chat ended</td><td>{grace} after the chat ended</td></tr>
-<tr><td>Counts of sessions, chats and messages</td><td>server memory, as anonymous totals for the operator's statistics; {location}{mqtt}</td><td>until the server restarts</td></tr>
+{list_row}<tr><td>Counts of sessions, chats and messages</td><td>server memory, as anonymous totals for the operator's statistics; {location}{mqtt}</td><td>until the server restarts</td></tr>
 </table>
-<p>Nothing is written to disk. No cookie is set. The page loads nothing from any other site.
+<p>{disk} No cookie is set. The page loads nothing from any other site.
 Your browser keeps your resume token in this tab's session storage only; closing the tab
 ends everything. It also keeps your preferences (text or video, your last interests, the
 theme, relay only, camera and microphone) in its local storage, on your device only; never
 your nickname. A restart of the server forgets everything.</p>
+<h2>The e-mail list</h2>
+{list}
 <h2>Limits</h2>
 <p>Messages up to {text} characters; images and voice notes up to {media_kib} KiB.
 Connections silent for {timeout} count as dropped.</p>
@@ -97,6 +99,42 @@ Connections silent for {timeout} count as dropped.</p>
                  sessions online, waiting and chatting, and of chats begun and messages sent \
                  in that time: totals only",
                 seconds(settings.mqtt_interval_seconds)
+            )
+        },
+        list_row = if settings.notify_db_path.is_empty() {
+            ""
+        } else {
+            "<tr><td>Your e-mail address, only if you leave it in \"Tell me what's new\"</td>\
+             <td>a database on this server's disk, encrypted</td><td>until you remove it</td></tr>\n"
+        },
+        disk = if settings.notify_db_path.is_empty() {
+            "Nothing is written to disk."
+        } else {
+            "Nothing but the e-mail list is written to disk."
+        },
+        list = if settings.notify_db_path.is_empty() {
+            "<p>This server keeps no e-mail list.</p>".to_owned()
+        } else {
+            format!(
+                "<p>If you leave your e-mail address in \"Tell me what's new\" on the start \
+                 page, it is kept so the operator can tell you what is new ({topics}). It is the \
+                 only thing about you this server ever writes to disk, and it is never linked to \
+                 a chat, a session or your network address.</p>\n\
+                 <ul>\n\
+                 <li>The address is encrypted (XChaCha20-Poly1305) with a key kept in a separate \
+                 file, so a copy of the database alone reveals nothing. Duplicates are found \
+                 through a keyed hash, without decrypting anything.</li>\n\
+                 <li>Only with the operator's command that prepares a mailing is it ever \
+                 decrypted. The server itself never reads it back.</li>\n\
+                 <li>No time, no order of sign-up and nothing else about you is stored with it. \
+                 The answer to a sign-up is the same whether or not the address was already \
+                 there, so nobody can use this site to learn whether someone signed up.</li>\n\
+                 <li>To remove it: open \"Remove my address\" under the form on the \
+                 <a href=\"/\">start page</a>, or send \
+                 <code>POST /api/notify/delete</code> with <code>{{\"email\": \"...\"}}</code>. \
+                 It is removed from every topic and its row is overwritten in the file.</li>\n\
+                 </ul>",
+                topics = settings.notify_topics.join(", ")
             )
         },
         tls = if settings.tls_enabled() {
