@@ -158,12 +158,16 @@ async fn every_series_the_dashboards_and_alert_rules_name_is_exported() {
 
 /// The real binary, as an operator runs it: it prints where to point a browser, drains on
 /// SIGTERM (every chat gets `server_shutdown` and a close frame) and exits cleanly. Its whole
-/// output, at TRACE level, holds no message, nickname, interest, token or client address.
+/// output, at TRACE level, holds no message, nickname, interest, token, client address or
+/// e-mail address (signed up, removed, or refused).
 #[tokio::test]
 async fn the_binary_drains_on_sigterm_and_logs_nothing_identifying_even_at_trace() {
     use std::io::{BufReader, Read};
     use std::process::{Command, Stdio};
 
+    let list_dir = std::env::temp_dir().join(format!("ephemera-trace-list-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&list_dir);
+    std::fs::create_dir_all(&list_dir).unwrap();
     // The banner names the address: the binary prints where to point a browser.
     let SpawnedBinary {
         mut child,
@@ -173,6 +177,11 @@ async fn the_binary_drains_on_sigterm_and_logs_nothing_identifying_even_at_trace
         ..
     } = spawn_binary(
         Command::new(env!("CARGO_BIN_EXE_ephemera"))
+            .env("EPHEMERA_NOTIFY_DB_PATH", list_dir.join("list.db"))
+            .env(
+                "EPHEMERA_NOTIFY_MASTER_KEY_PATH",
+                list_dir.join("master.key"),
+            )
             .args(["--listen-addr", "127.0.0.1:0", "--log-level", "trace"])
             .args(["--shutdown-drain-seconds", "5", "--workers", "2"])
             .stderr(Stdio::piped()),
@@ -198,6 +207,31 @@ async fn the_binary_drains_on_sigterm_and_logs_nothing_identifying_even_at_trace
     a.say("MessageMarkerK9 secret words").await;
     b.expect("msg").await;
     let tokens = [a.token(), b.token()];
+    for (path, body, status) in [
+        (
+            "/api/notify",
+            r#"{"email":"EmailMarkerW5@markerdomain.example"}"#,
+            202,
+        ),
+        (
+            "/api/notify/delete",
+            r#"{"email":"EmailMarkerW5@markerdomain.example"}"#,
+            202,
+        ),
+        (
+            "/api/notify",
+            r#"{"email":"EmailMarkerW5@markerdomain"}"#,
+            400,
+        ),
+        (
+            "/api/notify",
+            r#"{"email":"EmailMarkerW5@markerdomain.example","x":1}"#,
+            400,
+        ),
+    ] {
+        let (got, _, answer) = http_post_json(addr, source, path, "", body).await;
+        assert_eq!(got, status, "{answer}");
+    }
 
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -229,6 +263,8 @@ async fn the_binary_drains_on_sigterm_and_logs_nothing_identifying_even_at_trace
         "InterestMarkerZ3",
         "interestmarkerz3",
         "127.77.0.9",
+        "EmailMarkerW5",
+        "markerdomain",
         tokens[0].as_str(),
         tokens[1].as_str(),
     ] {
