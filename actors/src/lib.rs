@@ -21,9 +21,11 @@
 //! - `rate_limits`: GCRA limits per client key and per session.
 //! - `registry`: live sessions by resume-token hash, the session bound, the /stats gauges.
 //! - `metrics`: the Prometheus series of the core.
+//! - `cluster`: groundwork for several nodes on one Redis (not used by the server yet).
 
 pub mod abuse;
 pub mod client_key;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod context;

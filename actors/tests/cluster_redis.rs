@@ -1,0 +1,318 @@
+//! The cluster queue against a real redis-server (Debian's, started here on a loopback port with
+//! persistence off): matching by mode and interest hashes, most shared first, the open
+//! fallback, the rematch cooldown, a dead node's sessions dropped, every key with a TTL, and
+//! nothing but hashes and random ids on the wire (a MONITOR capture).
+
+use std::io::{BufRead as _, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ephemera_actors::cluster::node;
+use ephemera_actors::cluster::queue::{ClusterQueue, JoinOutcome};
+use ephemera_actors::cluster::secret::{random_node_id, ClusterKeys};
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands as _;
+
+const PREFIX: &str = "eph:";
+const HEARTBEAT: Duration = Duration::from_secs(30);
+
+/// redis-server on a free loopback port, with no persistence of any kind; killed on drop.
+struct RedisServer {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn redis_server_binary() -> std::path::PathBuf {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .chain([std::path::PathBuf::from("/usr/bin")])
+        .map(|dir| dir.join("redis-server"))
+        .find(|candidate| candidate.is_file())
+        .expect("redis-server is installed (Debian's redis-server; the test command installs it)")
+}
+
+fn start_redis() -> RedisServer {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(redis_server_binary())
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args([
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "yes",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server starts");
+    let stdout = child.stdout.take().unwrap();
+    for line in BufReader::new(stdout).lines() {
+        if line.unwrap().contains("Ready to accept connections") {
+            break;
+        }
+    }
+    RedisServer { child, port }
+}
+
+async fn connect(redis: &RedisServer) -> ConnectionManager {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}/", redis.port)).unwrap();
+    ConnectionManager::new(client).await.unwrap()
+}
+
+struct Node {
+    id: String,
+    queue: ClusterQueue,
+    redis: ConnectionManager,
+}
+
+async fn node(redis: &RedisServer, cooldown: Duration) -> Node {
+    let id = random_node_id();
+    let mut connection = connect(redis).await;
+    node::beat(&mut connection, PREFIX, &id, 0, HEARTBEAT)
+        .await
+        .unwrap();
+    Node {
+        queue: ClusterQueue::new(
+            connection.clone(),
+            PREFIX,
+            &id,
+            Duration::from_secs(60),
+            cooldown,
+        ),
+        id,
+        redis: connection,
+    }
+}
+
+fn keys() -> ClusterKeys {
+    ClusterKeys::from_bytes(&[9; 32])
+}
+
+fn hashes(mode: &str, interests: &[&str]) -> Vec<String> {
+    let keys = keys();
+    interests
+        .iter()
+        .map(|interest| keys.interest_hash(mode, interest))
+        .collect()
+}
+
+fn matched_with(outcome: JoinOutcome) -> (String, String, usize) {
+    match outcome {
+        JoinOutcome::Matched {
+            partner,
+            partner_node,
+            shared,
+        } => (partner, partner_node, shared),
+        JoinOutcome::Waiting => panic!("expected a match"),
+    }
+}
+
+#[tokio::test]
+async fn strangers_on_two_nodes_meet_by_mode_and_most_shared_interests_first() {
+    let redis = start_redis();
+    let (a, b) = (
+        node(&redis, Duration::from_secs(600)).await,
+        node(&redis, Duration::from_secs(600)).await,
+    );
+    // Waiting on node a: one sharing a single interest (oldest), one sharing two.
+    let one = hashes("text", &["chess"]);
+    let two = hashes("text", &["go", "tea"]);
+    assert_eq!(
+        a.queue.join("s-one", "text", false, &one).await.unwrap(),
+        JoinOutcome::Waiting
+    );
+    assert_eq!(
+        a.queue.join("s-two", "text", false, &two).await.unwrap(),
+        JoinOutcome::Waiting
+    );
+    // Another mode never matches.
+    let video = hashes("video", &["chess", "go"]);
+    assert_eq!(
+        b.queue
+            .join("s-video", "video", false, &video)
+            .await
+            .unwrap(),
+        JoinOutcome::Waiting
+    );
+    // A joiner on node b sharing chess with one and go and tea with the other meets s-two.
+    let joiner = hashes("text", &["tea", "chess", "go"]);
+    let (partner, partner_node, shared) = matched_with(
+        b.queue
+            .join("s-joiner", "text", false, &joiner)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        (partner.as_str(), partner_node.as_str(), shared),
+        ("s-two", a.id.as_str(), 2)
+    );
+    // The next one sharing chess meets s-one; s-two is gone from every index.
+    let chess = hashes("text", &["chess"]);
+    let (partner, _, shared) =
+        matched_with(b.queue.join("s-next", "text", false, &chess).await.unwrap());
+    assert_eq!((partner.as_str(), shared), ("s-one", 1));
+    assert!(
+        !a.queue.leave("s-two").await.unwrap(),
+        "matched: no longer waiting"
+    );
+}
+
+#[tokio::test]
+async fn the_open_fallback_takes_the_longest_waiting_and_the_cooldown_keeps_two_apart() {
+    let redis = start_redis();
+    let (a, b) = (
+        node(&redis, Duration::from_secs(600)).await,
+        node(&redis, Duration::from_secs(600)).await,
+    );
+    // An open session without interests, and one with an interest nobody shares.
+    assert_eq!(
+        a.queue.join("first", "text", true, &[]).await.unwrap(),
+        JoinOutcome::Waiting
+    );
+    let lonely = hashes("text", &["origami"]);
+    assert_eq!(
+        b.queue.join("picky", "text", false, &lonely).await.unwrap(),
+        JoinOutcome::Waiting
+    );
+    // Its interest timeout passes: joining again, open, it takes the open one.
+    let (partner, _, shared) =
+        matched_with(b.queue.join("picky", "text", true, &lonely).await.unwrap());
+    assert_eq!((partner.as_str(), shared), ("first", 0));
+    // Both look again (say, `next`): they met a moment ago, so they wait.
+    assert_eq!(
+        a.queue.join("first", "text", true, &[]).await.unwrap(),
+        JoinOutcome::Waiting
+    );
+    assert_eq!(
+        b.queue.join("picky", "text", true, &[]).await.unwrap(),
+        JoinOutcome::Waiting,
+        "picky met first a moment ago"
+    );
+    // A newcomer takes the longest-waiting of the two.
+    let (partner, _, _) = matched_with(a.queue.join("third", "text", true, &[]).await.unwrap());
+    assert_eq!(partner, "first");
+
+    // With a cooldown of 50 ms, the same two meet again once it has passed.
+    let quick = node(&redis, Duration::from_millis(50)).await;
+    assert_eq!(
+        quick.queue.join("p", "video", true, &[]).await.unwrap(),
+        JoinOutcome::Waiting
+    );
+    matched_with(quick.queue.join("q", "video", true, &[]).await.unwrap());
+    assert_eq!(
+        quick.queue.join("p", "video", true, &[]).await.unwrap(),
+        JoinOutcome::Waiting
+    );
+    assert_eq!(
+        quick.queue.join("q", "video", true, &[]).await.unwrap(),
+        JoinOutcome::Waiting
+    );
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert!(quick.queue.leave("q").await.unwrap());
+    let (partner, _, _) = matched_with(quick.queue.join("q", "video", true, &[]).await.unwrap());
+    assert_eq!(partner, "p");
+}
+
+#[tokio::test]
+async fn a_dead_nodes_sessions_are_never_matched_and_vanish_from_the_queue() {
+    let redis = start_redis();
+    let (mut a, b) = (
+        node(&redis, Duration::from_secs(600)).await,
+        node(&redis, Duration::from_secs(600)).await,
+    );
+    assert_eq!(
+        a.queue.join("ghost", "text", true, &[]).await.unwrap(),
+        JoinOutcome::Waiting
+    );
+    node::depart(&mut a.redis, PREFIX, &a.id).await.unwrap();
+    assert_eq!(
+        b.queue.join("alive", "text", true, &[]).await.unwrap(),
+        JoinOutcome::Waiting
+    );
+    let mut redis_connection = b.redis.clone();
+    let ghost: bool = redis_connection
+        .exists(format!("{PREFIX}w:ghost"))
+        .await
+        .unwrap();
+    assert!(!ghost, "met on the way and dropped");
+    let (count_nodes, online) = node::cluster_online(&mut redis_connection, PREFIX)
+        .await
+        .unwrap();
+    assert_eq!((count_nodes, online), (1, 0));
+}
+
+#[tokio::test]
+async fn every_key_has_a_ttl_and_redis_sees_only_hashes_and_random_ids() {
+    let redis = start_redis();
+    // Capture everything Redis is told, as an operator or an intruder with MONITOR would.
+    let mut monitor = Command::new(redis_server_binary().with_file_name("redis-cli"))
+        .args(["-p", &redis.port.to_string(), "monitor"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("redis-cli runs");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (a, b) = (
+        node(&redis, Duration::from_secs(600)).await,
+        node(&redis, Duration::from_secs(600)).await,
+    );
+    let keys = keys();
+    let pseudonyms = [
+        keys.session_pseudonym(&a.id, 1),
+        keys.session_pseudonym(&b.id, 2),
+    ];
+    let mine = hashes("text", &["SecretInterestQ4", "chess"]);
+    a.queue
+        .join(&pseudonyms[0], "text", false, &mine)
+        .await
+        .unwrap();
+    b.queue
+        .join(
+            "waiting-forever",
+            "video",
+            true,
+            &hashes("video", &["SecretInterestQ4"]),
+        )
+        .await
+        .unwrap();
+    let theirs = hashes("text", &["SecretInterestQ4"]);
+    let (partner, _, _) = matched_with(
+        b.queue
+            .join(&pseudonyms[1], "text", false, &theirs)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(partner, pseudonyms[0]);
+
+    let mut redis_connection = a.redis.clone();
+    let all: Vec<String> = redis_connection.keys("*").await.unwrap();
+    assert!(!all.is_empty());
+    for key in &all {
+        let ttl: i64 = redis_connection.pttl(key).await.unwrap();
+        assert!(ttl > 0, "{key} has no TTL ({ttl})");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = monitor.kill();
+    let output = monitor.wait_with_output().unwrap();
+    let captured = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        captured.contains("EVALSHA") || captured.contains("EVAL"),
+        "the capture worked"
+    );
+    assert!(!captured.to_lowercase().contains("secretinterestq4"));
+    assert!(!captured.contains("chess"));
+}
