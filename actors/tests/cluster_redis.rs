@@ -316,3 +316,77 @@ async fn every_key_has_a_ttl_and_redis_sees_only_hashes_and_random_ids() {
     assert!(!captured.to_lowercase().contains("secretinterestq4"));
     assert!(!captured.contains("chess"));
 }
+
+/// 2,000 sealed payloads from one node to another while every client connection to Redis is
+/// killed again and again: all arrive, once each, in order; then the stream is gone.
+#[tokio::test]
+async fn the_relay_delivers_everything_once_in_order_across_connection_blips() {
+    use ephemera_actors::cluster::{connect, link};
+    let redis = start_redis();
+    let url = format!("redis://127.0.0.1:{}/", redis.port);
+    let keys = ClusterKeys::from_bytes(&[5; 32]);
+    let (a, b) = (random_node_id(), random_node_id());
+    let sender = link::start_sender(
+        connect(&url, Duration::from_millis(500)).await.unwrap(),
+        &keys,
+        PREFIX,
+        &a,
+        Duration::from_secs(60),
+        4096,
+    );
+    let (deliver, mut inbox) = tokio::sync::mpsc::channel(64);
+    let reader = link::start_reader(
+        connect(&url, Duration::from_secs(5)).await.unwrap(),
+        ClusterKeys::from_bytes(&[5; 32]),
+        PREFIX,
+        &b,
+        deliver,
+    );
+    // Blips: kill every normal client connection (the sender's and the reader's) now and then.
+    let killer_url = url.clone();
+    let killer = tokio::spawn(async move {
+        let client = redis::Client::open(killer_url).unwrap();
+        for _ in 0..8 {
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            if let Ok(mut connection) = client.get_multiplexed_async_connection().await {
+                let _: redis::RedisResult<i64> = redis::cmd("CLIENT")
+                    .arg("KILL")
+                    .arg("TYPE")
+                    .arg("normal")
+                    .arg("SKIPME")
+                    .arg("yes")
+                    .query_async(&mut connection)
+                    .await;
+            }
+        }
+    });
+    const COUNT: u32 = 2000;
+    for n in 0..COUNT {
+        let payload = format!("PayloadMarker{n}").into_bytes();
+        while sender.send(&b, payload.clone()).is_err() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if n % 100 == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    for n in 0..COUNT {
+        let (from, payload) = tokio::time::timeout(Duration::from_secs(20), inbox.recv())
+            .await
+            .expect("every payload arrives")
+            .unwrap();
+        assert_eq!(from, a);
+        assert_eq!(
+            String::from_utf8(payload).unwrap(),
+            format!("PayloadMarker{n}")
+        );
+    }
+    killer.await.unwrap();
+    // Nothing more, no double: a moment of quiet, then the stream is gone from Redis.
+    let extra = tokio::time::timeout(Duration::from_millis(1500), inbox.recv()).await;
+    assert!(extra.is_err(), "a payload arrived twice");
+    let mut check = connect(&url, Duration::from_secs(1)).await.unwrap();
+    let left: bool = check.exists(link::stream_key(PREFIX, &b)).await.unwrap();
+    assert!(!left, "the emptied stream was removed");
+    reader.abort();
+}

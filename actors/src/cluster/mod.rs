@@ -8,8 +8,28 @@
 //! - `seal`: ChaCha20-Poly1305 envelopes for everything one node sends another through Redis.
 //! - `queue` and `match.lua`: the cluster-wide waiting queue, matched atomically in Redis.
 //! - `node`: heartbeats, liveness, and the cluster-wide online count.
+//! - `link`: the relay between nodes: a Redis stream per node, sealed entries, exactly once
+//!   and in order per sender across connection blips.
 
+pub mod link;
 pub mod node;
 pub mod queue;
 pub mod seal;
 pub mod secret;
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+/// A Redis connection that reconnects by itself. `response_timeout`: how long a command may
+/// wait for its answer (a blocking read needs longer than its block time).
+pub async fn connect(
+    url: &str,
+    response_timeout: Duration,
+) -> redis::RedisResult<ConnectionManager> {
+    let client = redis::Client::open(url)?;
+    let config = ConnectionManagerConfig::new()
+        .set_response_timeout(Some(response_timeout))
+        .set_connection_timeout(Some(Duration::from_secs(2)));
+    ConnectionManager::new_with_config(client, config).await
+}
