@@ -17,6 +17,7 @@
 //! - `mqtt`: optional publishing of the aggregate statistics to an MQTT broker (`mqtt_url`).
 //! - `privacy_page`: /privacy, generated from the running settings.
 //! - `routes`: /healthz, /readyz, /stats, /metrics.
+//! - `notify_routes`: the e-mail list's endpoints, /api/notify and /api/notify/delete.
 //! - `static_files`: the embedded web page.
 //! - `telemetry`: logging and the Prometheus recorder.
 //! - `wiping_allocator`: the global allocator that zeroes every block it frees.
@@ -27,6 +28,7 @@ pub mod hardening;
 pub mod memory;
 pub mod mqtt;
 pub mod notify;
+pub mod notify_routes;
 pub mod privacy_page;
 pub mod routes;
 pub mod settings;

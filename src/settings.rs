@@ -44,7 +44,7 @@ macro_rules! settings {
             /// An operator's command instead of serving.
             #[command(subcommand)]
             #[serde(skip)]
-            pub command: Option<crate::notify::cli::Command>,
+            pub command: Option<Command>,
             $(
                 $(#[doc = $doc])+
                 // Global: the operator's commands read the same flags after their name.
@@ -198,6 +198,28 @@ settings! {
     notify_master_key_path: String = String::new(), env = "EPHEMERA_NOTIFY_MASTER_KEY_PATH";
     /// Topics people may sign up for (names of lowercase letters, digits, - and _); the first is the page's.
     notify_topics: Vec<String> = vec!["news".to_owned()], env = "EPHEMERA_NOTIFY_TOPICS";
+}
+
+/// The operator's commands, run instead of the server (`ephemera notify export --topic news`).
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// The early-access e-mail list (notify_db_path).
+    #[command(subcommand)]
+    Notify(NotifyCommand),
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum NotifyCommand {
+    /// Print the addresses of one topic, decrypted, one a line.
+    Export {
+        /// The topic, one of notify_topics (or one the file still holds).
+        #[arg(long)]
+        topic: String,
+    },
+    /// Print how many addresses each topic holds, a line each (`news 2`).
+    Count,
+    /// Re-encrypt every address under a new key version, then drop the old key from the key file.
+    RotateKey,
 }
 
 /// Which forwarding header a trusted proxy sets. One is believed, never a preference order:

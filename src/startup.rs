@@ -11,7 +11,7 @@ use ephemera_actors::Hub;
 use crate::client_identity;
 use crate::hardening;
 use crate::mqtt::MqttPublisher;
-use crate::notify;
+use crate::notify_routes;
 use crate::privacy_page;
 use crate::routes;
 use crate::settings::Settings;
@@ -132,10 +132,10 @@ impl Server {
                 .route("/api/privacy/me", web::get().to(routes::privacy_me))
                 .service(
                     web::resource("/api/notify")
-                        .route(web::get().to(notify::http::topics))
-                        .route(web::post().to(notify::http::sign_up)),
+                        .route(web::get().to(notify_routes::topics))
+                        .route(web::post().to(notify_routes::sign_up)),
                 )
-                .route("/api/notify/delete", web::post().to(notify::http::delete))
+                .route("/api/notify/delete", web::post().to(notify_routes::delete))
                 // Load balancers and uptime checks often probe with HEAD.
                 .service(
                     web::resource("/healthz")

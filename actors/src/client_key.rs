@@ -32,6 +32,15 @@ impl ClientKey {
         self.hash[..4].iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    /// The key reports count against for a chat member on another node of a cluster (named by
+    /// its pseudonym there): its own, since this node never saw its address.
+    pub fn of_remote(pseudonym: &str) -> ClientKey {
+        ClientKey {
+            hash: *blake3::hash(pseudonym.as_bytes()).as_bytes(),
+            generation: u32::MAX,
+        }
+    }
+
     /// The salt generation this key was made under.
     pub fn generation(&self) -> u32 {
         self.generation

@@ -63,9 +63,32 @@ impl Hub {
     /// Starts the matchmaker and the purge timer on the current arbiter. Must be called from
     /// inside a running actix system.
     pub fn start(config: ChatConfig) -> Arc<Hub> {
+        Self::start_with(config, MatchmakerHandle::start_local)
+    }
+
+    /// Starts a node of a cluster: its matchmaker is the one shared through Redis, and chats
+    /// may span nodes (docs/cluster.md). Connects to Redis first; fails if it cannot.
+    pub async fn start_in_cluster(
+        config: ChatConfig,
+        cluster: &crate::node::ClusterSettings,
+    ) -> Result<(Arc<Hub>, crate::node::Node), crate::node::ClusterError> {
+        let joined = crate::node::Node::join(cluster).await?;
+        let node = joined.node();
+        let hub = Self::start_with(config, move |config, metrics, abuse| {
+            joined.start_matchmaker(config, metrics, abuse)
+        });
+        let weak = Arc::downgrade(&hub);
+        node.beat_while(move || weak.upgrade().map(|hub| hub.stats().online as usize));
+        Ok((hub, node))
+    }
+
+    fn start_with(
+        config: ChatConfig,
+        make_matchmaker: impl FnOnce(&ChatConfig, ChatMetrics, Arc<AbuseDesk>) -> MatchmakerHandle,
+    ) -> Arc<Hub> {
         let metrics = ChatMetrics::register();
         let abuse = Arc::new(AbuseDesk::new(config.ban_policy));
-        let matchmaker = MatchmakerHandle::start_local(&config, metrics.clone(), abuse.clone());
+        let matchmaker = make_matchmaker(&config, metrics.clone(), abuse.clone());
         let client_keys = Arc::new(KeyRing::new(config.salt_rotation));
         let client_limits = Arc::new(ClientLimiters::new(&config.rate_limits));
         let purge_interval = config.purge_interval;

@@ -21,11 +21,16 @@
 //! - `rate_limits`: GCRA limits per client key and per session.
 //! - `registry`: live sessions by resume-token hash, the session bound, the /stats gauges.
 //! - `metrics`: the Prometheus series of the core.
-//! - `cluster`: groundwork for several nodes on one Redis (not used by the server yet).
+//! - `cluster`: what several nodes on one Redis share: secret, sealing, queue, heartbeats, relay.
+//! - `cluster_matchmaker`: the matchmaker behind `MatchmakerHandle::Cluster`.
+//! - `node`: joining a cluster: Redis connections, heartbeat, relay; starts the matchmaker.
+//! - `remote`: the remote ends of chats across nodes (`RemoteSession`, `RemotePair`) and the
+//!   node's relay that carries their messages.
 
 pub mod abuse;
 pub mod client_key;
 pub mod cluster;
+pub mod cluster_matchmaker;
 pub mod config;
 pub mod connection;
 pub mod context;
@@ -35,12 +40,14 @@ pub mod ice;
 pub mod ids;
 pub mod matchmaker;
 pub mod metrics;
+pub mod node;
 pub mod pair;
 pub mod pow;
 pub mod protocol;
 pub mod purge;
 pub mod rate_limits;
 pub mod registry;
+pub mod remote;
 pub mod session;
 #[cfg(test)]
 mod test_support;

@@ -14,12 +14,13 @@ use actix::prelude::*;
 
 use crate::abuse::AbuseDesk;
 use crate::client_key::ClientKey;
+use crate::cluster_matchmaker::{ClusterMatchmaker, CountWaitingHere, LeaveCluster, PruneCluster};
 
 use crate::config::ChatConfig;
 use crate::event_log::Side;
 use crate::ids::SessionId;
 use crate::metrics::ChatMetrics;
-use crate::pair::{Member, Pair, PairSpec};
+use crate::pair::{Member, MemberLink, Pair, PairSpec};
 use crate::protocol::Mode;
 use crate::session::Session;
 
@@ -31,6 +32,8 @@ use crate::session::Session;
 pub enum MatchmakerHandle {
     /// The in-process matchmaker actor of a single node.
     Local(Addr<Matchmaker>),
+    /// This node's end of the matchmaker shared by a cluster's nodes through Redis.
+    Cluster(Addr<ClusterMatchmaker>),
 }
 
 /// The matchmaker could not take the request now (its mailbox is full).
@@ -48,6 +51,7 @@ impl MatchmakerHandle {
     pub fn join(&self, join: JoinQueue) -> Result<(), MatchmakerBusy> {
         match self {
             MatchmakerHandle::Local(addr) => addr.try_send(join).map_err(|_| MatchmakerBusy),
+            MatchmakerHandle::Cluster(addr) => addr.try_send(join).map_err(|_| MatchmakerBusy),
         }
     }
 
@@ -56,18 +60,22 @@ impl MatchmakerHandle {
     pub fn leave(&self, session: SessionId) {
         match self {
             MatchmakerHandle::Local(addr) => addr.do_send(LeaveQueue { session }),
+            MatchmakerHandle::Cluster(addr) => addr.do_send(LeaveCluster { session }),
         }
     }
 
     pub fn chat_finished(&self, finished: ChatFinished) {
         match self {
             MatchmakerHandle::Local(addr) => addr.do_send(finished),
+            // The cluster's cooldown was set in Redis when the two were matched.
+            MatchmakerHandle::Cluster(_) => {}
         }
     }
 
     pub fn purge_expired(&self, now: Instant) {
         match self {
             MatchmakerHandle::Local(addr) => addr.do_send(PurgeExpired { now }),
+            MatchmakerHandle::Cluster(addr) => addr.do_send(PruneCluster),
         }
     }
 
@@ -75,6 +83,7 @@ impl MatchmakerHandle {
     pub async fn waiting(&self) -> usize {
         match self {
             MatchmakerHandle::Local(addr) => addr.send(CountWaiting).await.unwrap_or(0),
+            MatchmakerHandle::Cluster(addr) => addr.send(CountWaitingHere).await.unwrap_or(0),
         }
     }
 }
@@ -289,13 +298,13 @@ impl Matchmaker {
             members: [
                 Member {
                     session: a_id,
-                    addr: a.addr,
+                    link: MemberLink::Local(a.addr),
                     client: a.client,
                     nick: a.nick,
                 },
                 Member {
                     session: b_id,
-                    addr: b.addr,
+                    link: MemberLink::Local(b.addr),
                     client: b.client,
                     nick: b.nick,
                 },
@@ -308,6 +317,7 @@ impl Matchmaker {
             matchmaker: MatchmakerHandle::Local(self.self_addr()),
             counters: self.metrics.pair_counters(),
             abuse: self.abuse.clone(),
+            relay: None,
         };
         self.metrics
             .matched(a.mode, shared_interest, [now - a.joined, now - b.joined]);

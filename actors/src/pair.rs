@@ -20,6 +20,7 @@ use crate::protocol::{
     fixed, render_chat_event, render_ended, render_matched, ChatBody, EndedReason, MatchedFrame,
     Mode, ReportReason,
 };
+use crate::remote::{NodeRelay, RemotePair, RemoteSession};
 use crate::session::{ChatEnded, ChatEvent, ChatStarted, Session};
 
 /// Why a member ends the chat.
@@ -35,8 +36,9 @@ pub enum EndCause {
 
 /// One member as the pair knows it.
 pub struct Member {
+    /// Its session's id on this node (0 for a member on another node).
     pub session: SessionId,
-    pub addr: Addr<Session>,
+    pub link: MemberLink,
     /// Whom a report against this member counts against.
     pub client: ClientKey,
     pub nick: Option<String>,
@@ -54,6 +56,37 @@ pub struct PairSpec {
     pub matchmaker: MatchmakerHandle,
     pub counters: PairCounters,
     pub abuse: Arc<AbuseDesk>,
+    /// The relay to other nodes, when members may live there (a cluster).
+    pub relay: Option<Arc<NodeRelay>>,
+}
+
+/// Where a member's session lives: here, or on another node of the cluster.
+pub enum MemberLink {
+    Local(Addr<Session>),
+    Remote(RemoteSession),
+}
+
+impl MemberLink {
+    fn started(&self, started: ChatStarted) {
+        match self {
+            MemberLink::Local(addr) => addr.do_send(started),
+            MemberLink::Remote(remote) => remote.started(&started),
+        }
+    }
+
+    fn event(&self, event: ChatEvent) {
+        match self {
+            MemberLink::Local(addr) => addr.do_send(event),
+            MemberLink::Remote(remote) => remote.event(&event),
+        }
+    }
+
+    fn ended(&self, ended: ChatEnded) {
+        match self {
+            MemberLink::Local(addr) => addr.do_send(ended),
+            MemberLink::Remote(remote) => remote.ended(&ended),
+        }
+    }
 }
 
 pub struct Pair {
@@ -71,6 +104,7 @@ pub struct Pair {
     abuse: Arc<AbuseDesk>,
     ended: bool,
     started: Instant,
+    relay: Option<Arc<NodeRelay>>,
 }
 
 impl Pair {
@@ -90,6 +124,7 @@ impl Pair {
             abuse: spec.abuse,
             ended: false,
             started: Instant::now(),
+            relay: spec.relay,
         }
     }
 
@@ -98,7 +133,7 @@ impl Pair {
     }
 
     fn send_to(&self, side: Side, seq: u64, frame: ByteString) {
-        self.member(side).addr.do_send(ChatEvent {
+        self.member(side).link.event(ChatEvent {
             chat: self.chat,
             seq,
             frame,
@@ -199,7 +234,7 @@ impl Pair {
         };
         for (viewer, reason) in [by, by.other()].into_iter().zip(reasons) {
             if let Some(reason) = reason {
-                self.member(viewer).addr.do_send(ChatEnded {
+                self.member(viewer).link.ended(ChatEnded {
                     chat: self.chat,
                     seq,
                     frame: render_ended(seq, reason),
@@ -222,11 +257,14 @@ impl Actor for Pair {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(self.mailbox_capacity);
+        if let Some(relay) = &self.relay {
+            relay.pair_started(self.chat, ctx.address());
+        }
         for side in [Side::A, Side::B] {
-            self.member(side).addr.do_send(ChatStarted {
+            self.member(side).link.started(ChatStarted {
                 chat: self.chat,
                 pair: PairHandle {
-                    addr: ctx.address(),
+                    link: PairLink::Local(ctx.address()),
                 },
                 side,
                 mode: self.mode,
@@ -240,6 +278,9 @@ impl Actor for Pair {
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        if let Some(relay) = &self.relay {
+            relay.pair_stopped(self.chat);
+        }
         // Nothing of the chat outlives it: the log's bodies and the nicks are zeroized.
         self.log.wipe();
         for member in &mut self.members {
@@ -256,8 +297,21 @@ impl Actor for Pair {
 /// How sessions reach their chat's pair actor: one method per thing a member can do.
 #[derive(Clone, Debug)]
 pub struct PairHandle {
-    addr: Addr<Pair>,
+    link: PairLink,
 }
+
+/// Where the pair actor lives: here, or on another node of the cluster.
+#[derive(Clone, Debug)]
+enum PairLink {
+    Local(Addr<Pair>),
+    Remote(RemotePair),
+}
+
+/// The answer to `PairHandle::back`: the replay, or (for a pair on another node) nothing here,
+/// since that pair sends the replay itself, in order with what follows it.
+pub type BackReplay = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Vec<(u64, ByteString)>, MailboxError>>>,
+>;
 
 /// Why a `post` was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -269,37 +323,67 @@ pub enum PostRefused {
 }
 
 impl PairHandle {
+    /// The handle of a pair on another node, for a member here.
+    pub fn remote(remote: RemotePair) -> PairHandle {
+        PairHandle {
+            link: PairLink::Remote(remote),
+        }
+    }
+
     /// A `msg` or `media` to number, log and fan out (or, when the chat already holds it, to
-    /// echo again). Bounded by the pair's mailbox.
+    /// echo again). Bounded by the pair's mailbox (or the relay's queue).
     pub fn post(&self, side: Side, kind: EventKind, body: ChatBody) -> Result<(), PostRefused> {
-        self.addr
-            .try_send(Post { side, kind, body })
-            .map_err(|err| match err {
-                SendError::Full(_) => PostRefused::Busy,
-                SendError::Closed(_) => PostRefused::Ended,
-            })
+        match &self.link {
+            PairLink::Local(addr) => {
+                addr.try_send(Post { side, kind, body })
+                    .map_err(|err| match err {
+                        SendError::Full(_) => PostRefused::Busy,
+                        SendError::Closed(_) => PostRefused::Ended,
+                    })
+            }
+            PairLink::Remote(remote) => remote.post(side, kind, &body),
+        }
     }
 
     /// A `typing` or `signal` for the stranger, best effort: `Err` when the chat is busy.
     pub fn relay(&self, side: Side, kind: RelayKind, frame: ByteString) -> Result<(), PostRefused> {
-        self.addr
-            .try_send(Relay { side, kind, frame })
-            .map_err(|_| PostRefused::Busy)
+        match &self.link {
+            PairLink::Local(addr) => addr
+                .try_send(Relay { side, kind, frame })
+                .map_err(|_| PostRefused::Busy),
+            PairLink::Remote(remote) => remote.relay(side, kind, &frame),
+        }
     }
 
     /// `side` ends the chat (leave, next, report, grace over, shutdown). Never refused.
     pub fn end(&self, side: Side, cause: EndCause) {
-        self.addr.do_send(EndChat { side, cause });
+        match &self.link {
+            PairLink::Local(addr) => addr.do_send(EndChat { side, cause }),
+            PairLink::Remote(remote) => remote.end(side, cause),
+        }
     }
 
     /// `side`'s connection dropped. Never refused.
     pub fn away(&self, side: Side) {
-        self.addr.do_send(MemberAway { side });
+        match &self.link {
+            PairLink::Local(addr) => addr.do_send(MemberAway { side }),
+            PairLink::Remote(remote) => remote.away(side),
+        }
     }
 
     /// `side` is back; answers with every logged event after `after_seq`, rendered for it.
-    pub fn back(&self, side: Side, after_seq: u64) -> Request<Pair, MemberBack> {
-        self.addr.send(MemberBack { side, after_seq })
+    pub fn back(&self, side: Side, after_seq: u64) -> BackReplay {
+        match &self.link {
+            PairLink::Local(addr) => Box::pin(addr.send(MemberBack {
+                side,
+                after_seq,
+                push: false,
+            })),
+            PairLink::Remote(remote) => {
+                remote.back(side, after_seq);
+                Box::pin(std::future::ready(Ok(Vec::new())))
+            }
+        }
     }
 }
 
@@ -379,23 +463,33 @@ impl Handler<MemberAway> for Pair {
 }
 
 /// A member resumed; answered with every logged event after `after_seq`, rendered for it.
-/// Sent by its session.
+/// Sent by its session. With `push` (a member on another node), the pair sends the replay to
+/// the member itself, before anything that follows, and answers nothing.
 #[derive(Message)]
 #[rtype(result = "Vec<(u64, ByteString)>")]
 pub struct MemberBack {
     pub side: Side,
     pub after_seq: u64,
+    pub push: bool,
 }
 
 impl Handler<MemberBack> for Pair {
     type Result = MessageResult<MemberBack>;
 
     fn handle(&mut self, back: MemberBack, _ctx: &mut Context<Self>) -> Self::Result {
-        let replay = self
+        let replay: Vec<(u64, ByteString)> = self
             .log
             .replay_after(back.after_seq)
             .map(|entry| (entry.seq, self.render(entry, back.side)))
             .collect();
+        let replay = if back.push {
+            for (seq, frame) in replay {
+                self.send_to(back.side, seq, frame);
+            }
+            Vec::new()
+        } else {
+            replay
+        };
         if !self.ended && self.away[back.side.index()] {
             self.away[back.side.index()] = false;
             self.send_to(

@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use ephemera_actors::cluster::node;
+use ephemera_actors::cluster::heartbeat;
 use ephemera_actors::cluster::queue::{ClusterQueue, JoinOutcome};
 use ephemera_actors::cluster::secret::{random_node_id, ClusterKeys};
 use redis::aio::ConnectionManager;
@@ -83,7 +83,7 @@ struct Node {
 async fn node(redis: &RedisServer, cooldown: Duration) -> Node {
     let id = random_node_id();
     let mut connection = connect(redis).await;
-    node::beat(&mut connection, PREFIX, &id, 0, HEARTBEAT)
+    heartbeat::beat(&mut connection, PREFIX, &id, 0, HEARTBEAT)
         .await
         .unwrap();
     Node {
@@ -239,7 +239,9 @@ async fn a_dead_nodes_sessions_are_never_matched_and_vanish_from_the_queue() {
         a.queue.join("ghost", "text", true, &[]).await.unwrap(),
         JoinOutcome::Waiting
     );
-    node::depart(&mut a.redis, PREFIX, &a.id).await.unwrap();
+    heartbeat::depart(&mut a.redis, PREFIX, &a.id)
+        .await
+        .unwrap();
     assert_eq!(
         b.queue.join("alive", "text", true, &[]).await.unwrap(),
         JoinOutcome::Waiting
@@ -250,7 +252,7 @@ async fn a_dead_nodes_sessions_are_never_matched_and_vanish_from_the_queue() {
         .await
         .unwrap();
     assert!(!ghost, "met on the way and dropped");
-    let (count_nodes, online) = node::cluster_online(&mut redis_connection, PREFIX)
+    let (count_nodes, online) = heartbeat::cluster_online(&mut redis_connection, PREFIX)
         .await
         .unwrap();
     assert_eq!((count_nodes, online), (1, 0));
@@ -389,4 +391,130 @@ async fn the_relay_delivers_everything_once_in_order_across_connection_blips() {
     let left: bool = check.exists(link::stream_key(PREFIX, &b)).await.unwrap();
     assert!(!left, "the emptied stream was removed");
     reader.abort();
+}
+
+mod two_nodes {
+    use super::*;
+    use ephemera_actors::hub::InProcessClient;
+    use ephemera_actors::node::ClusterSettings;
+    use ephemera_actors::{ChatConfig, Hub};
+    use serde_json::{json, Value};
+
+    fn settings(redis: &RedisServer) -> ClusterSettings {
+        ClusterSettings {
+            redis_url: format!("redis://127.0.0.1:{}/", redis.port),
+            secret_hex: "ab".repeat(32).into(),
+        }
+    }
+
+    async fn hub(redis: &RedisServer) -> std::sync::Arc<Hub> {
+        Hub::start_in_cluster(ChatConfig::unlimited(), &settings(redis))
+            .await
+            .expect("the node joins")
+            .0
+    }
+
+    async fn client(hub: &std::sync::Arc<Hub>, last_octet: u8) -> InProcessClient {
+        let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 9, last_octet));
+        let client = hub.connect_in_process(ip, 256).await;
+        assert_eq!(frame(&client).await["type"], "hello");
+        client
+    }
+
+    /// The client's next frame, waiting in real time (replies cross Redis).
+    async fn frame(client: &InProcessClient) -> Value {
+        for _ in 0..5000 {
+            match client.out.try_recv() {
+                Some(ephemera_actors::connection::Outgoing::Text(text)) => {
+                    return serde_json::from_str(&text).unwrap()
+                }
+                Some(_) => {}
+                None => tokio::time::sleep(Duration::from_millis(2)).await,
+            }
+        }
+        panic!("no frame within 10 s");
+    }
+
+    async fn until(client: &InProcessClient, frame_type: &str) -> Value {
+        loop {
+            let next = frame(client).await;
+            if next["type"] == frame_type {
+                return next;
+            }
+        }
+    }
+
+    async fn send(client: &InProcessClient, frame: Value) {
+        client.send_text(&frame.to_string()).await;
+    }
+
+    #[actix_rt::test]
+    async fn strangers_on_two_nodes_chat_with_every_event_once_and_in_order() {
+        let redis = start_redis();
+        let (north, south) = (hub(&redis).await, hub(&redis).await);
+        let ann = client(&north, 1).await;
+        let bo = client(&south, 2).await;
+        send(
+            &ann,
+            json!({"type":"find","adult":true,"nick":"Ann","interests":["chess"]}),
+        )
+        .await;
+        assert_eq!(frame(&ann).await["type"], "waiting");
+        send(
+            &bo,
+            json!({"type":"find","adult":true,"nick":"Bo","interests":["chess","go"]}),
+        )
+        .await;
+        assert_eq!(frame(&bo).await["type"], "waiting");
+        let (to_ann, to_bo) = (until(&ann, "matched").await, until(&bo, "matched").await);
+        assert_eq!(to_ann["chat"], to_bo["chat"]);
+        assert_eq!(
+            (to_ann["seq"].as_u64(), to_bo["seq"].as_u64()),
+            (Some(1), Some(1))
+        );
+        assert_eq!(to_ann["stranger"]["nick"], "Bo");
+        assert_eq!(to_bo["stranger"]["nick"], "Ann");
+        assert_eq!(to_ann["common"], json!(["chess"]));
+        assert_ne!(to_ann["initiator"], to_bo["initiator"]);
+
+        // 100 lines each way, interleaved: one numbering, each line once, echoes carry ids.
+        for n in 0..100 {
+            send(
+                &ann,
+                json!({"type":"msg","text":format!("north {n}"),"id":format!("a{n}")}),
+            )
+            .await;
+            send(
+                &bo,
+                json!({"type":"msg","text":format!("south {n}"),"id":format!("b{n}")}),
+            )
+            .await;
+        }
+        for (me, mine, theirs) in [(&ann, "north", "south"), (&bo, "south", "north")] {
+            let (mut seen_mine, mut seen_theirs, mut last_seq) = (0, 0, 1);
+            while seen_mine + seen_theirs < 200 {
+                let line = until(me, "msg").await;
+                let seq = line["seq"].as_u64().unwrap();
+                assert!(seq > last_seq, "in order: {seq} after {last_seq}");
+                last_seq = seq;
+                let text = line["text"].as_str().unwrap();
+                if line["from"] == "you" {
+                    assert_eq!(text, format!("{mine} {seen_mine}"));
+                    assert!(line["id"].is_string());
+                    seen_mine += 1;
+                } else {
+                    assert_eq!(text, format!("{theirs} {seen_theirs}"));
+                    assert!(line.get("id").is_none(), "ids stay with their sender");
+                    seen_theirs += 1;
+                }
+            }
+            assert_eq!(last_seq, 201);
+        }
+        // Typing crosses too; a leave ends the chat on both nodes.
+        send(&bo, json!({"type":"typing","active":true})).await;
+        assert_eq!(until(&ann, "typing").await["active"], true);
+        send(&ann, json!({"type":"leave"})).await;
+        assert_eq!(until(&ann, "ended").await["reason"], "you_left");
+        assert_eq!(until(&bo, "ended").await["reason"], "stranger_left");
+    }
 }

@@ -7,28 +7,7 @@ use std::io::Write as _;
 use std::path::Path;
 
 use super::store::Store;
-use crate::settings::Settings;
-
-#[derive(Debug, Clone, clap::Subcommand)]
-pub enum Command {
-    /// The early-access e-mail list (notify_db_path).
-    #[command(subcommand)]
-    Notify(NotifyCommand),
-}
-
-#[derive(Debug, Clone, clap::Subcommand)]
-pub enum NotifyCommand {
-    /// Print the addresses of one topic, decrypted, one a line.
-    Export {
-        /// The topic, one of notify_topics (or one the file still holds).
-        #[arg(long)]
-        topic: String,
-    },
-    /// Print how many addresses each topic holds, a line each (`news 2`).
-    Count,
-    /// Re-encrypt every address under a new key version, then drop the old key from the key file.
-    RotateKey,
-}
+use crate::settings::{Command, NotifyCommand, Settings};
 
 pub fn run(command: Command, settings: &Settings) -> anyhow::Result<()> {
     let Command::Notify(command) = command;

@@ -4,8 +4,9 @@
 //! - `address`: what an address is, and its one stored form.
 //! - `keys`: the master key file and the keys derived from it.
 //! - `store`: the SQLite file: sealed rows, blind index, export, count, key rotation.
-//! - `http`: POST /api/notify, POST /api/notify/delete, GET /api/notify.
 //! - `cli`: `ephemera notify export|count|rotate-key`, the only code that decrypts.
+//!
+//! Its HTTP endpoints are in `notify_routes.rs`, beside the other handlers.
 //!
 //! The server writes through one thread of its own (`Notifier`): database work never runs on
 //! the actors' or the HTTP workers' threads, requests wait in a bounded queue, and every
@@ -14,7 +15,6 @@
 
 pub mod address;
 pub mod cli;
-pub mod http;
 pub mod keys;
 pub mod store;
 

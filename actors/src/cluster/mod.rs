@@ -1,18 +1,17 @@
-//! Groundwork for running several nodes on one Redis (`cluster_redis_url`; docs/cluster.md has
-//! the design and what is still to come). What is here works and is tested against a real
-//! redis-server, but the server does not use it yet: a chat between members on two nodes
-//! needs the sealed relay between nodes, which is the next step.
+//! What the nodes of a cluster share through Redis (`cluster_redis_url`; docs/cluster.md has
+//! the design and what is still to come). Plain pieces, no actors: the `node` module joins a node
+//! with them, and `Hub::start_in_cluster` builds on that.
 //!
 //! - `secret`: the cluster secret and what derives from it (interest hashes, session
 //!   pseudonyms, token hashes, per-node sealing keys).
 //! - `seal`: ChaCha20-Poly1305 envelopes for everything one node sends another through Redis.
 //! - `queue` and `match.lua`: the cluster-wide waiting queue, matched atomically in Redis.
-//! - `node`: heartbeats, liveness, and the cluster-wide online count.
+//! - `heartbeat`: node heartbeats, liveness, and the cluster-wide online count.
 //! - `link`: the relay between nodes: a Redis stream per node, sealed entries, exactly once
 //!   and in order per sender across connection blips.
 
+pub mod heartbeat;
 pub mod link;
-pub mod node;
 pub mod queue;
 pub mod seal;
 pub mod secret;

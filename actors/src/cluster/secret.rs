@@ -16,6 +16,7 @@ const SEALING_CONTEXT: &str = "Ephemera cluster 2026-11-24 sealing key";
 pub struct BadSecret;
 
 /// The keys every node derives from the cluster secret.
+#[derive(Clone)]
 pub struct ClusterKeys {
     interest: Zeroizing<[u8; 32]>,
     pseudonym: Zeroizing<[u8; 32]>,

@@ -11,7 +11,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt as _;
 use serde::Deserialize;
 
-use super::{Address, NotWritten};
+use crate::notify::{Address, AddressError, NotWritten, Notifier};
 use crate::state::AppState;
 
 /// Largest request body: an address of 254 characters, a topic and JSON around them, with room.
@@ -127,7 +127,7 @@ async fn admit<'a>(
     mut body: web::Payload,
     state: &'a AppState,
     action: Action,
-) -> Result<(&'a super::Notifier, Vec<u8>), HttpResponse> {
+) -> Result<(&'a Notifier, Vec<u8>), HttpResponse> {
     let Some(notifier) = &state.notify else {
         return Err(not_found());
     };
@@ -217,7 +217,7 @@ fn object<T: serde::de::DeserializeOwned>(body: &[u8]) -> Option<T> {
     }
 }
 
-fn invalid_address(action: Action, error: super::AddressError) -> HttpResponse {
+fn invalid_address(action: Action, error: AddressError) -> HttpResponse {
     let mut message = error.to_string();
     // "the address is empty" → "The address is empty."
     if let Some(first) = message.get(..1) {

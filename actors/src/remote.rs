@@ -1,0 +1,539 @@
+//! The remote ends of chats whose members live on different nodes of a cluster. A chat's pair
+//! actor runs on one node; a member on another node is a `RemoteSession` to the pair, and the
+//! pair is a `RemotePair` to that member's session. Both turn their calls into `Wire` messages
+//! that `NodeRelay` seals into the other node's stream (`cluster::link`); the other node's
+//! relay opens them and hands each to the actor it names, as the local message it stands for.
+//!
+//! Order and exactly-once come from the link (per sender node). What crosses is what the
+//! actors pass each other anyway: rendered frames, nick and interests at a match; all sealed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use bytestring::ByteString;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::cluster::link::{Inbound, LinkSender};
+use crate::cluster_matchmaker::{ClaimAnswer, ClaimRequest, ClusterMatchmaker, Release};
+use crate::event_log::{EventKind, Side};
+use crate::ids::ChatId;
+use crate::pair::{
+    EndCause, EndChat, MemberAway, MemberBack, Pair, PairHandle, Post, PostRefused, Relay,
+    RelayKind,
+};
+use crate::protocol::{ChatBody, Mode, ReportReason};
+use crate::session::{ChatEnded, ChatEvent, ChatStarted, Session};
+
+/// Everything one node tells another, as serialised inside a sealed envelope.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum Wire {
+    /// The sender matched `partner` (waiting here) with one of its sessions: hand it over.
+    Claim {
+        claim: u64,
+        partner: String,
+    },
+    /// The partner of claim `claim`, handed over: what the pair needs of it.
+    Claimed {
+        claim: u64,
+        partner: String,
+        nick: Option<String>,
+        interests: Vec<String>,
+    },
+    /// The partner had gone by the time the claim came.
+    ClaimGone {
+        claim: u64,
+    },
+    /// A claimed partner is not needed after all (its stranger left meanwhile): queue it again.
+    Release {
+        partner: String,
+    },
+    /// Pair → a member's session here.
+    Started {
+        session: String,
+        chat: String,
+        side: u8,
+        mode: String,
+    },
+    Event {
+        session: String,
+        chat: String,
+        seq: u64,
+        frame: String,
+    },
+    Ended {
+        session: String,
+        chat: String,
+        seq: u64,
+        frame: String,
+    },
+    /// A member's session → its pair here.
+    Post {
+        chat: String,
+        side: u8,
+        kind: String,
+        body: String,
+        id_len: usize,
+    },
+    Relay {
+        chat: String,
+        side: u8,
+        kind: String,
+        frame: String,
+    },
+    End {
+        chat: String,
+        side: u8,
+        cause: String,
+    },
+    Away {
+        chat: String,
+        side: u8,
+    },
+    Back {
+        chat: String,
+        side: u8,
+        after_seq: u64,
+    },
+}
+
+fn side_code(side: Side) -> u8 {
+    match side {
+        Side::A => 0,
+        Side::B => 1,
+    }
+}
+
+fn side_of(code: u8) -> Option<Side> {
+    match code {
+        0 => Some(Side::A),
+        1 => Some(Side::B),
+        _ => None,
+    }
+}
+
+fn mode_of(text: &str) -> Option<Mode> {
+    match text {
+        "text" => Some(Mode::Text),
+        "video" => Some(Mode::Video),
+        _ => None,
+    }
+}
+
+fn cause_code(cause: EndCause) -> String {
+    match cause {
+        EndCause::Left => "left".into(),
+        EndCause::Lost => "lost".into(),
+        EndCause::Shutdown => "shutdown".into(),
+        EndCause::Reported(reason) => format!("reported:{}", reason.as_str()),
+    }
+}
+
+fn cause_of(text: &str) -> EndCause {
+    match text {
+        "lost" => EndCause::Lost,
+        "shutdown" => EndCause::Shutdown,
+        reported if reported.starts_with("reported:") => ReportReason::ALL
+            .into_iter()
+            .find(|reason| reported.ends_with(reason.as_str()))
+            .map_or(EndCause::Left, EndCause::Reported),
+        _ => EndCause::Left,
+    }
+}
+
+/// This node's end of the relay: the sealed sender, and who here answers to which name.
+pub struct NodeRelay {
+    node: String,
+    sender: LinkSender,
+    /// Sessions here that a pair elsewhere may address, by pseudonym.
+    sessions: Mutex<HashMap<String, Addr<Session>>>,
+    /// Pairs here that members elsewhere may address, by chat.
+    pairs: Mutex<HashMap<ChatId, Addr<Pair>>>,
+}
+
+impl NodeRelay {
+    pub fn new(node: &str, sender: LinkSender) -> Arc<NodeRelay> {
+        Arc::new(NodeRelay {
+            node: node.to_owned(),
+            sender,
+            sessions: Mutex::new(HashMap::new()),
+            pairs: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Sends `message` to `node`; `false` when the relay's queue is full (Redis away for long).
+    pub fn send(&self, node: &str, message: &Wire) -> bool {
+        // Serialising these plain enums cannot fail.
+        let payload = serde_json::to_vec(message).expect("a wire message serialises");
+        if self.sender.send(node, payload).is_err() {
+            crate::metrics::count_relay_refused();
+            return false;
+        }
+        true
+    }
+
+    pub fn register_session(&self, pseudonym: &str, addr: Addr<Session>) {
+        self.sessions.lock().insert(pseudonym.to_owned(), addr);
+    }
+
+    pub(crate) fn pair_started(&self, chat: ChatId, addr: Addr<Pair>) {
+        self.pairs.lock().insert(chat, addr);
+    }
+
+    pub(crate) fn pair_stopped(&self, chat: ChatId) {
+        self.pairs.lock().remove(&chat);
+    }
+
+    /// Forgets sessions that have ended (called on the purge tick).
+    pub fn prune(&self) {
+        self.sessions.lock().retain(|_, addr| addr.connected());
+    }
+
+    /// How many sessions and pairs this node answers for, for tests.
+    pub fn registered(&self) -> (usize, usize) {
+        (self.sessions.lock().len(), self.pairs.lock().len())
+    }
+
+    fn session(&self, pseudonym: &str) -> Option<Addr<Session>> {
+        self.sessions.lock().get(pseudonym).cloned()
+    }
+
+    fn pair(&self, chat: &str) -> Option<Addr<Pair>> {
+        let chat = ChatId::parse(chat)?;
+        self.pairs.lock().get(&chat).cloned()
+    }
+
+    /// Hands every message other nodes send this one to the actor it names, until `inbox`
+    /// closes. Runs on the current arbiter.
+    pub fn dispatch(
+        self: &Arc<Self>,
+        mut inbox: mpsc::Receiver<Inbound>,
+        matchmaker: Addr<ClusterMatchmaker>,
+    ) {
+        let relay = self.clone();
+        actix::spawn(async move {
+            while let Some((from, payload)) = inbox.recv().await {
+                match serde_json::from_slice::<Wire>(&payload) {
+                    Ok(message) => relay.deliver(&from, message, &matchmaker),
+                    // Sealed by a node with the secret, so only a version mismatch gets here.
+                    Err(_) => {
+                        tracing::warn!("a relay message from another node was not understood")
+                    }
+                }
+            }
+        });
+    }
+
+    fn deliver(self: &Arc<Self>, from: &str, message: Wire, matchmaker: &Addr<ClusterMatchmaker>) {
+        match message {
+            Wire::Claim { claim, partner } => matchmaker.do_send(ClaimRequest {
+                from: from.to_owned(),
+                claim,
+                partner,
+            }),
+            Wire::Claimed {
+                claim,
+                partner,
+                nick,
+                interests,
+            } => matchmaker.do_send(ClaimAnswer::Claimed {
+                from: from.to_owned(),
+                claim,
+                partner,
+                nick,
+                interests,
+            }),
+            Wire::ClaimGone { claim } => matchmaker.do_send(ClaimAnswer::Gone { claim }),
+            Wire::Release { partner } => matchmaker.do_send(Release { partner }),
+            Wire::Started {
+                session,
+                chat,
+                side,
+                mode,
+            } => {
+                let (Some(chat_id), Some(side), Some(mode)) =
+                    (ChatId::parse(&chat), side_of(side), mode_of(&mode))
+                else {
+                    return;
+                };
+                let Some(addr) = self.session(&session) else {
+                    // Gone: the chat ends for the stranger as if it had left.
+                    self.send(
+                        from,
+                        &Wire::End {
+                            chat,
+                            side: side_code(side),
+                            cause: cause_code(EndCause::Left),
+                        },
+                    );
+                    return;
+                };
+                addr.do_send(ChatStarted {
+                    chat: chat_id,
+                    pair: PairHandle::remote(RemotePair {
+                        relay: self.clone(),
+                        node: from.to_owned(),
+                        chat: chat_id,
+                    }),
+                    side,
+                    mode,
+                });
+            }
+            Wire::Event {
+                session,
+                chat,
+                seq,
+                frame,
+            } => {
+                if let (Some(addr), Some(chat)) = (self.session(&session), ChatId::parse(&chat)) {
+                    addr.do_send(ChatEvent {
+                        chat,
+                        seq,
+                        frame: frame.into(),
+                    });
+                }
+            }
+            Wire::Ended {
+                session,
+                chat,
+                seq,
+                frame,
+            } => {
+                if let (Some(addr), Some(chat)) = (self.session(&session), ChatId::parse(&chat)) {
+                    addr.do_send(ChatEnded {
+                        chat,
+                        seq,
+                        frame: frame.into(),
+                    });
+                }
+            }
+            Wire::Post {
+                chat,
+                side,
+                kind,
+                body,
+                id_len,
+            } => {
+                let kind = match kind.as_str() {
+                    "msg" => EventKind::Msg,
+                    "media" => EventKind::Media,
+                    _ => return,
+                };
+                if let (Some(pair), Some(side)) = (self.pair(&chat), side_of(side)) {
+                    let body = ChatBody {
+                        bytes: body.into_bytes(),
+                        id_len,
+                    };
+                    // Over the pair's mailbox bound: dropped, never echoed, so the client
+                    // sends it again (by its id) and nothing acknowledged is lost.
+                    if pair.try_send(Post { side, kind, body }).is_err() {
+                        crate::metrics::count_relay_refused();
+                    }
+                }
+            }
+            Wire::Relay {
+                chat,
+                side,
+                kind,
+                frame,
+            } => {
+                let kind = match kind.as_str() {
+                    "typing" => RelayKind::Typing,
+                    "signal" => RelayKind::Signal,
+                    _ => return,
+                };
+                if let (Some(pair), Some(side)) = (self.pair(&chat), side_of(side)) {
+                    let _ = pair.try_send(Relay {
+                        side,
+                        kind,
+                        frame: frame.into(),
+                    });
+                }
+            }
+            Wire::End { chat, side, cause } => {
+                if let (Some(pair), Some(side)) = (self.pair(&chat), side_of(side)) {
+                    pair.do_send(EndChat {
+                        side,
+                        cause: cause_of(&cause),
+                    });
+                }
+            }
+            Wire::Away { chat, side } => {
+                if let (Some(pair), Some(side)) = (self.pair(&chat), side_of(side)) {
+                    pair.do_send(MemberAway { side });
+                }
+            }
+            Wire::Back {
+                chat,
+                side,
+                after_seq,
+            } => {
+                if let (Some(pair), Some(side)) = (self.pair(&chat), side_of(side)) {
+                    pair.do_send(MemberBack {
+                        side,
+                        after_seq,
+                        push: true,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// A member whose session lives on another node, as its pair sees it.
+pub struct RemoteSession {
+    pub relay: Arc<NodeRelay>,
+    pub node: String,
+    /// The session's pseudonym.
+    pub session: String,
+}
+
+impl RemoteSession {
+    pub(crate) fn started(&self, started: &ChatStarted) {
+        self.relay.send(
+            &self.node,
+            &Wire::Started {
+                session: self.session.clone(),
+                chat: started.chat.as_str().to_owned(),
+                side: side_code(started.side),
+                mode: started.mode.as_str().to_owned(),
+            },
+        );
+    }
+
+    pub(crate) fn event(&self, event: &ChatEvent) {
+        self.relay.send(
+            &self.node,
+            &Wire::Event {
+                session: self.session.clone(),
+                chat: event.chat.as_str().to_owned(),
+                seq: event.seq,
+                frame: event.frame.to_string(),
+            },
+        );
+    }
+
+    pub(crate) fn ended(&self, ended: &ChatEnded) {
+        self.relay.send(
+            &self.node,
+            &Wire::Ended {
+                session: self.session.clone(),
+                chat: ended.chat.as_str().to_owned(),
+                seq: ended.seq,
+                frame: ended.frame.to_string(),
+            },
+        );
+    }
+}
+
+/// A pair on another node, as a member's session here sees it.
+#[derive(Clone)]
+pub struct RemotePair {
+    relay: Arc<NodeRelay>,
+    node: String,
+    chat: ChatId,
+}
+
+impl std::fmt::Debug for RemotePair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemotePair")
+            .field("chat", &self.chat)
+            .finish()
+    }
+}
+
+impl RemotePair {
+    fn chat(&self) -> String {
+        self.chat.as_str().to_owned()
+    }
+
+    pub(crate) fn post(
+        &self,
+        side: Side,
+        kind: EventKind,
+        body: &ChatBody,
+    ) -> Result<(), PostRefused> {
+        let kind = match kind {
+            EventKind::Msg => "msg",
+            EventKind::Media => "media",
+            EventKind::Matched => return Ok(()),
+        };
+        // Bodies are the JSON text the session parsed: UTF-8.
+        let Ok(text) = std::str::from_utf8(&body.bytes) else {
+            return Ok(());
+        };
+        let sent = self.relay.send(
+            &self.node,
+            &Wire::Post {
+                chat: self.chat(),
+                side: side_code(side),
+                kind: kind.into(),
+                body: text.to_owned(),
+                id_len: body.id_len,
+            },
+        );
+        if sent {
+            Ok(())
+        } else {
+            Err(PostRefused::Busy)
+        }
+    }
+
+    pub(crate) fn relay(
+        &self,
+        side: Side,
+        kind: RelayKind,
+        frame: &ByteString,
+    ) -> Result<(), PostRefused> {
+        let kind = match kind {
+            RelayKind::Typing => "typing",
+            RelayKind::Signal => "signal",
+        };
+        let message = Wire::Relay {
+            chat: self.chat(),
+            side: side_code(side),
+            kind: kind.into(),
+            frame: frame.to_string(),
+        };
+        if self.relay.send(&self.node, &message) {
+            Ok(())
+        } else {
+            Err(PostRefused::Busy)
+        }
+    }
+
+    pub(crate) fn end(&self, side: Side, cause: EndCause) {
+        let message = Wire::End {
+            chat: self.chat(),
+            side: side_code(side),
+            cause: cause_code(cause),
+        };
+        self.relay.send(&self.node, &message);
+    }
+
+    pub(crate) fn away(&self, side: Side) {
+        self.relay.send(
+            &self.node,
+            &Wire::Away {
+                chat: self.chat(),
+                side: side_code(side),
+            },
+        );
+    }
+
+    pub(crate) fn back(&self, side: Side, after_seq: u64) {
+        let message = Wire::Back {
+            chat: self.chat(),
+            side: side_code(side),
+            after_seq,
+        };
+        self.relay.send(&self.node, &message);
+    }
+}
