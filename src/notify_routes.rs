@@ -16,6 +16,30 @@ use crate::state::AppState;
 
 /// Largest request body: an address of 254 characters, a topic and JSON around them, with room.
 pub const MAX_BODY_BYTES: usize = 1024;
+/// Requests to the list being read or written at once, from everyone together; past it,
+/// 503 at once. With the deadline above, this bounds what slow clients can hold.
+const MAX_IN_FLIGHT: usize = 256;
+
+static IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// One request's place under `MAX_IN_FLIGHT`, given back when it is answered.
+struct InFlight;
+
+impl InFlight {
+    fn take() -> Option<InFlight> {
+        use std::sync::atomic::Ordering;
+        let taken = IN_FLIGHT.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < MAX_IN_FLIGHT).then_some(n + 1)
+        });
+        taken.ok().map(|_| InFlight)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -64,6 +88,9 @@ pub async fn sign_up(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let action = Action::SignUp;
+    let Some(_place) = InFlight::take() else {
+        return busy(action);
+    };
     let (notifier, body) = match admit(&req, body, &state, action).await {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal,
@@ -73,7 +100,7 @@ pub async fn sign_up(
             action,
             StatusCode::BAD_REQUEST,
             "bad_request",
-            "The body must be a JSON object with email and topic.",
+            "The body must be a JSON object with email (and, if you like, topic).",
         );
     };
     let topic = match request.topic {
@@ -102,6 +129,9 @@ pub async fn delete(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let action = Action::Delete;
+    let Some(_place) = InFlight::take() else {
+        return busy(action);
+    };
     let (notifier, body) = match admit(&req, body, &state, action).await {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal,
@@ -192,21 +222,43 @@ async fn admit<'a>(
         return Err(too_large());
     }
     let mut bytes = Vec::with_capacity(declared.unwrap_or(256).min(MAX_BODY_BYTES as u64) as usize);
-    while let Some(chunk) = body.next().await {
-        let Ok(chunk) = chunk else {
-            return Err(refuse(
-                action,
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "The body could not be read.",
-            ));
-        };
-        if bytes.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(too_large());
+    let read = async {
+        while let Some(chunk) = body.next().await {
+            let Ok(chunk) = chunk else {
+                return Err(refuse(
+                    action,
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "The body could not be read.",
+                ));
+            };
+            if bytes.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
         }
-        bytes.extend_from_slice(&chunk);
+        Ok(())
+    };
+    // A body that trickles in (or never comes) must not hold its request, and its connection,
+    // for good: it gets what the headers get (`http_request_timeout_seconds`).
+    match tokio::time::timeout(notifier.body_deadline(), read).await {
+        Ok(Ok(())) => Ok((notifier, bytes)),
+        Ok(Err(refusal)) => Err(refusal),
+        Err(_) => {
+            let mut refusal = refuse(
+                action,
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                "The body took too long to arrive.",
+            );
+            // The rest of the body may still trickle in: this connection is done.
+            refusal.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            Err(refusal)
+        }
     }
-    Ok((notifier, bytes))
 }
 
 /// The body as `T`, from a JSON object only: serde would also fill a struct from an array.
@@ -255,6 +307,25 @@ fn refuse(action: Action, status: StatusCode, code: &'static str, message: &str)
     HttpResponse::build(status)
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(serde_json::json!({ "error": code, "message": message }))
+}
+
+fn busy(action: Action) -> HttpResponse {
+    refuse(
+        action,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "The list is busy; try again in a minute.",
+    )
+}
+
+/// Any other method on the list's paths: a JSON refusal like the rest.
+pub async fn method_not_allowed() -> HttpResponse {
+    HttpResponse::MethodNotAllowed()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(serde_json::json!({
+            "error": "method_not_allowed",
+            "message": "Use POST (or GET on /api/notify for the topics).",
+        }))
 }
 
 fn not_found() -> HttpResponse {

@@ -30,8 +30,18 @@ pub async fn privacy_me(req: HttpRequest, state: web::Data<AppState>) -> HttpRes
         .json(state.hub.privacy_report(&keys))
 }
 
+/// This node's counts; in a cluster also `cluster`: the live nodes and everyone online on
+/// them (from their heartbeats, so up to a second old).
 pub async fn stats(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(state.hub.stats())
+    let stats = state.hub.stats();
+    let Some(node) = &state.cluster else {
+        return HttpResponse::Ok().json(stats);
+    };
+    let mut body = serde_json::to_value(stats).unwrap_or_default();
+    if let Ok((nodes, online)) = node.cluster_online().await {
+        body["cluster"] = serde_json::json!({ "nodes": nodes, "online": online });
+    }
+    HttpResponse::Ok().json(body)
 }
 
 /// Prometheus' scrape, on the admin listener only (`metrics_addr`).

@@ -48,7 +48,7 @@ macro_rules! settings {
             $(
                 $(#[doc = $doc])+
                 // Global: the operator's commands read the same flags after their name.
-                #[arg(long, env = $env, value_delimiter = ',', global = true)]
+                #[arg(long, env = $env, value_delimiter = ',', global = true, help_heading = "Settings (also EPHEMERA_* variables and --config)")]
                 #[serde(skip_serializing_if = "Option::is_none")]
                 pub $name: Option<$ty>,
             )+
@@ -176,7 +176,7 @@ settings! {
     shutdown_drain_seconds: f64 = 10.0, env = "EPHEMERA_SHUTDOWN_DRAIN_SECONDS";
     /// Seconds a connection may leave bytes unacknowledged, taking nothing, before it is closed (0: never).
     write_stall_timeout_seconds: f64 = 20.0, env = "EPHEMERA_WRITE_STALL_TIMEOUT_SECONDS";
-    /// Seconds a client may take to send a request's headers (slow-loris guard; at least 1).
+    /// Seconds a client may take to send a request's headers, and an e-mail list request its body (slow-loris guard; at least 1).
     http_request_timeout_seconds: f64 = 10.0, env = "EPHEMERA_HTTP_REQUEST_TIMEOUT_SECONDS";
     /// HTTP worker threads (0: one per CPU core).
     workers: usize = 0, env = "EPHEMERA_WORKERS";
@@ -192,6 +192,10 @@ settings! {
     mqtt_topic: String = "ephemera/stats".to_owned(), env = "EPHEMERA_MQTT_TOPIC";
     /// Seconds between statistics snapshots published to mqtt_url.
     mqtt_interval_seconds: f64 = 10.0, env = "EPHEMERA_MQTT_INTERVAL_SECONDS";
+    /// Redis for running several nodes as one cluster, redis://host:port/ (empty: this node alone; docs/cluster.md).
+    cluster_redis_url: String = String::new(), env = "EPHEMERA_CLUSTER_REDIS_URL";
+    /// The cluster's secret, 64 hex digits, the same on every node (e.g. `openssl rand -hex 32`); needed with cluster_redis_url.
+    cluster_secret: String = String::new(), env = "EPHEMERA_CLUSTER_SECRET";
     /// The early-access e-mail list's SQLite file, created when missing (empty: the list is off, its form hidden, its endpoints 404).
     notify_db_path: String = String::new(), env = "EPHEMERA_NOTIFY_DB_PATH";
     /// The e-mail list's master key file, created (mode 0600) when missing; keep it apart from the database and its backups.
@@ -382,7 +386,35 @@ impl Settings {
         }
         self.mqtt_publishing()?;
         self.validate_notify()?;
+        self.cluster()?;
         Ok(())
+    }
+
+    /// How this node joins a cluster; `None` when `cluster_redis_url` is empty.
+    pub fn cluster(&self) -> Result<Option<ephemera_actors::node::ClusterSettings>, SettingsError> {
+        if self.cluster_redis_url.is_empty() {
+            return Ok(None);
+        }
+        let scheme_ok = ["redis://", "rediss://", "unix://"]
+            .iter()
+            .any(|scheme| self.cluster_redis_url.starts_with(scheme));
+        if !scheme_ok {
+            return Err(SettingsError::OutOfRange {
+                name: "cluster_redis_url",
+                reason: "must be a redis:// (or rediss://, unix://) URL",
+            });
+        }
+        if ephemera_actors::cluster::secret::ClusterKeys::from_hex(&self.cluster_secret).is_err() {
+            return Err(SettingsError::OutOfRange {
+                name: "cluster_secret",
+                reason:
+                    "must be 64 hexadecimal digits, the same on every node (openssl rand -hex 32)",
+            });
+        }
+        Ok(Some(ephemera_actors::node::ClusterSettings {
+            redis_url: self.cluster_redis_url.clone(),
+            secret_hex: zeroize::Zeroizing::new(self.cluster_secret.clone()),
+        }))
     }
 
     fn validate_notify(&self) -> Result<(), SettingsError> {

@@ -34,21 +34,23 @@ pub struct Server {
     drain: Duration,
     /// Publishes the statistics to `mqtt_url`, when set; stopped at shutdown (or when dropped).
     mqtt: Option<MqttPublisher>,
+    /// This node's place in a cluster (`cluster_redis_url`).
+    cluster: Option<ephemera_actors::node::Node>,
 }
 
 impl Server {
     /// Binds `settings.listen_addr` and starts serving. Must run inside an actix system.
-    pub fn start(settings: &Settings) -> std::io::Result<(Server, actix_web::dev::Server)> {
+    pub async fn start(settings: &Settings) -> std::io::Result<(Server, actix_web::dev::Server)> {
         let listener = TcpListener::bind(settings.listen_addr).map_err(|error| {
             std::io::Error::new(
                 error.kind(),
                 format!("listen_addr {}: {error}", settings.listen_addr),
             )
         })?;
-        Self::start_on(settings, listener)
+        Self::start_on(settings, listener).await
     }
 
-    pub fn start_on(
+    pub async fn start_on(
         settings: &Settings,
         listener: TcpListener,
     ) -> std::io::Result<(Server, actix_web::dev::Server)> {
@@ -76,9 +78,21 @@ impl Server {
             &settings.notify_db_path,
             &settings.notify_master_key_path,
             settings.notify_topics.clone(),
+            Settings::duration(settings.http_request_timeout_seconds),
         )
         .map_err(std::io::Error::other)?;
-        let hub = Hub::start(settings.chat_config());
+        let cluster = settings
+            .cluster()
+            .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
+        let (hub, cluster_node) = match cluster {
+            None => (Hub::start(settings.chat_config()), None),
+            Some(cluster) => {
+                let (hub, node) = Hub::start_in_cluster(settings.chat_config(), &cluster)
+                    .await
+                    .map_err(std::io::Error::other)?;
+                (hub, Some(node))
+            }
+        };
         let mqtt = mqtt_publishing
             .map(|publishing| MqttPublisher::start(hub.clone(), publishing))
             .transpose()?;
@@ -91,6 +105,7 @@ impl Server {
             metrics,
             geo,
             notify,
+            cluster: cluster_node.clone(),
         });
         if settings.memory_trim_interval_seconds > 0.0 {
             actix_web::rt::spawn(crate::memory::trim_every(Settings::duration(
@@ -133,9 +148,14 @@ impl Server {
                 .service(
                     web::resource("/api/notify")
                         .route(web::get().to(notify_routes::topics))
-                        .route(web::post().to(notify_routes::sign_up)),
+                        .route(web::post().to(notify_routes::sign_up))
+                        .default_service(web::to(notify_routes::method_not_allowed)),
                 )
-                .route("/api/notify/delete", web::post().to(notify_routes::delete))
+                .service(
+                    web::resource("/api/notify/delete")
+                        .route(web::post().to(notify_routes::delete))
+                        .default_service(web::to(notify_routes::method_not_allowed)),
+                )
                 // Load balancers and uptime checks often probe with HEAD.
                 .service(
                     web::resource("/healthz")
@@ -208,6 +228,7 @@ impl Server {
             admin,
             drain,
             mqtt,
+            cluster: cluster_node,
         };
         Ok((server, http))
     }
@@ -246,6 +267,9 @@ impl Server {
         if let Some(mqtt) = &self.mqtt {
             mqtt.stop();
         }
+        if let Some(node) = &self.cluster {
+            node.depart().await;
+        }
     }
 }
 
@@ -259,7 +283,7 @@ fn count_stalled_writer() {
 
 /// Runs the server until SIGINT or SIGTERM, then drains.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
-    let (server, http) = Server::start(&settings)?;
+    let (server, http) = Server::start(&settings).await?;
     let shown = if server.local_addr.ip().is_unspecified() {
         format!(
             "{}://127.0.0.1:{}/",
@@ -274,6 +298,20 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         "metrics for Prometheus: http://{}/metrics",
         server.metrics_addr
     );
+    if !settings.notify_db_path.is_empty() {
+        println!(
+            "e-mail list on: {} (topics: {})",
+            settings.notify_db_path,
+            settings.notify_topics.join(", ")
+        );
+    }
+    if let Some(node) = &server.cluster {
+        println!(
+            "cluster node {} on {}",
+            node.id(),
+            redacted_url(&settings.cluster_redis_url)
+        );
+    }
     tracing::info!(addr = %server.local_addr, "listening");
     let http_task = actix_web::rt::spawn(http);
     wait_for_signal().await;
@@ -291,5 +329,15 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
+    }
+}
+
+/// A Redis URL without its password, fit to print.
+fn redacted_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
     }
 }

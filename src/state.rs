@@ -18,4 +18,6 @@ pub struct AppState {
     pub geo: Option<Arc<crate::geo::GeoDb>>,
     /// The e-mail list, when `notify_db_path` is set.
     pub notify: Option<crate::notify::Notifier>,
+    /// This node's place in a cluster, when `cluster_redis_url` is set.
+    pub cluster: Option<ephemera_actors::node::Node>,
 }

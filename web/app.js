@@ -616,10 +616,13 @@ function sendsToList(form, send) {
     button.disabled = true;
     result.classList.remove("problem");
     result.textContent = "Sending…"; // also makes the same answer twice be read out again
+    // Only the latest answer stays on screen: the other form's line is cleared.
+    for (const line of document.querySelectorAll("#notify .notify-result")) if (line !== result) line.textContent = "";
     const outcome = await send();
     button.disabled = false;
     result.classList.toggle("problem", !outcome.ok);
     result.textContent = outcome.message;
+    if (outcome.ok) form.querySelector("input[type=email]").value = "";
   });
 }
 sendsToList($("notify-form"), () => signUp($("notify-email").value, $("notify-topic").value, { nameTopic: !$("notify-topic").hidden }));

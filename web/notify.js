@@ -11,7 +11,9 @@ const MAX_MESSAGE_CHARS = 300;
 /// Confirmations: the same words whether or not the address was on the list, as the server's
 /// 202 is, so nobody can use the page to learn if an address signed up.
 export const signedUp = (topic = "") =>
-  `Thanks — news about Ephemera${topic && ` (${topic})`} will go to this address. You can remove it any time.`;
+  topic
+    ? `Thanks — we'll write to this address about “${topic}”. You can remove it any time.`
+    : "Thanks — we'll write to this address when there is news. You can remove it any time.";
 export const REMOVED = "Done — if this address was on the list, it is off every topic now. Nothing more will be sent to it.";
 
 /// Words for a refusal whose body has no usable message, by the server's code (or the status's).

@@ -234,7 +234,7 @@ pub const SERIES: &[Series] = &[
     series("ephemera_purge_tick_seconds", H, &[], "Seconds one purge tick took (grace and cooldown expiry, key and limiter pruning)."),
     series("ephemera_mqtt_publishes_total", C, &["result"], "Statistics snapshots for the MQTT broker (mqtt_url): ok when written to the broker's connection, failed when dropped because it was away or still busy with the previous one."),
     series("ephemera_cluster_relay_dropped_total", C, &[], "Messages between cluster nodes dropped: the relay's queue was full (Redis away), or a chat's mailbox was. Their senders send again (by message id)."),
-    series("ephemera_notify_requests_total", C, &["action", "result"], "Requests to the e-mail list (notify_db_path), by action (sign_up, delete) and result (accepted, or the error code: invalid_email, unknown_topic, bad_request, unsupported_type, too_large, forbidden_origin, rate_limited, unavailable). Accepted says nothing of whether an address was new."),
+    series("ephemera_notify_requests_total", C, &["action", "result"], "Requests to the e-mail list (notify_db_path), by action (sign_up, delete) and result (accepted, or the error code: invalid_email, unknown_topic, bad_request, unsupported_type, too_large, forbidden_origin, rate_limited, timeout, unavailable). Accepted says nothing of whether an address was new."),
 ];
 
 /// A message for another node that the relay could not take (its queue full while Redis is

@@ -1,9 +1,16 @@
 //! What counts as an e-mail address here, and its one stored form. The rules are a sanity check,
-//! not RFC 5321: enough that a typo is caught and that one address has one form (so the blind
-//! index finds it again), never so strict that a real address is refused.
+//! not all of RFC 5321: enough that a typo is caught, that one mailbox has one form (so the
+//! blind index finds it again), and that nothing in an address can surprise the tools an
+//! operator pipes the export into; never so strict that a real address is refused.
+//!
+//! - The domain is brought to its one ASCII form (UTS-46, as browsers do: case, full-width and
+//!   other Unicode variants fold together; `münchen.de` is stored as `xn--mnchen-3ya.de`).
+//! - The local part is kept as given (some mail servers tell `Ann` from `ann`), but only as a
+//!   plain dot-atom: letters and digits of any script, and `!#$%&'*+/=?^_`{|}~-` and inner dots.
+//!   No quotes, comments, spaces, control or invisible formatting characters (zero-width,
+//!   direction marks), and no leading `-` (which a mail command could take for an option).
 
-/// An address as stored: trimmed, the domain lowercased, the local part as given (some mail
-/// servers tell `Ann` from `ann`).
+/// An address as stored: trimmed, the domain in its ASCII form, the local part as given.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Address(String);
 
@@ -28,7 +35,7 @@ pub enum AddressError {
     TooLong,
     #[error("an address has exactly one @")]
     NotOneAt,
-    #[error("the part before the @ must be 1 to 64 characters without spaces")]
+    #[error("the part before the @ must be 1 to 64 letters, digits and the usual signs (such as . + - _), not starting with - or a dot")]
     BadLocalPart,
     #[error("the part after the @ must be a domain name with a dot, like example.org")]
     BadDomain,
@@ -47,30 +54,43 @@ impl Address {
         let (Some(local), Some(domain), None) = (parts.next(), parts.next(), parts.next()) else {
             return Err(AddressError::NotOneAt);
         };
-        let local_ok = !local.is_empty()
-            && local.chars().count() <= MAX_LOCAL_CHARS
-            && !local.chars().any(|c| c.is_whitespace() || c.is_control());
-        if !local_ok {
+        if !is_dot_atom(local) {
             return Err(AddressError::BadLocalPart);
         }
-        let domain = domain.to_lowercase();
+        let domain = idna::domain_to_ascii_strict(domain).map_err(|_| AddressError::BadDomain)?;
         let mut labels = 0;
         for label in domain.split('.') {
             labels += 1;
-            // Letters (any script: internationalised domains), digits and inner hyphens.
             let label_ok = !label.is_empty()
-                && label.chars().count() <= MAX_LABEL_CHARS
+                && label.len() <= MAX_LABEL_CHARS
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.chars().all(|c| c.is_alphanumeric() || c == '-');
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-');
             if !label_ok {
                 return Err(AddressError::BadDomain);
             }
         }
-        if labels < 2 {
+        // A top-level domain is never all digits (that would be an IP address).
+        let numeric_tld = domain
+            .rsplit('.')
+            .next()
+            .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()));
+        if labels < 2 || numeric_tld || domain.len() > 253 {
             return Err(AddressError::BadDomain);
         }
-        Ok(Address(format!("{local}@{domain}")))
+        let address = format!("{local}@{domain}");
+        if address.chars().count() > MAX_ADDRESS_CHARS {
+            return Err(AddressError::TooLong);
+        }
+        Ok(Address(address))
+    }
+
+    /// The form deletions match on: all in lower case (people do not remember how they
+    /// capitalised their address when they signed up).
+    pub fn folded(&self) -> String {
+        self.0.to_lowercase()
     }
 
     /// Rebuilds an address decrypted from the store; it was valid when stored.
@@ -81,6 +101,19 @@ impl Address {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// An unquoted local part (RFC 5322 dot-atom, letters of any script allowed), not starting
+/// with `-`.
+fn is_dot_atom(local: &str) -> bool {
+    const SPECIALS: &str = "!#$%&'*+/=?^_`{|}~-";
+    let atom_char = |c: char| c.is_alphanumeric() || (c.is_ascii() && SPECIALS.contains(c));
+    !local.is_empty()
+        && local.chars().count() <= MAX_LOCAL_CHARS
+        && !local.starts_with('-')
+        && local
+            .split('.')
+            .all(|atom| !atom.is_empty() && atom.chars().all(atom_char))
 }
 
 #[cfg(test)]
@@ -97,7 +130,21 @@ mod tests {
             parsed("  Ann.Lee+news@Example.ORG \n").unwrap(),
             "Ann.Lee+news@example.org"
         );
-        assert_eq!(parsed("bo@MÜNCHEN.de").unwrap(), "bo@münchen.de");
+        assert_eq!(parsed("bo@MÜNCHEN.de").unwrap(), "bo@xn--mnchen-3ya.de");
+        assert_eq!(
+            parsed("bo@xn--mnchen-3ya.de").unwrap(),
+            "bo@xn--mnchen-3ya.de"
+        );
+        // Full-width letters fold to the same domain.
+        assert_eq!(
+            parsed("owner@ｅｘａｍｐｌｅ.net").unwrap(),
+            "owner@example.net"
+        );
+        assert_eq!(
+            parsed("o'brien+x@example.ie").unwrap(),
+            "o'brien+x@example.ie"
+        );
+        assert_eq!(parsed("jürgen@example.de").unwrap(), "jürgen@example.de");
         assert_eq!(parsed("x@a-b.co.uk").unwrap(), "x@a-b.co.uk");
     }
 
@@ -113,6 +160,27 @@ mod tests {
         assert_eq!(parsed("ann@-example.org"), Err(AddressError::BadDomain));
         assert_eq!(parsed("ann@example.org."), Err(AddressError::BadDomain));
         assert_eq!(parsed("ann@exa_mple.org"), Err(AddressError::BadDomain));
+        assert_eq!(parsed("ann@10.0.0.1"), Err(AddressError::BadDomain));
+        for local in [
+            "\"owner\"",
+            "owner(x)",
+            "own,er",
+            "own;er",
+            "own\\er",
+            "-oProxyCommand=x",
+            "owner\u{200b}",
+            "\u{202e}owner",
+            "\u{feff}owner",
+            ".owner",
+            "own..er",
+            "owner.",
+        ] {
+            assert_eq!(
+                parsed(&format!("{local}@example.net")),
+                Err(AddressError::BadLocalPart),
+                "{local:?}"
+            );
+        }
         let long_local = format!("{}@example.org", "a".repeat(65));
         assert_eq!(parsed(&long_local), Err(AddressError::BadLocalPart));
         let long = format!("a@{}.org", "b.".repeat(130));

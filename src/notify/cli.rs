@@ -6,7 +6,7 @@
 use std::io::Write as _;
 use std::path::Path;
 
-use super::store::Store;
+use super::store::{Access, Store};
 use crate::settings::{Command, NotifyCommand, Settings};
 
 pub fn run(command: Command, settings: &Settings) -> anyhow::Result<()> {
@@ -19,7 +19,13 @@ pub fn run(command: Command, settings: &Settings) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match command {
         NotifyCommand::Export { topic } => {
-            let store = Store::open_existing(db_path, key_path)?;
+            let store = Store::open_existing(db_path, key_path, Access::Read)?;
+            if !settings.notify_topics.contains(&topic) && !store.holds_topic(&topic)? {
+                anyhow::bail!(
+                    "no topic {topic:?}: notify_topics are {}, and the file holds no other",
+                    settings.notify_topics.join(", ")
+                );
+            }
             let export = store.export(&topic)?;
             for address in &export.addresses {
                 writeln!(out, "{}", address.as_str())?;
@@ -46,17 +52,17 @@ pub fn run(command: Command, settings: &Settings) -> anyhow::Result<()> {
             }
         }
         NotifyCommand::Count => {
-            let store = Store::open_existing(db_path, key_path)?;
+            let store = Store::open_existing(db_path, key_path, Access::Read)?;
             for (topic, count) in store.count(&settings.notify_topics)? {
                 writeln!(out, "{topic} {count}")?;
             }
         }
         NotifyCommand::RotateKey => {
-            let mut store = Store::open_existing(db_path, key_path)?;
+            let mut store = Store::open_existing(db_path, key_path, Access::Write)?;
             let (version, rows) = store.rotate_key()?;
             writeln!(
                 out,
-                "key version {version}: {rows} address(es) re-encrypted; older keys removed from {}",
+                "key version {version}: {rows} row(s) (an address under one topic each) re-encrypted; older keys removed from {}",
                 key_path.display()
             )?;
         }

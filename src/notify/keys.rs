@@ -49,11 +49,8 @@ pub struct KeyRing {
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("notify_master_key_path {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("notify_master_key_path {path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error(
         "notify_master_key_path {path} can be read or written by others (mode {mode:o}); \
          run `chmod 600 {path}`"
@@ -150,10 +147,10 @@ impl KeyRing {
         Ok(version)
     }
 
-    /// Forgets the versions no row uses any more, on disk too.
-    pub fn retire_all_but(&mut self, keep: u32) -> Result<(), KeyError> {
-        self.masters.retain(|version, _| *version == keep);
-        self.derived.retain(|version, _| *version == keep);
+    /// Forgets the versions below `newest` (no row uses them any more), on disk too.
+    pub fn retire_below(&mut self, newest: u32) -> Result<(), KeyError> {
+        self.masters.retain(|version, _| *version >= newest);
+        self.derived.retain(|version, _| *version >= newest);
         self.rewrite()
     }
 
@@ -222,10 +219,10 @@ fn parse_hex_key(hex: &str) -> Option<Zeroizing<[u8; 32]>> {
     Some(key)
 }
 
-fn io_error(path: &Path, source: std::io::Error) -> KeyError {
+fn io_error(path: &Path, error: std::io::Error) -> KeyError {
     KeyError::Io {
         path: path.display().to_string(),
-        source,
+        error,
     }
 }
 
@@ -279,7 +276,7 @@ mod tests {
         assert_eq!(ring.add_version().unwrap(), 2);
         let both = KeyRing::open(&path).unwrap();
         assert_eq!(both.versions().collect::<Vec<_>>(), vec![1, 2]);
-        ring.retire_all_but(2).unwrap();
+        ring.retire_below(2).unwrap();
         let newest = KeyRing::open(&path).unwrap();
         assert_eq!(newest.versions().collect::<Vec<_>>(), vec![2]);
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;

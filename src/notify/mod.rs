@@ -29,11 +29,15 @@ use store::{Change, Store, StoreError};
 const QUEUE_CAPACITY: usize = 1024;
 /// Most changes in one commit.
 const MAX_BATCH: usize = 256;
+/// How long the WAL may hold recent writes (in the order they came) before the writer, when
+/// idle, folds it into the database and empties it.
+const WAL_TRUNCATE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The server's handle on the list.
 pub struct Notifier {
     topics: Vec<String>,
     queue: Sender<Job>,
+    body_deadline: std::time::Duration,
 }
 
 struct Job {
@@ -56,6 +60,7 @@ impl Notifier {
         db_path: &str,
         key_path: &str,
         topics: Vec<String>,
+        body_deadline: std::time::Duration,
     ) -> Result<Option<Notifier>, StoreError> {
         if db_path.is_empty() {
             return Ok(None);
@@ -65,11 +70,20 @@ impl Notifier {
         std::thread::Builder::new()
             .name("notify-writer".into())
             .spawn(move || write_until_closed(store, jobs))
-            .map_err(|source| StoreError::File {
+            .map_err(|error| StoreError::File {
                 path: db_path.to_owned(),
-                source,
+                error,
             })?;
-        Ok(Some(Notifier { topics, queue }))
+        Ok(Some(Notifier {
+            topics,
+            queue,
+            body_deadline,
+        }))
+    }
+
+    /// How long a client may take to send a request's body.
+    pub fn body_deadline(&self) -> std::time::Duration {
+        self.body_deadline
     }
 
     /// The topics people may sign up for; the first is the page's default.
@@ -105,7 +119,19 @@ impl Notifier {
 /// transaction, then answers each. Ends when the server drops its `Notifier`.
 fn write_until_closed(mut store: Store, jobs: Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Ok(first) = jobs.recv() {
+    let mut wal_dirty = false;
+    loop {
+        let first = match jobs.recv_timeout(WAL_TRUNCATE_EVERY) {
+            Ok(job) => job,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                if wal_dirty {
+                    wal_dirty = !store.truncate_wal();
+                }
+                continue;
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        };
+        wal_dirty = true;
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match jobs.try_recv() {

@@ -4,8 +4,11 @@
 //!
 //! A row is `(topic, blind_index, key_version, nonce, ciphertext)`:
 //! - `blind_index`: blake3 keyed hash of the address under the version's index key. It makes
-//!   a sign-up idempotent and a deletion possible without decrypting anything, and tells
-//!   nothing to whoever lacks the key (no dictionary of likely addresses can be tried).
+//!   a sign-up idempotent without decrypting anything, and tells nothing to whoever lacks the
+//!   key (no dictionary of likely addresses can be tried).
+//! - `folded_index`: the same of the address in lower case, so a deletion finds the address
+//!   however its owner capitalises it today (the local part is stored as given, but people do
+//!   not remember whether they typed `Ann` or `ann`).
 //! - `ciphertext`: XChaCha20-Poly1305 of the address under a random 192-bit nonce, with the
 //!   topic and the blind index as associated data, so a row moved to another topic or another
 //!   index fails to decrypt.
@@ -31,11 +34,13 @@ const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS addresses (
         topic TEXT NOT NULL,
         blind_index BLOB NOT NULL,
+        folded_index BLOB NOT NULL,
         key_version INTEGER NOT NULL,
         nonce BLOB NOT NULL,
         ciphertext BLOB NOT NULL,
         PRIMARY KEY (topic, blind_index)
     ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS addresses_by_folded_index ON addresses (folded_index);
     CREATE TABLE IF NOT EXISTS key_versions (
         version INTEGER PRIMARY KEY,
         key_check BLOB NOT NULL
@@ -57,16 +62,23 @@ pub enum Change {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("notify_db_path {path}: {source}")]
+    #[error("notify_db_path {path}: {error}")]
     Database {
         path: String,
-        source: rusqlite::Error,
+        error: rusqlite::Error,
     },
-    #[error("notify_db_path {path}: {source}")]
-    File {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("notify_db_path {path}: {error}")]
+    File { path: String, error: std::io::Error },
+    #[error(
+        "notify_master_key_path {path} does not exist, but the database holds addresses: a new \
+         key would not open them. Point notify_master_key_path at the key file the database was \
+         written with"
+    )]
+    KeyFileMissing { path: String },
+    #[error("notify_db_path {path} is not an e-mail list of this server (its tables or key record are missing)")]
+    NotAList { path: String },
+    #[error("notify_db_path {path} can be read or written by others (mode {mode:o}); run `chmod 600 {path}`")]
+    Exposed { path: String, mode: u32 },
     #[error("notify_db_path {path} does not exist (the server creates it when it starts with notify_db_path set)")]
     Missing { path: String },
     #[error("notify_db_path {path} was written by a newer Ephemera (schema {found}, this one knows {SCHEMA_VERSION})")]
@@ -107,41 +119,61 @@ impl Store {
     /// Opens the list for the server: creates the database (mode 0600) and the key file when
     /// missing, and refuses a key file that does not match the database.
     pub fn open_or_create(db_path: &Path, key_path: &Path) -> Result<Store, StoreError> {
+        if !key_path.exists() && database_has_keys(db_path) {
+            return Err(StoreError::KeyFileMissing {
+                path: key_path.display().to_string(),
+            });
+        }
         let keys = KeyRing::open_or_create(key_path)?;
         create_private_file(db_path)?;
-        Self::open_with(db_path, key_path, keys)
+        Self::open_with(db_path, key_path, keys, Access::Write)
     }
 
-    /// Opens an existing list, for the operator's commands: creates nothing.
-    pub fn open_existing(db_path: &Path, key_path: &Path) -> Result<Store, StoreError> {
+    /// Opens an existing list for the operator's commands; creates nothing. `Access::Read`
+    /// (export, count) opens the file read-only, so reading can never change it.
+    pub fn open_existing(
+        db_path: &Path,
+        key_path: &Path,
+        access: Access,
+    ) -> Result<Store, StoreError> {
         if !db_path.exists() {
             return Err(StoreError::Missing {
                 path: db_path.display().to_string(),
             });
         }
         let keys = KeyRing::open(key_path)?;
-        Self::open_with(db_path, key_path, keys)
+        Self::open_with(db_path, key_path, keys, access)
     }
 
-    fn open_with(db_path: &Path, key_path: &Path, keys: KeyRing) -> Result<Store, StoreError> {
+    fn open_with(
+        db_path: &Path,
+        key_path: &Path,
+        keys: KeyRing,
+        access: Access,
+    ) -> Result<Store, StoreError> {
         let path = db_path.display().to_string();
-        let connection = Connection::open_with_flags(
-            db_path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|source| StoreError::Database {
-            path: path.clone(),
-            source,
-        })?;
+        check_private(db_path)?;
+        let flags = match access {
+            Access::Read => OpenFlags::SQLITE_OPEN_READ_ONLY,
+            Access::Write => OpenFlags::SQLITE_OPEN_READ_WRITE,
+        } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let connection =
+            Connection::open_with_flags(db_path, flags).map_err(|source| StoreError::Database {
+                path: path.clone(),
+                error: source,
+            })?;
         let mut store = Store {
             connection,
             keys,
             key_path: key_path.to_owned(),
             path,
         };
-        store
-            .prepare()
-            .map_err(|source| store.database_error(source))?;
+        match access {
+            Access::Write => store
+                .prepare()
+                .map_err(|source| store.database_error(source))?,
+            Access::Read => store.check_schema()?,
+        }
         let found: i64 = store
             .connection
             .pragma_query_value(None, "user_version", |row| row.get(0))
@@ -176,10 +208,41 @@ impl Store {
         Ok(())
     }
 
+    /// A file opened read-only must already be a list: its tables there.
+    fn check_schema(&self) -> Result<(), StoreError> {
+        self.connection
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(|source| self.database_error(source))?;
+        let tables: i64 = self
+            .connection
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table'
+                 AND name IN ('addresses', 'key_versions', 'meta')",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(|source| self.database_error(source))?;
+        if tables != 3 {
+            return Err(StoreError::NotAList {
+                path: self.path.clone(),
+            });
+        }
+        Ok(())
+    }
+
     /// Every key version the database records must match the key file's; a new database
     /// records the file's newest version.
     fn check_keys(&mut self) -> Result<(), StoreError> {
         let recorded = self.recorded_versions()?;
+        let read_only = self
+            .connection
+            .is_readonly(rusqlite::MAIN_DB)
+            .unwrap_or(true);
+        if recorded.is_empty() && read_only {
+            return Err(StoreError::NotAList {
+                path: self.path.clone(),
+            });
+        }
         if recorded.is_empty() {
             let version = self.keys.newest_version();
             let check = self.keys.get(version).map(|keys| keys.check);
@@ -220,7 +283,7 @@ impl Store {
         let path = self.path.clone();
         let database_error = |source| StoreError::Database {
             path: path.clone(),
-            source,
+            error: source,
         };
         let transaction = self
             .connection
@@ -254,8 +317,9 @@ impl Store {
                     // tell whether the address was there.
                     transaction
                         .execute(
-                            "INSERT INTO addresses (topic, blind_index, key_version, nonce, ciphertext)
-                             VALUES (?1, ?2, ?3, ?4, ?5)
+                            "INSERT INTO addresses
+                                (topic, blind_index, folded_index, key_version, nonce, ciphertext)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                              ON CONFLICT (topic, blind_index) DO UPDATE SET
                                 key_version = excluded.key_version,
                                 nonce = excluded.nonce,
@@ -263,6 +327,7 @@ impl Store {
                             params![
                                 topic,
                                 sealed.blind_index.as_slice(),
+                                folded_index(keys, address).as_slice(),
                                 version,
                                 sealed.nonce.as_slice(),
                                 sealed.ciphertext
@@ -279,8 +344,8 @@ impl Store {
                         };
                         transaction
                             .execute(
-                                "DELETE FROM addresses WHERE blind_index = ?1 AND key_version = ?2",
-                                params![blind_index(keys, address).as_slice(), version],
+                                "DELETE FROM addresses WHERE folded_index = ?1 AND key_version = ?2",
+                                params![folded_index(keys, address).as_slice(), version],
                             )
                             .map_err(database_error)?;
                     }
@@ -298,17 +363,25 @@ impl Store {
             .map_err(database_error)?;
         transaction.commit().map_err(database_error)?;
         if deleted {
-            self.forget_old_pages();
+            self.truncate_wal();
         }
         Ok(())
     }
 
-    /// Copies the WAL into the database and empties it, so removed rows' old page images are
-    /// gone from both files. Best effort: an open reader can keep the WAL for a while.
-    fn forget_old_pages(&self) {
-        let _ = self
+    /// Copies the WAL into the database and empties it, so removed rows' old page images and
+    /// the order of recent sign-ups are gone from both files. Never waits: with a reader open
+    /// (an export, a backup) it does what it can now, and the writer tries again on its timer
+    /// (`Notifier`). Returns whether the WAL is empty.
+    pub fn truncate_wal(&self) -> bool {
+        let _ = self.connection.busy_timeout(std::time::Duration::ZERO);
+        let done = self
             .connection
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                Ok(row.get::<_, i64>(0)? == 0)
+            })
+            .unwrap_or(false);
+        let _ = self.connection.busy_timeout(BUSY_TIMEOUT);
+        done
     }
 
     /// Addresses per topic: every topic in `topics` (0 when empty), then any other topic the
@@ -336,6 +409,17 @@ impl Store {
         Ok(listed)
     }
 
+    /// Whether any row is filed under `topic`.
+    pub fn holds_topic(&self, topic: &str) -> Result<bool, StoreError> {
+        self.connection
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM addresses WHERE topic = ?1)",
+                [topic],
+                |row| row.get(0),
+            )
+            .map_err(|source| self.database_error(source))
+    }
+
     /// Decrypts the addresses of `topic`, sorted. Rows that cannot be read are counted, not
     /// fatal, so one altered row does not hide the rest.
     pub fn export(&self, topic: &str) -> Result<Export, StoreError> {
@@ -345,14 +429,16 @@ impl Store {
                 "SELECT key_version, blind_index, nonce, ciphertext FROM addresses WHERE topic = ?1",
             )
             .map_err(|source| self.database_error(source))?;
+        // Read loosely: a row whose columns were changed to the wrong type is an altered row
+        // to count, not a reason to stop reading the others.
         let rows = statement
             .query_map([topic], |row| {
-                Ok(SealedRow {
-                    version: row.get(0)?,
-                    blind_index: row.get(1)?,
-                    nonce: row.get(2)?,
-                    ciphertext: row.get(3)?,
-                })
+                Ok((
+                    row.get::<_, rusqlite::types::Value>(0)?,
+                    row.get::<_, rusqlite::types::Value>(1)?,
+                    row.get::<_, rusqlite::types::Value>(2)?,
+                    row.get::<_, rusqlite::types::Value>(3)?,
+                ))
             })
             .map_err(|source| self.database_error(source))?;
         let mut export = Export {
@@ -362,6 +448,10 @@ impl Store {
         };
         for row in rows {
             let row = row.map_err(|source| self.database_error(source))?;
+            let Some(row) = SealedRow::from_values(row) else {
+                export.tampered += 1;
+                continue;
+            };
             match self.open_row(topic, &row) {
                 Ok(address) => export.addresses.push(address),
                 Err(StoreError::MissingKey { version }) => {
@@ -386,6 +476,9 @@ impl Store {
     /// in one transaction: a crash at any point leaves every row readable. Returns the new
     /// version and how many rows moved.
     pub fn rotate_key(&mut self) -> Result<(u32, usize), StoreError> {
+        // One rotation at a time: two at once would each write the key file from their own
+        // copy, and the second could drop the key the first re-encrypted everything under.
+        let _lock = RotationLock::take(&self.key_path)?;
         self.keys = KeyRing::open(&self.key_path)?;
         self.check_keys()?;
         // Every recorded version is in the ring (checked above), so the new one is above them.
@@ -393,7 +486,7 @@ impl Store {
         let path = self.path.clone();
         let database_error = |source| StoreError::Database {
             path: path.clone(),
-            source,
+            error: source,
         };
         let keys = &self.keys;
         let new_keys = keys.get(new_version).ok_or(StoreError::MissingKey {
@@ -431,11 +524,13 @@ impl Store {
             let sealed = seal(new_keys, topic, address);
             transaction
                 .execute(
-                    "INSERT INTO addresses (topic, blind_index, key_version, nonce, ciphertext)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO addresses
+                        (topic, blind_index, folded_index, key_version, nonce, ciphertext)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     params![
                         topic,
                         sealed.blind_index.as_slice(),
+                        folded_index(new_keys, address).as_slice(),
                         new_version,
                         sealed.nonce.as_slice(),
                         sealed.ciphertext
@@ -453,15 +548,17 @@ impl Store {
             )
             .map_err(database_error)?;
         transaction.commit().map_err(database_error)?;
-        self.forget_old_pages();
-        self.keys.retire_all_but(new_version)?;
+        self.truncate_wal();
+        // Re-read under the lock: only versions below the new one go.
+        self.keys = KeyRing::open(&self.key_path)?;
+        self.keys.retire_below(new_version)?;
         Ok((new_version, rows.len()))
     }
 
-    fn database_error(&self, source: rusqlite::Error) -> StoreError {
+    fn database_error(&self, error: rusqlite::Error) -> StoreError {
         StoreError::Database {
             path: self.path.clone(),
-            source,
+            error,
         }
     }
 }
@@ -473,6 +570,94 @@ struct SealedRow {
     ciphertext: Vec<u8>,
 }
 
+type LooseRow = (
+    rusqlite::types::Value,
+    rusqlite::types::Value,
+    rusqlite::types::Value,
+    rusqlite::types::Value,
+);
+
+impl SealedRow {
+    /// `None` when a column holds what no row of ours would (another type, a version out of
+    /// range).
+    fn from_values((version, blind_index, nonce, ciphertext): LooseRow) -> Option<SealedRow> {
+        use rusqlite::types::Value;
+        let Value::Integer(version) = version else {
+            return None;
+        };
+        match (blind_index, nonce, ciphertext) {
+            (Value::Blob(blind_index), Value::Blob(nonce), Value::Blob(ciphertext)) => {
+                Some(SealedRow {
+                    version: u32::try_from(version).ok()?,
+                    blind_index,
+                    nonce,
+                    ciphertext,
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// How an operator's command opens the list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+/// Held for a whole key rotation: an exclusive lock on a file beside the key file.
+struct RotationLock(#[allow(dead_code)] std::fs::File);
+
+impl RotationLock {
+    fn take(key_path: &Path) -> Result<RotationLock, StoreError> {
+        use std::os::fd::AsRawFd as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut lock_path = key_path.as_os_str().to_owned();
+        lock_path.push(".lock");
+        let lock_path = PathBuf::from(lock_path);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|error| StoreError::File {
+                path: lock_path.display().to_string(),
+                error,
+            })?;
+        // Waits for a rotation already running; released when the file closes.
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(StoreError::File {
+                path: lock_path.display().to_string(),
+                error: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(RotationLock(file))
+    }
+}
+
+/// Refuses a database file that anyone but its owner may read or write (like the key file).
+fn check_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path)
+        .map_err(|error| StoreError::File {
+            path: path.display().to_string(),
+            error,
+        })?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(StoreError::Exposed {
+            path: path.display().to_string(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
 struct Sealed {
     blind_index: [u8; 32],
     nonce: [u8; 24],
@@ -481,6 +666,29 @@ struct Sealed {
 
 fn blind_index(keys: &VersionKeys, address: &Address) -> [u8; 32] {
     *blake3::keyed_hash(&keys.index, address.as_str().as_bytes()).as_bytes()
+}
+
+/// The blind index of the address in lower case, under a key of its own (derived from the
+/// index key), so the two indexes of one row cannot be matched against each other.
+fn folded_index(keys: &VersionKeys, address: &Address) -> [u8; 32] {
+    let folded_key =
+        blake3::derive_key("Ephemera notify 2026-11-24 folded index key", &*keys.index);
+    *blake3::keyed_hash(&folded_key, address.folded().as_bytes()).as_bytes()
+}
+
+/// Whether a database file exists and records a key version (so a new key is wrong for it).
+fn database_has_keys(path: &Path) -> bool {
+    if !path.exists() {
+        return false;
+    }
+    let Ok(connection) = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY) else {
+        return false;
+    };
+    connection
+        .query_row("SELECT count(*) FROM key_versions", [], |row| {
+            row.get::<_, i64>(0)
+        })
+        .is_ok_and(|versions| versions > 0)
 }
 
 /// Associated data: the topic and the blind index, each length-prefixed.
@@ -550,9 +758,9 @@ fn create_private_file(path: &Path) -> Result<(), StoreError> {
     {
         Ok(_) => Ok(()),
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(source) => Err(StoreError::File {
+        Err(error) => Err(StoreError::File {
             path: path.display().to_string(),
-            source,
+            error,
         }),
     }
 }
@@ -650,11 +858,12 @@ mod tests {
     fn deletion_removes_the_address_from_every_topic() {
         let files = files("delete");
         let mut store = Store::open_or_create(&files.db, &files.key).unwrap();
-        sign_up(&mut store, "news", "ann@example.org");
+        sign_up(&mut store, "news", "Ann@example.org");
         sign_up(&mut store, "rules", "ann@example.org");
         sign_up(&mut store, "news", "bo@example.org");
+        // However its owner capitalises it today.
         let delete = Change::Delete {
-            address: address("ann@EXAMPLE.org"),
+            address: address("ANN@EXAMPLE.org"),
         };
         let never_there = Change::Delete {
             address: address("cy@example.org"),
@@ -670,6 +879,21 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_key_file_is_not_replaced_by_a_new_one_for_a_database_that_has_one() {
+        let files = files("missing-key");
+        let mut store = Store::open_or_create(&files.db, &files.key).unwrap();
+        sign_up(&mut store, "news", "ann@example.org");
+        drop(store);
+        let elsewhere = files.key.with_file_name("typo.key");
+        let error = Store::open_or_create(&files.db, &elsewhere).err().unwrap();
+        assert!(
+            matches!(error, StoreError::KeyFileMissing { .. }),
+            "{error}"
+        );
+        assert!(!elsewhere.exists(), "no new key was made");
+    }
+
+    #[test]
     fn a_wrong_key_file_is_named_as_such_and_a_wrong_key_never_decrypts() {
         let files = files("wrong-key");
         let mut store = Store::open_or_create(&files.db, &files.key).unwrap();
@@ -678,14 +902,16 @@ mod tests {
         // Another key file, made as the server makes one.
         let other = files.key.with_file_name("other.key");
         KeyRing::open_or_create(&other).unwrap();
-        let error = Store::open_existing(&files.db, &other).err().unwrap();
+        let error = Store::open_existing(&files.db, &other, Access::Read)
+            .err()
+            .unwrap();
         assert!(
             matches!(error, StoreError::WrongKey { version: 1 }),
             "{error}"
         );
         assert!(error.to_string().contains("wrong notify_master_key_path"));
         // Below the check: the other key's encryption key fails authentication, no panic.
-        let store = Store::open_existing(&files.db, &files.key).unwrap();
+        let store = Store::open_existing(&files.db, &files.key, Access::Read).unwrap();
         let other_ring = KeyRing::open(&other).unwrap();
         let row = store.first_row("news");
         let error = open(other_ring.get(1).unwrap(), "news", &row)
@@ -742,7 +968,7 @@ mod tests {
         // The key file now holds only the new version, and a fresh open agrees.
         let ring = KeyRing::open(&files.key).unwrap();
         assert_eq!(ring.versions().collect::<Vec<_>>(), vec![2]);
-        let mut reopened = Store::open_existing(&files.db, &files.key).unwrap();
+        let mut reopened = Store::open_existing(&files.db, &files.key, Access::Write).unwrap();
         assert_eq!(exported(&reopened, "news").len(), 50);
         // Sign-ups after the rotation dedupe against rotated rows.
         sign_up(&mut reopened, "news", "person7@example.org");
@@ -754,7 +980,7 @@ mod tests {
         let files = files("rotate-beside");
         let mut server = Store::open_or_create(&files.db, &files.key).unwrap();
         sign_up(&mut server, "news", "ann@example.org");
-        let mut operator = Store::open_existing(&files.db, &files.key).unwrap();
+        let mut operator = Store::open_existing(&files.db, &files.key, Access::Write).unwrap();
         operator.rotate_key().unwrap();
         // The server's ring knows version 1 only; its next write must use version 2.
         sign_up(&mut server, "news", "bo@example.org");

@@ -60,7 +60,7 @@ pub fn spawn_server(settings: Settings) -> TestServer {
     std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
             let listener = std::net::TcpListener::bind(settings.listen_addr).unwrap();
-            let (server, http) = Server::start_on(&settings, listener).unwrap();
+            let (server, http) = Server::start_on(&settings, listener).await.unwrap();
             ready_tx
                 .send((server.local_addr, server.metrics_addr))
                 .unwrap();

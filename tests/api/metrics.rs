@@ -71,6 +71,7 @@ fn allowed_values() -> HashMap<&'static str, BTreeSet<String>> {
                 "too_large",
                 "forbidden_origin",
                 "rate_limited",
+                "timeout",
                 "unavailable",
             ]),
         ),

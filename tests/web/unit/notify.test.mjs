@@ -53,7 +53,7 @@ test("the confirmation is the same whether or not the address was already there"
 test("with several topics the confirmation names the one chosen", async () => {
   const { fetchFn } = scriptedFetch(json(202, { status: "accepted" }));
   const outcome = await signUp("ann@example.org", "releases", { nameTopic: true, fetchFn, now });
-  assert.match(outcome.message, /\(releases\)/);
+  assert.match(outcome.message, /“releases”/);
 });
 
 test("removing posts only the address to /api/notify/delete", async () => {
