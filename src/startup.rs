@@ -293,24 +293,34 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     } else {
         format!("{}://{}/", server.scheme, server.local_addr)
     };
-    println!("ephemera is listening; open {shown} in a browser");
-    println!(
-        "metrics for Prometheus: http://{}/metrics",
+    // The banner; a closed standard output (a supervisor that stopped reading) is no reason
+    // to stop serving, so write errors are ignored.
+    let mut banner = String::new();
+    banner.push_str(&format!(
+        "ephemera is listening; open {shown} in a browser\n"
+    ));
+    banner.push_str(&format!(
+        "metrics for Prometheus: http://{}/metrics\n",
         server.metrics_addr
-    );
+    ));
     if !settings.notify_db_path.is_empty() {
-        println!(
-            "e-mail list on: {} (topics: {})",
+        banner.push_str(&format!(
+            "e-mail list on: {} (topics: {})\n",
             settings.notify_db_path,
             settings.notify_topics.join(", ")
-        );
+        ));
     }
     if let Some(node) = &server.cluster {
-        println!(
-            "cluster node {} on {}",
+        banner.push_str(&format!(
+            "cluster node {} on {}\n",
             node.id(),
             redacted_url(&settings.cluster_redis_url)
-        );
+        ));
+    }
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
     }
     tracing::info!(addr = %server.local_addr, "listening");
     let http_task = actix_web::rt::spawn(http);

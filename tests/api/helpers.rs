@@ -599,3 +599,44 @@ pub fn checked_in_dashboards() -> Vec<(String, String)> {
     dashboards.sort();
     dashboards
 }
+
+/// A program from Debian that lives in an sbin directory, which not every user's PATH has.
+pub fn system_binary(name: &str) -> std::path::PathBuf {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .chain(["/usr/sbin", "/usr/bin", "/sbin"].map(std::path::PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| panic!("{name} is installed (the test command installs it)"))
+}
+
+/// A free loopback port (bound and released; good enough for a test's own servers).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// redis-server on a free loopback port with persistence off (nothing on disk), killed when
+/// dropped; returns it and its URL.
+pub fn start_redis() -> (KillOnDrop, u16) {
+    use std::io::BufRead as _;
+    let port = free_port();
+    let mut child = std::process::Command::new(system_binary("redis-server"))
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server starts");
+    let stdout = child.stdout.take().unwrap();
+    for line in std::io::BufReader::new(stdout).lines() {
+        if line.unwrap().contains("Ready to accept connections") {
+            break;
+        }
+    }
+    (KillOnDrop(child), port)
+}

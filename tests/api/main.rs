@@ -3,6 +3,7 @@
 mod helpers;
 
 mod chat;
+mod cluster;
 mod errors;
 mod hardening;
 mod lifecycle;

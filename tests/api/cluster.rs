@@ -1,0 +1,218 @@
+//! Three nodes on one real Redis, behind a real HAProxy running ops/haproxy.cfg: strangers
+//! connected round-robin meet across nodes and chat with one numbering, nothing lost or
+//! doubled; Redis sees no message, nick or interest in clear; and a node killed with `kill -9`
+//! costs only its own sessions.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+const SECRET: &str = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e";
+
+struct Cluster {
+    _redis: KillOnDrop,
+    redis_port: u16,
+    nodes: Vec<(KillOnDrop, SocketAddr)>,
+    _proxy: KillOnDrop,
+    proxy: SocketAddr,
+}
+
+fn start_node(redis_port: u16) -> (KillOnDrop, SocketAddr) {
+    let spawned = spawn_binary(
+        std::process::Command::new(server_binary())
+            .args(["--listen-addr", "127.0.0.1:0", "--log-level", "warn"])
+            .args([
+                "--config",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/ops/bench.toml"),
+            ])
+            .args([
+                "--interest-timeout-seconds",
+                "0.2",
+                "--resume-grace-seconds",
+                "3",
+            ])
+            .args(["--trusted-proxies", "127.0.0.1"])
+            .env(
+                "EPHEMERA_CLUSTER_REDIS_URL",
+                format!("redis://127.0.0.1:{redis_port}/"),
+            )
+            .env("EPHEMERA_CLUSTER_SECRET", SECRET),
+    );
+    (KillOnDrop(spawned.child), spawned.addr)
+}
+
+/// ops/haproxy.cfg with this test's ports in place of the example's.
+fn start_proxy(nodes: &[SocketAddr]) -> (KillOnDrop, SocketAddr) {
+    let port = free_port();
+    let mut config =
+        repository_file("ops/haproxy.cfg").replace("127.0.0.1:8000", &format!("127.0.0.1:{port}"));
+    for (n, node) in nodes.iter().enumerate() {
+        config = config.replace(&format!("127.0.0.1:808{}", n + 1), &node.to_string());
+    }
+    let path = std::env::temp_dir().join(format!(
+        "ephemera-haproxy-{}-{port}.cfg",
+        std::process::id()
+    ));
+    std::fs::write(&path, config).unwrap();
+    let check = std::process::Command::new(system_binary("haproxy"))
+        .arg("-c")
+        .arg("-f")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "ops/haproxy.cfg is valid: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let child = std::process::Command::new(system_binary("haproxy"))
+        .arg("-db")
+        .arg("-f")
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    (KillOnDrop(child), SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+async fn start_cluster(count: usize) -> Cluster {
+    let (redis, redis_port) = start_redis();
+    let nodes: Vec<(KillOnDrop, SocketAddr)> = (0..count).map(|_| start_node(redis_port)).collect();
+    let addresses: Vec<SocketAddr> = nodes.iter().map(|(_, addr)| *addr).collect();
+    let (proxy_child, proxy) = start_proxy(&addresses);
+    // HAProxy answers once its health checks see the nodes up.
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(proxy).await.is_ok() && stats_via(proxy).await.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Cluster {
+        _redis: redis,
+        redis_port,
+        nodes,
+        _proxy: proxy_child,
+        proxy,
+    }
+}
+
+async fn stats_via(addr: SocketAddr) -> Option<Value> {
+    let (status, _, body) =
+        http_exchange(addr, [127, 0, 0, 1].into(), "GET", "/stats", "", b"").await;
+    (status == 200)
+        .then(|| serde_json::from_str(&body).ok())
+        .flatten()
+}
+
+async fn until(client: &mut Client, frame_type: &str) -> Value {
+    loop {
+        let frame = match client.next_frame(EXPECT_WITHIN).await {
+            Some(Ok(frame)) => frame,
+            other => panic!("waiting for {frame_type}, got {other:?}"),
+        };
+        if frame["type"] == frame_type {
+            return frame;
+        }
+    }
+}
+
+/// A client through the proxy, from a source address of its own (which the proxy forwards to
+/// the node, and which must never reach Redis).
+async fn through(proxy: SocketAddr, n: usize) -> Client {
+    Client::connect_from(proxy, [127, 61, 0, 1 + n as u8].into()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_spread_over_three_nodes_meet_and_chat_exactly_once_and_in_order() {
+    let cluster = start_cluster(3).await;
+    // Redis's own view of the whole run, as anyone with access to it would have.
+    let mut monitor = std::process::Command::new(system_binary("redis-cli"))
+        .args(["-p", &cluster.redis_port.to_string(), "monitor"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    const PAIRS: usize = 6;
+    let mut clients = Vec::new();
+    for n in 0..PAIRS * 2 {
+        let mut client = through(cluster.proxy, n).await;
+        let find = json!({"type":"find","adult":true,"nick":format!("NickMarker{n}"),"interests":[format!("InterestMarker{}", n / 2)]});
+        client.send(find).await;
+        until(&mut client, "waiting").await;
+        clients.push(client);
+    }
+    // Round-robin: every node holds some of them.
+    for (_, node) in &cluster.nodes {
+        let stats = stats_via(*node).await.expect("each node answers /stats");
+        assert!(stats["online"].as_u64().unwrap() >= 1, "{stats}");
+        assert_eq!(stats["cluster"]["nodes"], 3, "{stats}");
+    }
+    // Everyone is matched, with the stranger who shares its interest.
+    let mut chats = std::collections::HashMap::new();
+    for (n, client) in clients.iter_mut().enumerate() {
+        let matched = until(client, "matched").await;
+        assert_eq!(
+            matched["common"],
+            json!([format!("interestmarker{}", n / 2)]),
+            "{matched}"
+        );
+        chats
+            .entry(matched["chat"].as_str().unwrap().to_owned())
+            .or_insert_with(Vec::new)
+            .push(n);
+    }
+    assert_eq!(chats.len(), PAIRS);
+    // 40 lines each way in every chat, then each member checks what it got.
+    const LINES: usize = 40;
+    for line in 0..LINES {
+        for (n, client) in clients.iter_mut().enumerate() {
+            let text = format!("MessageMarker {n} {line}");
+            client
+                .send(json!({"type":"msg","text":text,"id":format!("m{line}")}))
+                .await;
+        }
+    }
+    for (n, client) in clients.iter_mut().enumerate() {
+        let stranger = n ^ 1;
+        let (mut mine, mut theirs, mut last_seq) = (0, 0, 1);
+        while mine + theirs < 2 * LINES {
+            let frame = until(client, "msg").await;
+            let seq = frame["seq"].as_u64().unwrap();
+            assert!(seq > last_seq, "seq {seq} after {last_seq}");
+            last_seq = seq;
+            if frame["from"] == "you" {
+                assert_eq!(frame["text"], format!("MessageMarker {n} {mine}"));
+                mine += 1;
+            } else {
+                assert_eq!(frame["text"], format!("MessageMarker {stranger} {theirs}"));
+                theirs += 1;
+            }
+        }
+        assert_eq!(last_seq, 1 + 2 * LINES as u64);
+    }
+    for client in clients.iter_mut() {
+        client.send(json!({"type":"leave"})).await;
+    }
+    for client in clients.iter_mut() {
+        until(client, "ended").await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = monitor.kill();
+    let captured =
+        String::from_utf8_lossy(&monitor.wait_with_output().unwrap().stdout).into_owned();
+    assert!(captured.contains("XADD"), "the capture saw the relay");
+    for secret in [
+        "MessageMarker",
+        "NickMarker",
+        "InterestMarker",
+        "interestmarker",
+        "127.61.",
+    ] {
+        assert!(!captured.contains(secret), "Redis saw {secret} in clear");
+    }
+}
