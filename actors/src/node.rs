@@ -111,6 +111,40 @@ impl Node {
         });
     }
 
+    /// Watches the heartbeats of the nodes chats here depend on: a late one makes their
+    /// strangers `stranger_away`, an expired one ends those chats (`stranger_lost`).
+    pub fn watch_nodes(&self, relay: Arc<crate::remote::NodeRelay>) {
+        let mut commands = self.commands.clone();
+        actix::spawn(async move {
+            let mut ticks = tokio::time::interval(HEARTBEAT_EVERY);
+            loop {
+                ticks.tick().await;
+                for other in relay.watched_nodes() {
+                    let key = heartbeat::heartbeat_key(PREFIX, &other);
+                    let left: redis::RedisResult<i64> = redis::cmd("PTTL")
+                        .arg(&key)
+                        .query_async(&mut commands)
+                        .await;
+                    match left {
+                        // -2: no such key. The heartbeat expired: the node is gone.
+                        Ok(-2) => relay.node_gone(&other),
+                        // More than a beat and a half late.
+                        Ok(ms)
+                            if ms >= 0
+                                && (ms as u128)
+                                    < (HEARTBEAT_TTL - HEARTBEAT_EVERY * 3 / 2).as_millis() =>
+                        {
+                            relay.node_late(&other)
+                        }
+                        Ok(_) => relay.node_on_time(&other),
+                        // Redis did not answer: nobody is declared dead for that.
+                        Err(_) => {}
+                    }
+                }
+            }
+        });
+    }
+
     /// The cluster's live nodes and their online sessions, summed.
     pub async fn cluster_online(&self) -> redis::RedisResult<(usize, usize)> {
         let mut commands = self.commands.clone();
@@ -156,6 +190,7 @@ impl Joined {
         )
         .start();
         self.relay.dispatch(self.inbox, matchmaker.clone());
+        self.node.watch_nodes(self.relay.clone());
         MatchmakerHandle::Cluster(matchmaker)
     }
 }

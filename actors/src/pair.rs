@@ -259,6 +259,11 @@ impl Actor for Pair {
         ctx.set_mailbox_capacity(self.mailbox_capacity);
         if let Some(relay) = &self.relay {
             relay.pair_started(self.chat, ctx.address());
+            for side in [Side::A, Side::B] {
+                if let MemberLink::Remote(remote) = &self.member(side).link {
+                    relay.watch_member(&remote.node, ctx.address(), side);
+                }
+            }
         }
         for side in [Side::A, Side::B] {
             self.member(side).link.started(ChatStarted {

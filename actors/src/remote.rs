@@ -25,7 +25,7 @@ use crate::pair::{
     RelayKind,
 };
 use crate::protocol::{ChatBody, Mode, ReportReason};
-use crate::session::{ChatEnded, ChatEvent, ChatStarted, Session};
+use crate::session::{ChatEnded, ChatEvent, ChatLost, ChatStarted, Session};
 
 /// Everything one node tells another, as serialised inside a sealed envelope.
 #[derive(Debug, Serialize, Deserialize)]
@@ -152,6 +152,34 @@ pub struct NodeRelay {
     sessions: Mutex<HashMap<String, Addr<Session>>>,
     /// Pairs here that members elsewhere may address, by chat.
     pairs: Mutex<HashMap<ChatId, Addr<Pair>>>,
+    /// What hangs on other nodes staying alive, by node: members of chats here, and chats
+    /// of sessions here. Watched on the heartbeat (`watch_nodes`).
+    watched: Mutex<HashMap<String, Vec<Dependent>>>,
+}
+
+/// Something here that another node's death ends.
+enum Dependent {
+    /// A member (`side`) of a chat here lives on that node.
+    Member {
+        pair: Addr<Pair>,
+        side: Side,
+        away: bool,
+    },
+    /// A session here is in a chat whose pair runs on that node.
+    Chat {
+        chat: ChatId,
+        session: Addr<Session>,
+        away: bool,
+    },
+}
+
+impl Dependent {
+    fn is_live(&self) -> bool {
+        match self {
+            Dependent::Member { pair, .. } => pair.connected(),
+            Dependent::Chat { session, .. } => session.connected(),
+        }
+    }
 }
 
 impl NodeRelay {
@@ -161,7 +189,106 @@ impl NodeRelay {
             sender,
             sessions: Mutex::new(HashMap::new()),
             pairs: Mutex::new(HashMap::new()),
+            watched: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// A chat here has a member (`side`) on `node`.
+    pub(crate) fn watch_member(&self, node: &str, pair: Addr<Pair>, side: Side) {
+        let dependent = Dependent::Member {
+            pair,
+            side,
+            away: false,
+        };
+        self.watched
+            .lock()
+            .entry(node.to_owned())
+            .or_default()
+            .push(dependent);
+    }
+
+    /// The nodes something here depends on.
+    pub fn watched_nodes(&self) -> Vec<String> {
+        let mut watched = self.watched.lock();
+        watched.retain(|_, dependents| {
+            dependents.retain(Dependent::is_live);
+            !dependents.is_empty()
+        });
+        watched.keys().cloned().collect()
+    }
+
+    /// `node` missed a heartbeat: the strangers of its members here see them away; sessions
+    /// here whose chat runs there see their stranger away.
+    pub fn node_late(&self, node: &str) {
+        let mut watched = self.watched.lock();
+        for dependent in watched.get_mut(node).into_iter().flatten() {
+            match dependent {
+                Dependent::Member {
+                    pair, side, away, ..
+                } if !*away => {
+                    *away = true;
+                    pair.do_send(MemberAway { side: *side });
+                }
+                Dependent::Chat {
+                    chat,
+                    session,
+                    away,
+                } if !*away => {
+                    *away = true;
+                    session.do_send(ChatEvent {
+                        chat: *chat,
+                        seq: 0,
+                        frame: ByteString::from_static(crate::protocol::fixed::STRANGER_AWAY),
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// `node` beats on time again after being late: its members are back.
+    pub fn node_on_time(&self, node: &str) {
+        let mut watched = self.watched.lock();
+        for dependent in watched.get_mut(node).into_iter().flatten() {
+            match dependent {
+                Dependent::Member { pair, side, away } if *away => {
+                    *away = false;
+                    // Nothing is after seq u64::MAX: no replay, only `stranger_back`.
+                    pair.do_send(MemberBack {
+                        side: *side,
+                        after_seq: u64::MAX,
+                        push: true,
+                    });
+                }
+                Dependent::Chat {
+                    chat,
+                    session,
+                    away,
+                } if *away => {
+                    *away = false;
+                    session.do_send(ChatEvent {
+                        chat: *chat,
+                        seq: 0,
+                        frame: ByteString::from_static(crate::protocol::fixed::STRANGER_BACK),
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// `node`'s heartbeat expired: it is gone, and with it its sessions and the chats it ran.
+    pub fn node_gone(&self, node: &str) {
+        let dependents = self.watched.lock().remove(node).unwrap_or_default();
+        for dependent in dependents {
+            match dependent {
+                Dependent::Member { pair, side, .. } => pair.do_send(EndChat {
+                    side,
+                    cause: EndCause::Lost,
+                }),
+                Dependent::Chat { chat, session, .. } => session.do_send(ChatLost { chat }),
+            }
+        }
     }
 
     pub fn node(&self) -> &str {
@@ -275,6 +402,16 @@ impl NodeRelay {
                     );
                     return;
                 };
+                let dependent = Dependent::Chat {
+                    chat: chat_id,
+                    session: addr.clone(),
+                    away: false,
+                };
+                self.watched
+                    .lock()
+                    .entry(from.to_owned())
+                    .or_default()
+                    .push(dependent);
                 addr.do_send(ChatStarted {
                     chat: chat_id,
                     pair: PairHandle::remote(RemotePair {

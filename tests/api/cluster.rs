@@ -21,6 +21,10 @@ struct Cluster {
 }
 
 fn start_node(redis_port: u16) -> (KillOnDrop, SocketAddr) {
+    start_node_with(redis_port, "0.2")
+}
+
+fn start_node_with(redis_port: u16, interest_timeout_seconds: &str) -> (KillOnDrop, SocketAddr) {
     let spawned = spawn_binary(
         std::process::Command::new(server_binary())
             .args(["--listen-addr", "127.0.0.1:0", "--log-level", "warn"])
@@ -28,12 +32,8 @@ fn start_node(redis_port: u16) -> (KillOnDrop, SocketAddr) {
                 "--config",
                 concat!(env!("CARGO_MANIFEST_DIR"), "/ops/bench.toml"),
             ])
-            .args([
-                "--interest-timeout-seconds",
-                "0.2",
-                "--resume-grace-seconds",
-                "3",
-            ])
+            .args(["--interest-timeout-seconds", interest_timeout_seconds])
+            .args(["--resume-grace-seconds", "3"])
             .args(["--trusted-proxies", "127.0.0.1"])
             .env(
                 "EPHEMERA_CLUSTER_REDIS_URL",
@@ -215,4 +215,61 @@ async fn strangers_spread_over_three_nodes_meet_and_chat_exactly_once_and_in_ord
     ] {
         assert!(!captured.contains(secret), "Redis saw {secret} in clear");
     }
+}
+
+/// `kill -9` of one node mid-chat costs only its own sessions: a stranger of one of them hears
+/// `stranger_away`, then `stranger_lost` once the heartbeat expires, whether the chat ran on
+/// the dead node or on its own; a chat between two other nodes goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_chat_costs_only_its_own_sessions() {
+    let (_redis, redis_port) = start_redis();
+    // Matching by interest only (the fallback is far off), so the test chooses the pairs.
+    let mut nodes: Vec<(KillOnDrop, SocketAddr)> =
+        (0..3).map(|_| start_node_with(redis_port, "60")).collect();
+    let at = |n: usize| nodes[n].1;
+    async fn waiting(node: SocketAddr, interest: &str) -> Client {
+        let mut client = Client::connect(&format!("ws://{node}/ws")).await;
+        client
+            .send(json!({"type":"find","adult":true,"interests":[interest]}))
+            .await;
+        until(&mut client, "waiting").await;
+        client
+    }
+    // The chat of ann (node 0) and bo (node 1) runs on node 1, the joiner's; that of cy
+    // (node 1) and di (node 2) runs on node 2; that of ed (node 0) and flo (node 2) on node 2.
+    let mut ann = waiting(at(0), "one").await;
+    let mut bo = waiting(at(1), "one").await;
+    let mut cy = waiting(at(1), "two").await;
+    let mut di = waiting(at(2), "two").await;
+    let mut ed = waiting(at(0), "three").await;
+    let mut flo = waiting(at(2), "three").await;
+    for client in [&mut ann, &mut bo, &mut cy, &mut di, &mut ed, &mut flo] {
+        until(client, "matched").await;
+    }
+    ann.say("before").await;
+    until(&mut bo, "msg").await;
+
+    // Node 1 dies without a word.
+    let (mut dead, _) = nodes.remove(1);
+    dead.0.kill().unwrap();
+    dead.0.wait().unwrap();
+    drop(bo);
+    drop(cy);
+    // ann's chat ran on the dead node; di's stranger was on it.
+    for survivor in [&mut ann, &mut di] {
+        until(survivor, "stranger_away").await;
+        let ended = until(survivor, "ended").await;
+        assert_eq!(ended["reason"], "stranger_lost", "{ended}");
+    }
+    // ed and flo, on the two live nodes, go on as if nothing happened.
+    ed.say("still here").await;
+    let line = until(&mut flo, "msg").await;
+    assert_eq!(line["text"], "still here");
+    // And the survivors can chat again: ann and di find each other.
+    ann.send(json!({"type":"find","adult":true,"interests":["again"]}))
+        .await;
+    di.send(json!({"type":"find","adult":true,"interests":["again"]}))
+        .await;
+    until(&mut ann, "matched").await;
+    until(&mut di, "matched").await;
 }

@@ -762,6 +762,28 @@ impl Handler<ChatEnded> for Session {
     }
 }
 
+/// The node running this session's chat is gone (a cluster's node died): the chat ended with
+/// it, and this member hears so as `stranger_lost`, numbered after what it was delivered.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ChatLost {
+    pub chat: ChatId,
+}
+
+impl Handler<ChatLost> for Session {
+    type Result = ();
+
+    fn handle(&mut self, lost: ChatLost, ctx: &mut Context<Self>) {
+        let seq = self.delivered_seq + 1;
+        let ended = ChatEnded {
+            chat: lost.chat,
+            seq,
+            frame: crate::protocol::render_ended(seq, crate::protocol::EndedReason::StrangerLost),
+        };
+        <Self as Handler<ChatEnded>>::handle(self, ended, ctx);
+    }
+}
+
 impl Session {
     /// Keeps a chat's end for the resume grace, and no longer.
     fn remember_end(&mut self, ended: ChatEnded, ctx: &mut Context<Self>) {
