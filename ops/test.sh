@@ -31,7 +31,8 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 # server of the relay-only video tests; node runs both the page's unit and browser tests;
 # mosquitto is the real MQTT broker the statistics publisher is tested against; prometheus
 # (with promtool) checks the scrape config, the alert rules and the dashboards' queries;
-# redis-server (run by the tests with persistence off) backs the cluster queue's tests.
+# redis-server (run by the tests with persistence off) and HAProxy (running ops/haproxy.cfg)
+# carry the cluster tests.
 missing=()
 command -v gcore >/dev/null 2>&1 || missing+=(gdb)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
@@ -40,6 +41,7 @@ command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 if ((${#missing[@]})); then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
