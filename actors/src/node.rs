@@ -113,21 +113,48 @@ impl Node {
 
     /// Watches the heartbeats of the nodes chats here depend on: a late one makes their
     /// strangers `stranger_away`, an expired one ends those chats (`stranger_lost`).
+    ///
+    /// A heartbeat missing from Redis is not enough to declare its node dead: Redis itself
+    /// may have restarted empty, which takes every heartbeat with it. A node is gone only once
+    /// its heartbeat has been missing for a whole `HEARTBEAT_TTL` while this node's own
+    /// heartbeat is there (so Redis is up and beats are being written).
     pub fn watch_nodes(&self, relay: Arc<crate::remote::NodeRelay>) {
         let mut commands = self.commands.clone();
+        let own_key = heartbeat::heartbeat_key(PREFIX, &self.id);
         actix::spawn(async move {
             let mut ticks = tokio::time::interval(HEARTBEAT_EVERY);
+            let mut missing_since: std::collections::HashMap<String, tokio::time::Instant> =
+                std::collections::HashMap::new();
             loop {
                 ticks.tick().await;
-                for other in relay.watched_nodes() {
+                let watched = relay.watched_nodes();
+                missing_since.retain(|node, _| watched.contains(node));
+                if watched.is_empty() {
+                    continue;
+                }
+                let own: redis::RedisResult<bool> = redis::cmd("EXISTS")
+                    .arg(&own_key)
+                    .query_async(&mut commands)
+                    .await;
+                let redis_has_beats = matches!(own, Ok(true));
+                for other in watched {
                     let key = heartbeat::heartbeat_key(PREFIX, &other);
                     let left: redis::RedisResult<i64> = redis::cmd("PTTL")
                         .arg(&key)
                         .query_async(&mut commands)
                         .await;
                     match left {
-                        // -2: no such key. The heartbeat expired: the node is gone.
-                        Ok(-2) => relay.node_gone(&other),
+                        // -2: no such key.
+                        Ok(-2) => {
+                            let since = *missing_since
+                                .entry(other.clone())
+                                .or_insert_with(tokio::time::Instant::now);
+                            relay.node_late(&other);
+                            if redis_has_beats && since.elapsed() >= HEARTBEAT_TTL {
+                                missing_since.remove(&other);
+                                relay.node_gone(&other);
+                            }
+                        }
                         // More than a beat and a half late.
                         Ok(ms)
                             if ms >= 0
@@ -136,7 +163,10 @@ impl Node {
                         {
                             relay.node_late(&other)
                         }
-                        Ok(_) => relay.node_on_time(&other),
+                        Ok(_) => {
+                            missing_since.remove(&other);
+                            relay.node_on_time(&other)
+                        }
                         // Redis did not answer: nobody is declared dead for that.
                         Err(_) => {}
                     }

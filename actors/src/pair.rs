@@ -328,6 +328,11 @@ pub enum PostRefused {
 }
 
 impl PairHandle {
+    /// Whether the pair runs on another node (a cluster).
+    pub fn is_remote(&self) -> bool {
+        matches!(self.link, PairLink::Remote(_))
+    }
+
     /// The handle of a pair on another node, for a member here.
     pub fn remote(remote: RemotePair) -> PairHandle {
         PairHandle {

@@ -25,8 +25,17 @@ fn start_node(redis_port: u16) -> (KillOnDrop, SocketAddr) {
 }
 
 fn start_node_with(redis_port: u16, interest_timeout_seconds: &str) -> (KillOnDrop, SocketAddr) {
+    start_node_with_args(redis_port, interest_timeout_seconds, &[])
+}
+
+fn start_node_with_args(
+    redis_port: u16,
+    interest_timeout_seconds: &str,
+    extra: &[&str],
+) -> (KillOnDrop, SocketAddr) {
     let spawned = spawn_binary(
         std::process::Command::new(server_binary())
+            .args(extra)
             .args(["--listen-addr", "127.0.0.1:0", "--log-level", "warn"])
             .args([
                 "--config",
@@ -272,4 +281,69 @@ async fn a_node_killed_mid_chat_costs_only_its_own_sessions() {
         .await;
     until(&mut ann, "matched").await;
     until(&mut di, "matched").await;
+}
+
+/// Redis restarted empty mid-run: the chat in progress goes on (its log lives on its node),
+/// the waiting session is queued again by its node and still meets a newcomer, and once
+/// everyone has left Redis holds nothing but the nodes' heartbeats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarting_empty_costs_no_chat_in_progress() {
+    let (redis, redis_port) = start_redis();
+    let nodes: Vec<(KillOnDrop, SocketAddr)> = (0..2)
+        .map(|_| start_node_with_args(redis_port, "60", &["--rematch-cooldown-seconds", "1"]))
+        .collect();
+    async fn waiting(node: SocketAddr, interest: &str) -> Client {
+        let mut client = Client::connect(&format!("ws://{node}/ws")).await;
+        client
+            .send(json!({"type":"find","adult":true,"interests":[interest]}))
+            .await;
+        until(&mut client, "waiting").await;
+        client
+    }
+    let mut ann = waiting(nodes[0].1, "one").await;
+    let mut bo = waiting(nodes[1].1, "one").await;
+    until(&mut ann, "matched").await;
+    until(&mut bo, "matched").await;
+    let mut cy = waiting(nodes[0].1, "two").await;
+
+    drop(redis);
+    let _redis = start_redis_on(redis_port);
+    // The nodes reconnect by themselves (and write their heartbeats again).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    ann.say("after the restart").await;
+    assert_eq!(until(&mut bo, "msg").await["text"], "after the restart");
+    bo.say("still here").await;
+    loop {
+        let line = until(&mut ann, "msg").await;
+        if line["from"] == "stranger" {
+            assert_eq!(line["text"], "still here");
+            break;
+        }
+    }
+    // cy's place was lost with Redis; its node queued it again, so a newcomer finds it.
+    let mut di = waiting(nodes[1].1, "two").await;
+    until(&mut cy, "matched").await;
+    until(&mut di, "matched").await;
+
+    for client in [&mut ann, &mut cy] {
+        client.send(json!({"type":"leave"})).await;
+    }
+    for client in [&mut ann, &mut bo, &mut cy, &mut di] {
+        until(client, "ended").await;
+    }
+    // The cooldowns (1 s here) run out; then only heartbeats are left.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let keys = std::process::Command::new(system_binary("redis-cli"))
+        .args(["-p", &redis_port.to_string(), "--scan"])
+        .output()
+        .unwrap();
+    let keys = String::from_utf8_lossy(&keys.stdout).into_owned();
+    let mut left: Vec<&str> = keys.lines().collect();
+    left.sort();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(
+        left.iter().all(|key| key.starts_with("eph:node:")),
+        "{left:?}"
+    );
 }

@@ -623,8 +623,13 @@ pub fn free_port() -> u16 {
 /// redis-server on a free loopback port with persistence off (nothing on disk), killed when
 /// dropped; returns it and its URL.
 pub fn start_redis() -> (KillOnDrop, u16) {
-    use std::io::BufRead as _;
     let port = free_port();
+    (start_redis_on(port), port)
+}
+
+/// redis-server on `port` (again, after a restart), empty.
+pub fn start_redis_on(port: u16) -> KillOnDrop {
+    use std::io::BufRead as _;
     let mut child = std::process::Command::new(system_binary("redis-server"))
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no"])
@@ -638,5 +643,5 @@ pub fn start_redis() -> (KillOnDrop, u16) {
             break;
         }
     }
-    (KillOnDrop(child), port)
+    KillOnDrop(child)
 }

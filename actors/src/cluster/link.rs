@@ -157,8 +157,11 @@ async fn read_until_closed(
     deliver: mpsc::Sender<Inbound>,
 ) {
     let remove_if_empty = redis::Script::new(REMOVE_IF_EMPTY);
-    // Entries are deleted once read, so what is in the stream is what is unread.
-    let mut last_id = String::from("0");
+    // Entries are deleted once read, so what is in the stream is what is unread, and every
+    // read starts from its beginning ("0"). Never from the last id read: an emptied stream is
+    // removed, and one created anew within the same millisecond numbers its entries from
+    // that millisecond's 0 again, below the last id read (those entries would be skipped).
+    // An entry read twice (its deletion failed) is refused by its counter as a replay.
     let mut unremoved: Vec<String> = Vec::new();
     loop {
         let reply: redis::RedisResult<redis::streams::StreamReadReply> = redis::cmd("XREAD")
@@ -168,7 +171,7 @@ async fn read_until_closed(
             .arg(READ_BLOCK_MS)
             .arg("STREAMS")
             .arg(key)
-            .arg(&last_id)
+            .arg("0")
             .query_async(&mut redis)
             .await;
         let reply = match reply {
@@ -184,7 +187,6 @@ async fn read_until_closed(
             for entry in stream.ids {
                 read_any = true;
                 unremoved.push(entry.id.clone());
-                last_id = entry.id.clone();
                 let Some(redis::Value::BulkString(envelope)) = entry.map.get("e") else {
                     continue;
                 };

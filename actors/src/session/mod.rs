@@ -139,6 +139,8 @@ pub struct Session {
     delivered_seq: u64,
     /// The last chat's `ended`, for the resume grace after it.
     last_ended: Option<LastEnded>,
+    /// The delivered seq at which a replay was last asked for a gap (pairs on other nodes).
+    repair_asked_at: Option<u64>,
     last_heard: Instant,
     /// Bumped on every drop and resume, so a stale grace expiry is recognised.
     away_generation: u64,
@@ -175,6 +177,7 @@ impl Session {
             preferences: None,
             delivered_seq: 0,
             last_ended: None,
+            repair_asked_at: None,
             last_heard: Instant::now(),
             away_generation: 0,
             protocol_errors: ErrorBudget::new(
@@ -717,12 +720,25 @@ impl Handler<ChatEvent> for Session {
     type Result = ();
 
     fn handle(&mut self, event: ChatEvent, ctx: &mut Context<Self>) {
-        if self.state.chat().map(|(chat, _, _)| chat) != Some(event.chat) {
+        let Some((chat, pair, side)) = self.state.chat() else {
+            return;
+        };
+        if chat != event.chat {
             return;
         }
         if event.seq == 0 {
             self.push(event.frame, ctx);
         } else if event.seq > self.delivered_seq && self.connection.is_some() {
+            if event.seq > self.delivered_seq + 1 && pair.is_remote() {
+                // A pair on another node, and events lost on the way (Redis restarted empty
+                // with them in a stream): the pair's log sends everything after the last one
+                // delivered, in order, this one included. Asked once per gap.
+                if self.repair_asked_at != Some(self.delivered_seq) {
+                    self.repair_asked_at = Some(self.delivered_seq);
+                    drop(pair.back(side, self.delivered_seq));
+                }
+                return;
+            }
             self.delivered_seq = event.seq;
             self.push(event.frame, ctx);
         }
