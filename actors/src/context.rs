@@ -37,6 +37,35 @@ pub struct PrivacyReport {
     pub rate_limited: HeldBack,
 }
 
+/// What a node of a cluster adds to the sessions' world: it tells the cluster where each
+/// session is, and carries a resume of a session held by another node there (implemented by
+/// `remote::NodeRelay`; absent on a lone node).
+pub trait ClusterLink: Send + Sync {
+    /// A session here holds the token hashed `token`: resumes anywhere find it here, for `ttl`.
+    fn session_here(&self, token: &crate::registry::TokenHash, ttl: std::time::Duration);
+    /// That session ended.
+    fn session_gone(&self, token: &crate::registry::TokenHash);
+    /// Carries a resume of a session another node holds to that node: the connection stays
+    /// here, its frames cross the relay. Gives the connection back when no node holds it.
+    fn carry(
+        &self,
+        token: String,
+        from: crate::protocol::ResumePoint,
+        sink: Box<dyn crate::connection::ClientSink>,
+        frames: crate::connection::FrameStream,
+    ) -> CarryAnswer;
+}
+
+/// What `ClusterLink::carry` comes to: carried, or the connection back.
+pub type CarryAnswer =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), CarryRefused>> + Send>>;
+
+/// The connection given back by a carry that found no node holding its session.
+pub type CarryRefused = (
+    Box<dyn crate::connection::ClientSink>,
+    crate::connection::FrameStream,
+);
+
 pub struct ChatContext {
     config: ChatConfig,
     registry: Registry,
@@ -51,6 +80,8 @@ pub struct ChatContext {
     draining: AtomicBool,
     /// Woken when the last session leaves the registry, for shutdown.
     emptied: tokio::sync::Notify,
+    /// The cluster this node is part of, if any.
+    cluster: std::sync::OnceLock<Arc<dyn ClusterLink>>,
 }
 
 impl ChatContext {
@@ -72,6 +103,7 @@ impl ChatContext {
             outbox_total: Arc::default(),
             draining: AtomicBool::new(false),
             emptied: tokio::sync::Notify::new(),
+            cluster: std::sync::OnceLock::new(),
             config,
             metrics,
             client_keys,
@@ -82,6 +114,15 @@ impl ChatContext {
 
     pub fn config(&self) -> &ChatConfig {
         &self.config
+    }
+
+    /// Makes this node part of a cluster (once, at start).
+    pub fn join_cluster(&self, cluster: Arc<dyn ClusterLink>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    pub fn cluster(&self) -> Option<&Arc<dyn ClusterLink>> {
+        self.cluster.get()
     }
 
     pub fn metrics(&self) -> &ChatMetrics {

@@ -74,9 +74,12 @@ impl Hub {
     ) -> Result<(Arc<Hub>, crate::node::Node), crate::node::ClusterError> {
         let joined = crate::node::Node::join(cluster).await?;
         let node = joined.node();
+        let relay = joined.relay();
         let hub = Self::start_with(config, move |config, metrics, abuse| {
             joined.start_matchmaker(config, metrics, abuse)
         });
+        relay.attach_context(hub.context.clone());
+        hub.context.join_cluster(relay);
         let weak = Arc::downgrade(&hub);
         node.beat_while(move || weak.upgrade().map(|hub| hub.stats().online as usize));
         Ok((hub, node))
@@ -195,8 +198,19 @@ impl Hub {
             });
             return;
         }
+        let mut frames = frames;
         if let Some((token, from)) = resume {
-            if let Some(session) = self.context.live_session(token) {
+            let session = self.context.live_session(token);
+            if let (None, Some(cluster)) = (&session, self.context.cluster().cloned()) {
+                match cluster.carry(token.to_owned(), from, sink, frames).await {
+                    Ok(()) => return,
+                    Err((returned_sink, returned_frames)) => {
+                        sink = returned_sink;
+                        frames = returned_frames;
+                    }
+                }
+            }
+            if let Some(session) = session {
                 let attach = Attach {
                     sink,
                     frames,

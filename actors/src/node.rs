@@ -78,7 +78,8 @@ impl Node {
             STREAM_TTL,
             RELAY_CAPACITY,
         );
-        let relay = crate::remote::NodeRelay::new(&id, sender);
+        let relay =
+            crate::remote::NodeRelay::new(&id, sender, keys.clone(), commands.clone(), PREFIX);
         let (deliver, inbox) = tokio::sync::mpsc::channel(INBOX_CAPACITY);
         link::start_reader(reads, (*keys).clone(), PREFIX, &id, deliver);
         Ok(Joined {
@@ -191,6 +192,10 @@ impl Node {
 impl Joined {
     pub fn node(&self) -> Node {
         self.node.clone()
+    }
+
+    pub fn relay(&self) -> Arc<crate::remote::NodeRelay> {
+        self.relay.clone()
     }
 
     /// Starts the cluster matchmaker and hands it the relay's inbox.

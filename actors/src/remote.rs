@@ -17,14 +17,19 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::cluster::link::{Inbound, LinkSender};
+use crate::cluster::secret::{hex, ClusterKeys};
 use crate::cluster_matchmaker::{ClaimAnswer, ClaimRequest, ClusterMatchmaker, Release};
+use crate::connection::{close_code, ClientFrame, ClientSink, FrameStream, Outgoing};
+use crate::context::{CarryAnswer, ChatContext, ClusterLink};
 use crate::event_log::{EventKind, Side};
 use crate::ids::ChatId;
 use crate::pair::{
     EndCause, EndChat, MemberAway, MemberBack, Pair, PairHandle, Post, PostRefused, Relay,
     RelayKind,
 };
+use crate::protocol::ResumePoint;
 use crate::protocol::{ChatBody, Mode, ReportReason};
+use crate::registry::{hash_presented_token, Attach, ResumeToken, SessionCommand, TokenHash};
 use crate::session::{ChatEnded, ChatEvent, ChatLost, ChatStarted, Session};
 
 /// Everything one node tells another, as serialised inside a sealed envelope.
@@ -98,6 +103,116 @@ pub enum Wire {
         side: u8,
         after_seq: u64,
     },
+    /// A client resumed on the sender a session held here: carry its connection to it.
+    Carry {
+        conn: u64,
+        token: String,
+        chat: Option<String>,
+        last_seq: u64,
+    },
+    /// Whether the session took the carried connection.
+    Carried {
+        conn: u64,
+        ok: bool,
+    },
+    /// A frame from a carried connection's client, for the session here.
+    In {
+        conn: u64,
+        frame: InFrame,
+    },
+    /// A frame from a session for its carried connection's client there.
+    Out {
+        conn: u64,
+        frame: OutFrame,
+    },
+}
+
+/// A client's frame, as it crosses to the node holding its session.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum InFrame {
+    Text(String),
+    Binary,
+    Ping(Vec<u8>),
+    Pong,
+    Close(Option<u16>),
+    TooLarge,
+    Invalid(u16),
+    Dropped,
+}
+
+/// A session's frame, as it crosses to the node carrying its connection.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum OutFrame {
+    Text(String),
+    Ping,
+    Pong(Vec<u8>),
+    Close(u16),
+    Abort,
+}
+
+impl InFrame {
+    fn of(frame: &ClientFrame) -> InFrame {
+        match frame {
+            ClientFrame::Text(text) => InFrame::Text(text.to_string()),
+            ClientFrame::Binary => InFrame::Binary,
+            ClientFrame::Ping(payload) => InFrame::Ping(payload.to_vec()),
+            ClientFrame::Pong => InFrame::Pong,
+            ClientFrame::Close(code) => InFrame::Close(*code),
+            ClientFrame::TooLarge => InFrame::TooLarge,
+            ClientFrame::Invalid { code, .. } => InFrame::Invalid(*code),
+            ClientFrame::Dropped => InFrame::Dropped,
+        }
+    }
+
+    fn into_frame(self) -> ClientFrame {
+        match self {
+            InFrame::Text(text) => ClientFrame::Text(text.into()),
+            InFrame::Binary => ClientFrame::Binary,
+            InFrame::Ping(payload) => ClientFrame::Ping(payload.into()),
+            InFrame::Pong => ClientFrame::Pong,
+            InFrame::Close(code) => ClientFrame::Close(code),
+            InFrame::TooLarge => ClientFrame::TooLarge,
+            InFrame::Invalid(code) => ClientFrame::Invalid {
+                code,
+                reason: if code == close_code::INVALID_PAYLOAD {
+                    "text frames must be UTF-8"
+                } else {
+                    "protocol error"
+                },
+            },
+            InFrame::Dropped => ClientFrame::Dropped,
+        }
+    }
+
+    /// The connection's last frame: nothing follows it.
+    fn ends(&self) -> bool {
+        matches!(
+            self,
+            InFrame::Close(_) | InFrame::Invalid(_) | InFrame::Dropped
+        )
+    }
+}
+
+impl OutFrame {
+    fn of(frame: &Outgoing) -> OutFrame {
+        match frame {
+            Outgoing::Text(text) => OutFrame::Text(text.to_string()),
+            Outgoing::Ping => OutFrame::Ping,
+            Outgoing::Pong(payload) => OutFrame::Pong(payload.to_vec()),
+            Outgoing::Close { code, .. } => OutFrame::Close(*code),
+        }
+    }
+}
+
+/// The close reason a carried connection's client reads, by code (reasons are static text).
+fn close_reason(code: u16) -> &'static str {
+    match code {
+        close_code::RESUMED_ELSEWHERE => "resumed on another connection",
+        close_code::GOING_AWAY => "server shutting down",
+        close_code::TRY_AGAIN_LATER => "try again later",
+        close_code::POLICY_VIOLATION => "policy violation",
+        _ => "closed",
+    }
 }
 
 fn side_code(side: Side) -> u8 {
@@ -155,7 +270,32 @@ pub struct NodeRelay {
     /// What hangs on other nodes staying alive, by node: members of chats here, and chats
     /// of sessions here. Watched on the heartbeat (`watch_nodes`).
     watched: Mutex<HashMap<String, Vec<Dependent>>>,
+    keys: Arc<ClusterKeys>,
+    /// For the resume keys (`<prefix>resume:<keyed token hash>` → node).
+    commands: redis::aio::ConnectionManager,
+    prefix: String,
+    /// The sessions' shared context, once the hub has started.
+    context: std::sync::OnceLock<Arc<ChatContext>>,
+    next_conn: std::sync::atomic::AtomicU64,
+    /// Connections carried from here to the node holding their session: that node, and the
+    /// connection's sink.
+    carrying: Mutex<HashMap<u64, CarryingConnection>>,
+    /// This relay itself, for the futures and tasks it hands out.
+    me: std::sync::Weak<NodeRelay>,
+    /// Carries asked for and not yet answered.
+    carry_answers: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<bool>>>,
+    /// Connections other nodes carry to sessions here: where their client's frames go.
+    carried: Mutex<HashMap<(String, u64), mpsc::Sender<ClientFrame>>>,
 }
+
+/// A connection carried from here: the node holding its session, and its sink.
+type CarryingConnection = (String, Box<dyn ClientSink>);
+
+/// Frames of a carried connection that may wait for its session; past it, the connection
+/// is dropped (the client resumes again).
+const CARRIED_FRAMES_AHEAD: usize = 64;
+/// How long a node waits for another to take a carried connection.
+const CARRY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Something here that another node's death ends.
 enum Dependent {
@@ -183,14 +323,160 @@ impl Dependent {
 }
 
 impl NodeRelay {
-    pub fn new(node: &str, sender: LinkSender) -> Arc<NodeRelay> {
-        Arc::new(NodeRelay {
+    pub fn new(
+        node: &str,
+        sender: LinkSender,
+        keys: Arc<ClusterKeys>,
+        commands: redis::aio::ConnectionManager,
+        prefix: &str,
+    ) -> Arc<NodeRelay> {
+        Arc::new_cyclic(|me| NodeRelay {
+            me: me.clone(),
             node: node.to_owned(),
             sender,
             sessions: Mutex::new(HashMap::new()),
             pairs: Mutex::new(HashMap::new()),
             watched: Mutex::new(HashMap::new()),
+            keys,
+            commands,
+            prefix: prefix.to_owned(),
+            context: std::sync::OnceLock::new(),
+            next_conn: std::sync::atomic::AtomicU64::new(1),
+            carrying: Mutex::new(HashMap::new()),
+            carry_answers: Mutex::new(HashMap::new()),
+            carried: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Hands the relay the sessions' context, once the hub has started.
+    pub fn attach_context(&self, context: Arc<ChatContext>) {
+        let _ = self.context.set(context);
+    }
+
+    fn resume_key(&self, token: &TokenHash) -> String {
+        format!(
+            "{}resume:{}",
+            self.prefix,
+            self.keys.token_hash(&hex(token))
+        )
+    }
+
+    /// A session here takes a connection carried from `from` (its number there: `conn`).
+    fn take_carried(self: &Arc<Self>, from: &str, conn: u64, token: String, point: ResumePoint) {
+        let session = self
+            .context
+            .get()
+            .and_then(|context| context.live_session(&token));
+        let Some(session) = session else {
+            self.send(from, &Wire::Carried { conn, ok: false });
+            return;
+        };
+        let (frames_in, frames_out) = mpsc::channel(CARRIED_FRAMES_AHEAD);
+        self.carried
+            .lock()
+            .insert((from.to_owned(), conn), frames_in);
+        // When the relay lets go of the sender (the client's side ended, or sent faster than
+        // its session reads), the session reads the connection's end.
+        let frames: FrameStream = Box::pin(futures_util::stream::unfold(
+            Some(frames_out),
+            |receiver| async move {
+                let mut receiver: mpsc::Receiver<ClientFrame> = receiver?;
+                match receiver.recv().await {
+                    Some(frame) => Some((frame, Some(receiver))),
+                    None => Some((ClientFrame::Dropped, None)),
+                }
+            },
+        ));
+        let attach = Attach {
+            sink: Box::new(CarriedSink {
+                relay: self.clone(),
+                node: from.to_owned(),
+                conn,
+                closed: false,
+            }),
+            frames,
+            from: point,
+            token: ResumeToken::presented(&token),
+        };
+        let (relay, from) = (self.clone(), from.to_owned());
+        actix::spawn(async move {
+            let ok = matches!(
+                session.send(SessionCommand::Attach(attach)).await,
+                Ok(Ok(()))
+            );
+            if !ok {
+                relay.carried.lock().remove(&(from.clone(), conn));
+            }
+            relay.send(&from, &Wire::Carried { conn, ok });
+        });
+    }
+
+    /// A frame a session elsewhere sends its client, whose connection is carried from here.
+    fn deliver_out(&self, holder: &str, conn: u64, frame: OutFrame) {
+        let mut carrying = self.carrying.lock();
+        let Some((_, sink)) = carrying.get_mut(&conn) else {
+            return;
+        };
+        let last = match frame {
+            OutFrame::Text(text) => {
+                sink.send(Outgoing::Text(text.into()));
+                false
+            }
+            OutFrame::Ping => {
+                sink.send(Outgoing::Ping);
+                false
+            }
+            OutFrame::Pong(payload) => {
+                sink.send(Outgoing::Pong(payload.into()));
+                false
+            }
+            OutFrame::Close(code) => {
+                sink.send(Outgoing::Close {
+                    code,
+                    reason: close_reason(code),
+                });
+                true
+            }
+            OutFrame::Abort => {
+                sink.abort();
+                true
+            }
+        };
+        // The session there cannot see this outbox: the bound is kept here.
+        let bound = self.context.get().map_or(usize::MAX, |context| {
+            context.config().session_outbox_max_bytes
+        });
+        let over = !last && sink.unsent_bytes() > bound;
+        if over {
+            sink.abort();
+        }
+        if last || over {
+            carrying.remove(&conn);
+        }
+        drop(carrying);
+        if over {
+            self.send(
+                holder,
+                &Wire::In {
+                    conn,
+                    frame: InFrame::Dropped,
+                },
+            );
+        }
+    }
+
+    /// A frame from the client of a connection carried here from `from`.
+    fn deliver_in(&self, from: &str, conn: u64, frame: InFrame) {
+        let ends = frame.ends();
+        let key = (from.to_owned(), conn);
+        let mut carried = self.carried.lock();
+        let Some(frames) = carried.get(&key) else {
+            return;
+        };
+        if frames.try_send(frame.into_frame()).is_err() || ends {
+            // Over the bound (or the end): letting go of the sender ends the stream.
+            carried.remove(&key);
+        }
     }
 
     /// A chat here has a member (`side`) on `node`.
@@ -214,7 +500,13 @@ impl NodeRelay {
             dependents.retain(Dependent::is_live);
             !dependents.is_empty()
         });
-        watched.keys().cloned().collect()
+        let mut nodes: Vec<String> = watched.keys().cloned().collect();
+        for (holder, _) in self.carrying.lock().values() {
+            if !nodes.contains(holder) {
+                nodes.push(holder.clone());
+            }
+        }
+        nodes
     }
 
     /// `node` missed a heartbeat: the strangers of its members here see them away; sessions
@@ -279,6 +571,17 @@ impl NodeRelay {
 
     /// `node`'s heartbeat expired: it is gone, and with it its sessions and the chats it ran.
     pub fn node_gone(&self, node: &str) {
+        // Connections carried to a session there: it is gone; their clients resume afresh.
+        self.carrying.lock().retain(|_, (holder, sink)| {
+            if holder != node {
+                return true;
+            }
+            sink.send(Outgoing::Close {
+                code: close_code::GOING_AWAY,
+                reason: "server shutting down",
+            });
+            false
+        });
         let dependents = self.watched.lock().remove(node).unwrap_or_default();
         for dependent in dependents {
             match dependent {
@@ -507,6 +810,25 @@ impl NodeRelay {
                     pair.do_send(MemberAway { side });
                 }
             }
+            Wire::Carry {
+                conn,
+                token,
+                chat,
+                last_seq,
+            } => {
+                let point = ResumePoint {
+                    chat: chat.as_deref().and_then(ChatId::parse),
+                    last_seq,
+                };
+                self.take_carried(from, conn, token, point);
+            }
+            Wire::Carried { conn, ok } => {
+                if let Some(answer) = self.carry_answers.lock().remove(&conn) {
+                    let _ = answer.send(ok);
+                }
+            }
+            Wire::In { conn, frame } => self.deliver_in(from, conn, frame),
+            Wire::Out { conn, frame } => self.deliver_out(from, conn, frame),
             Wire::Back {
                 chat,
                 side,
@@ -672,5 +994,171 @@ impl RemotePair {
             after_seq,
         };
         self.relay.send(&self.node, &message);
+    }
+}
+
+/// The sink of a connection carried to a session here from another node: what the session
+/// sends crosses back to that node.
+struct CarriedSink {
+    relay: Arc<NodeRelay>,
+    node: String,
+    conn: u64,
+    closed: bool,
+}
+
+impl CarriedSink {
+    fn out(&mut self, frame: OutFrame) {
+        let last = matches!(frame, OutFrame::Close(_) | OutFrame::Abort);
+        self.relay.send(
+            &self.node,
+            &Wire::Out {
+                conn: self.conn,
+                frame,
+            },
+        );
+        if last {
+            self.closed = true;
+            self.relay
+                .carried
+                .lock()
+                .remove(&(self.node.clone(), self.conn));
+        }
+    }
+}
+
+impl ClientSink for CarriedSink {
+    fn send(&mut self, frame: Outgoing) {
+        self.out(OutFrame::of(&frame));
+    }
+
+    /// The carrying node keeps this connection's outbox, and its bound.
+    fn unsent_bytes(&self) -> usize {
+        0
+    }
+
+    fn abort(&mut self) {
+        self.out(OutFrame::Abort);
+    }
+
+    fn close_at_once(&mut self, code: u16, _reason: &'static str) {
+        self.out(OutFrame::Close(code));
+    }
+}
+
+impl Drop for CarriedSink {
+    /// A session that lets go of its connection without closing it (it stopped) ends it.
+    fn drop(&mut self) {
+        if !self.closed {
+            self.out(OutFrame::Abort);
+        }
+    }
+}
+
+impl ClusterLink for NodeRelay {
+    fn session_here(&self, token: &TokenHash, ttl: std::time::Duration) {
+        let (key, node, mut commands) = (
+            self.resume_key(token),
+            self.node.clone(),
+            self.commands.clone(),
+        );
+        let ttl_ms = ttl.as_millis().max(1) as u64;
+        actix::spawn(async move {
+            let _: redis::RedisResult<()> = redis::cmd("SET")
+                .arg(&key)
+                .arg(&node)
+                .arg("PX")
+                .arg(ttl_ms)
+                .query_async(&mut commands)
+                .await;
+        });
+    }
+
+    fn session_gone(&self, token: &TokenHash) {
+        let (key, mut commands) = (self.resume_key(token), self.commands.clone());
+        actix::spawn(async move {
+            let _: redis::RedisResult<()> =
+                redis::cmd("DEL").arg(&key).query_async(&mut commands).await;
+        });
+    }
+
+    fn carry(
+        &self,
+        token: String,
+        from: ResumePoint,
+        sink: Box<dyn ClientSink>,
+        frames: FrameStream,
+    ) -> CarryAnswer {
+        let relay = self.me.upgrade();
+        Box::pin(async move {
+            let Some(relay) = relay else {
+                return Err((sink, frames));
+            };
+            let Some(hash) = hash_presented_token(&token) else {
+                return Err((sink, frames));
+            };
+            let mut commands = relay.commands.clone();
+            let holder: Option<String> = redis::cmd("GET")
+                .arg(relay.resume_key(&hash))
+                .query_async(&mut commands)
+                .await
+                .ok()
+                .flatten();
+            let Some(holder) = holder.filter(|holder| *holder != relay.node) else {
+                return Err((sink, frames));
+            };
+            let conn = relay
+                .next_conn
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let (answer, answered) = tokio::sync::oneshot::channel();
+            relay.carry_answers.lock().insert(conn, answer);
+            // In place before the ask: the session's hello may come before its answer.
+            relay.carrying.lock().insert(conn, (holder.clone(), sink));
+            let asked = Wire::Carry {
+                conn,
+                token,
+                chat: from.chat.map(|chat| chat.as_str().to_owned()),
+                last_seq: from.last_seq,
+            };
+            let taken = relay.send(&holder, &asked)
+                && matches!(
+                    tokio::time::timeout(CARRY_TIMEOUT, answered).await,
+                    Ok(Ok(true))
+                );
+            relay.carry_answers.lock().remove(&conn);
+            if !taken {
+                return match relay.carrying.lock().remove(&conn) {
+                    Some((_, sink)) => Err((sink, frames)),
+                    // Closed meanwhile by the other side: nothing to give back.
+                    None => Ok(()),
+                };
+            }
+            // The client's frames go to the holder until its connection ends.
+            let forward = relay.clone();
+            actix::spawn(async move {
+                let mut frames = frames;
+                let mut ended = false;
+                while let Some(frame) = futures_util::StreamExt::next(&mut frames).await {
+                    let frame = InFrame::of(&frame);
+                    ended = frame.ends();
+                    forward.send(&holder, &Wire::In { conn, frame });
+                    if ended {
+                        break;
+                    }
+                }
+                if !ended {
+                    forward.send(
+                        &holder,
+                        &Wire::In {
+                            conn,
+                            frame: InFrame::Dropped,
+                        },
+                    );
+                }
+                // A moment for the session's closing reply, then the sink goes.
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                forward.carrying.lock().remove(&conn);
+            });
+            Ok(())
+        })
     }
 }

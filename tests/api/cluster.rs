@@ -332,18 +332,93 @@ async fn redis_restarting_empty_costs_no_chat_in_progress() {
     for client in [&mut ann, &mut bo, &mut cy, &mut di] {
         until(client, "ended").await;
     }
-    // The cooldowns (1 s here) run out; then only heartbeats are left.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let keys = std::process::Command::new(system_binary("redis-cli"))
-        .args(["-p", &redis_port.to_string(), "--scan"])
-        .output()
-        .unwrap();
-    let keys = String::from_utf8_lossy(&keys.stdout).into_owned();
-    let mut left: Vec<&str> = keys.lines().collect();
-    left.sort();
+    // Everyone leaves; once the cooldowns (1 s here) have run out and the sessions have
+    // ended, only the heartbeats are left.
+    for client in [ann, bo, cy, di] {
+        client.close().await;
+    }
+    let mut left: Vec<String> = Vec::new();
+    for _ in 0..100 {
+        let keys = std::process::Command::new(system_binary("redis-cli"))
+            .args(["-p", &redis_port.to_string(), "--scan"])
+            .output()
+            .unwrap();
+        left = String::from_utf8_lossy(&keys.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        if left.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(left.len(), 2, "{left:?}");
     assert!(
         left.iter().all(|key| key.starts_with("eph:node:")),
         "{left:?}"
     );
+}
+
+/// A client whose connection dropped resumes on another node (as a load balancer without
+/// sticky sessions sends it): by URL, and by first frame as the page does. It gets what it
+/// missed, once, and chats on; its session stays on the node that held it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_that_lands_on_another_node_finds_its_chat() {
+    let (_redis, redis_port) = start_redis();
+    let nodes: Vec<(KillOnDrop, SocketAddr)> =
+        (0..2).map(|_| start_node_with(redis_port, "60")).collect();
+    let url = |n: usize| format!("ws://{}/ws", nodes[n].1);
+    let mut ann = Client::connect(&url(0)).await;
+    let mut bo = Client::connect(&url(1)).await;
+    for client in [&mut ann, &mut bo] {
+        client
+            .send(json!({"type":"find","adult":true,"interests":["resume"]}))
+            .await;
+        until(client, "waiting").await;
+    }
+    let chat = until(&mut ann, "matched").await["chat"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    until(&mut bo, "matched").await;
+
+    // ann drops; bo says something meanwhile; ann comes back on bo's node, by URL.
+    let token = ann.token();
+    ann.drop_connection();
+    until(&mut bo, "stranger_away").await;
+    bo.say("while you were away").await;
+    let mut ann =
+        Client::connect(&format!("{}?resume={token}&last_seq=1&chat={chat}", url(1))).await;
+    assert_eq!(ann.hello["resumed"], true, "{}", ann.hello);
+    let missed = until(&mut ann, "msg").await;
+    assert_eq!(missed["text"], "while you were away");
+    until(&mut bo, "stranger_back").await;
+    ann.say("back again").await;
+    assert_eq!(until(&mut bo, "msg").await["text"], "back again");
+
+    // Again, by first frame (the page's way), on the same other node; this time ann read no
+    // further than seq 2, so the echo of its own "back again" (seq 3) is replayed too.
+    let last_seq = 2;
+    ann.drop_connection();
+    until(&mut bo, "stranger_away").await;
+    bo.say("second time").await;
+    let mut first_frame = Client::connect(&url(1)).await;
+    assert_eq!(first_frame.hello["resumed"], false);
+    first_frame
+        .send(json!({"type":"resume","session":token,"chat":chat,"last_seq":last_seq}))
+        .await;
+    let hello = until(&mut first_frame, "hello").await;
+    assert_eq!(hello["resumed"], true, "{hello}");
+    let mut texts = Vec::new();
+    while texts.len() < 2 {
+        let line = until(&mut first_frame, "msg").await;
+        texts.push(line["text"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        texts,
+        vec!["back again", "second time"],
+        "each missed line once, in order"
+    );
+    first_frame.send(json!({"type":"leave"})).await;
+    assert_eq!(until(&mut bo, "ended").await["reason"], "stranger_left");
 }

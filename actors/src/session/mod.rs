@@ -299,6 +299,40 @@ impl Session {
         }
     }
 
+    /// A resume of a session this node does not hold: in a cluster, another node may hold it,
+    /// and the connection is carried there; else this session stays, as a fresh one.
+    fn carry_elsewhere(
+        &mut self,
+        token: String,
+        point: ResumePoint,
+        rest: FrameStream,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(cluster) = self.context.cluster().cloned() else {
+            return self.stay_fresh(rest, ctx);
+        };
+        let Some(connection) = self.connection.take() else {
+            return;
+        };
+        ctx.cancel_future(connection.frames);
+        let carried = cluster
+            .carry(token, point, connection.sink, rest)
+            .into_actor(self);
+        ctx.spawn(carried.map(|answer, session, ctx| match answer {
+            // This fresh session was only the doorway.
+            Ok(()) if session.connection.is_none() => ctx.stop(),
+            Ok(()) => {}
+            // No node holds it: this session stays, as a fresh one.
+            Err((sink, rest)) => {
+                session.connection = Some(Connection {
+                    sink,
+                    frames: SpawnHandle::default(),
+                });
+                session.stay_fresh(rest, ctx);
+            }
+        }));
+    }
+
     /// A `resume` frame (v1.1) as this fresh session's first: hands the connection to the
     /// session it names, and this one ends. When that session is gone (or the frame named it
     /// unusably), this one stays and says so in a second hello, as a fresh session.
@@ -319,7 +353,7 @@ impl Session {
             return self.read_on(rest, ctx);
         }
         let Some(target) = self.context.live_session(&token) else {
-            return self.stay_fresh(rest, ctx);
+            return self.carry_elsewhere(token, point, rest, ctx);
         };
         let Some(connection) = self.connection.take() else {
             return;
@@ -441,6 +475,9 @@ impl Session {
     fn go_away(&mut self, ctx: &mut Context<Self>) {
         self.detach(ctx);
         self.away_generation += 1;
+        if let Some(cluster) = self.context.cluster() {
+            cluster.session_here(&self.token_hash, self.context.config().resume_grace);
+        }
         if let Some((_, pair, side)) = self.state.chat() {
             pair.away(side);
         }
@@ -531,6 +568,7 @@ impl Session {
             self.go_away(ctx);
         } else {
             self.send(Outgoing::Ping, ctx);
+            self.tell_cluster_here();
         }
     }
 }
@@ -549,6 +587,7 @@ impl Actor for Session {
             self.token = Some(token);
         }
         ctx.run_interval(self.context.config().heartbeat_interval, Self::heartbeat);
+        self.tell_cluster_here();
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
@@ -566,6 +605,21 @@ impl Actor for Session {
         // Dropping the sink lets its writer send what is queued (a close frame included).
         self.connection = None;
         self.context.session_ended(&self.token_hash);
+        if let Some(cluster) = self.context.cluster() {
+            cluster.session_gone(&self.token_hash);
+        }
+    }
+}
+
+impl Session {
+    /// In a cluster: resumes on any node find this session here until its connection could
+    /// have dropped unnoticed and its grace run out (renewed with every heartbeat).
+    fn tell_cluster_here(&self) {
+        if let Some(cluster) = self.context.cluster() {
+            let config = self.context.config();
+            let ttl = config.heartbeat_interval + config.client_timeout + config.resume_grace;
+            cluster.session_here(&self.token_hash, ttl);
+        }
     }
 }
 
