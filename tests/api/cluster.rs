@@ -12,12 +12,14 @@ use crate::helpers::*;
 
 const SECRET: &str = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e";
 
+/// Fields drop in this order: the proxy and nodes before Redis, so no node is left talking
+/// to a Redis that is gone.
 struct Cluster {
-    _redis: KillOnDrop,
-    redis_port: u16,
-    nodes: Vec<(KillOnDrop, SocketAddr)>,
     _proxy: KillOnDrop,
     proxy: SocketAddr,
+    nodes: Vec<(KillOnDrop, SocketAddr)>,
+    _redis: KillOnDrop,
+    redis_port: u16,
 }
 
 fn start_node(redis_port: u16) -> (KillOnDrop, SocketAddr) {
@@ -421,4 +423,65 @@ async fn a_resume_that_lands_on_another_node_finds_its_chat() {
     );
     first_frame.send(json!({"type":"leave"})).await;
     assert_eq!(until(&mut bo, "ended").await["reason"], "stranger_left");
+}
+
+/// 1,000 sessions through HAProxy over three nodes: 500 chats, most of them across nodes,
+/// each line arriving once and in order on both sides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_sessions_across_three_nodes_each_line_once_and_in_order() {
+    let cluster = start_cluster(3).await;
+    const SESSIONS: usize = 1000;
+    const LINES: usize = 5;
+    let mut clients = Vec::with_capacity(SESSIONS);
+    for _ in 0..SESSIONS {
+        let mut client = Client::connect(&format!("ws://{}/ws", cluster.proxy)).await;
+        client.send(json!({"type":"find","adult":true})).await;
+        clients.push(client);
+    }
+    let mut partner_of = vec![usize::MAX; SESSIONS];
+    let mut by_chat: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (n, client) in clients.iter_mut().enumerate() {
+        let chat = until(client, "matched").await["chat"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        if let Some(first) = by_chat.remove(&chat) {
+            partner_of[n] = first;
+            partner_of[first] = n;
+        } else {
+            by_chat.insert(chat, n);
+        }
+    }
+    assert!(by_chat.is_empty(), "everyone found a stranger");
+    for line in 0..LINES {
+        for (n, client) in clients.iter_mut().enumerate() {
+            client.say(&format!("{n}:{line}")).await;
+        }
+    }
+    for (n, client) in clients.iter_mut().enumerate() {
+        let (mut mine, mut theirs, mut last_seq) = (0, 0, 1);
+        while mine + theirs < 2 * LINES {
+            let frame = until(client, "msg").await;
+            let seq = frame["seq"].as_u64().unwrap();
+            assert!(seq > last_seq, "session {n}: seq {seq} after {last_seq}");
+            last_seq = seq;
+            if frame["from"] == "you" {
+                assert_eq!(frame["text"], format!("{n}:{mine}"));
+                mine += 1;
+            } else {
+                assert_eq!(frame["text"], format!("{}:{theirs}", partner_of[n]));
+                theirs += 1;
+            }
+        }
+    }
+    let mut spread = Vec::new();
+    for (_, node) in &cluster.nodes {
+        spread.push(
+            stats_via(*node).await.unwrap()["chatting"]
+                .as_u64()
+                .unwrap(),
+        );
+    }
+    assert!(spread.iter().all(|&chatting| chatting > 0), "{spread:?}");
+    assert_eq!(spread.iter().sum::<u64>(), SESSIONS as u64, "{spread:?}");
 }
