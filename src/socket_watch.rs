@@ -175,6 +175,42 @@ pub async fn refuse_unread_pipelines(
     Ok(next.call(req).await?.map_into_boxed_body())
 }
 
+/// Middleware: refuses a request whose body is chunked (`Transfer-Encoding`) and ends its
+/// connection. No route here takes a chunked body (browsers send a length), and actix-http
+/// would go on reading one that never ends after the answer, holding the connection for good.
+pub async fn refuse_chunked_bodies(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    if req
+        .headers()
+        .contains_key(actix_web::http::header::TRANSFER_ENCODING)
+    {
+        metrics::counter!(
+            "ephemera_refusals_total",
+            "reason" => Refusal::ChunkedBody.label()
+        )
+        .increment(1);
+        if let Some(socket) = req.conn_data::<SocketId>().copied() {
+            // Cut once the answer has left (or after a second), so the client reads why.
+            actix_web::rt::spawn(async move {
+                for _ in 0..100 {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    if socket.is_flushed() {
+                        break;
+                    }
+                }
+                socket.cut();
+            });
+        }
+        let response = HttpResponse::LengthRequired()
+            .insert_header((actix_web::http::header::CONNECTION, "close"))
+            .body("send a Content-Length, not a chunked body\n");
+        return Ok(req.into_response(response));
+    }
+    Ok(next.call(req).await?.map_into_boxed_body())
+}
+
 fn inode_of(fd: RawFd) -> Option<u64> {
     let mut stat: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: fstat writes into `stat`; an invalid fd is an error, not undefined behaviour.

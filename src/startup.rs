@@ -128,6 +128,7 @@ impl Server {
                 .app_data(index.clone())
                 .wrap(hardening::security_headers())
                 .wrap(middleware::from_fn(socket_watch::refuse_unread_pipelines))
+                .wrap(middleware::from_fn(socket_watch::refuse_chunked_bodies))
                 // Outermost (wrapped last): the address is forgotten before anything can answer.
                 .wrap(middleware::from_fn(client_identity::forget_client_address))
                 // The page is text: gzip makes it about a third of its size (README says what

@@ -41,6 +41,9 @@ pub enum Refusal {
     /// A request on a connection whose earlier responses lie unread (pipelining without
     /// reading); the connection is closed.
     UnreadResponses,
+    /// An HTTP request with a chunked body (`Transfer-Encoding`): nothing here takes one, and
+    /// an endless one would hold its connection.
+    ChunkedBody,
 }
 
 impl Refusal {
@@ -64,9 +67,10 @@ impl Refusal {
             Refusal::ControlFrames => 14,
             Refusal::MalformedHttp => 15,
             Refusal::UnreadResponses => 16,
+            Refusal::ChunkedBody => 17,
         }
     }
-    pub const ALL: [Refusal; 17] = [
+    pub const ALL: [Refusal; 18] = [
         Refusal::ServerBusy,
         Refusal::BadRequest,
         Refusal::TooLarge,
@@ -84,6 +88,7 @@ impl Refusal {
         Refusal::ControlFrames,
         Refusal::MalformedHttp,
         Refusal::UnreadResponses,
+        Refusal::ChunkedBody,
     ];
 
     /// The `reason` label.
@@ -106,6 +111,7 @@ impl Refusal {
             Refusal::ControlFrames => "control_frames",
             Refusal::MalformedHttp => "malformed_http",
             Refusal::UnreadResponses => "unread_responses",
+            Refusal::ChunkedBody => "chunked_body",
         }
     }
 }

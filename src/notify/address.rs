@@ -1,14 +1,16 @@
 //! What counts as an e-mail address here, and its one stored form. The rules are a sanity check,
 //! not all of RFC 5321: enough that a typo is caught, that one mailbox has one form (so the
-//! blind index finds it again), and that nothing in an address can surprise the tools an
-//! operator pipes the export into; never so strict that a real address is refused.
+//! blind index finds it again), and that the usual traps for the tools an operator pipes the
+//! export into are refused; never so strict that a real address is refused.
 //!
 //! - The domain is brought to its one ASCII form (UTS-46, as browsers do: case, full-width and
 //!   other Unicode variants fold together; `münchen.de` is stored as `xn--mnchen-3ya.de`).
 //! - The local part is kept as given (some mail servers tell `Ann` from `ann`), but only as a
 //!   plain dot-atom: letters and digits of any script, and `!#$%&'*+/=?^_`{|}~-` and inner dots.
 //!   No quotes, comments, spaces, control or invisible formatting characters (zero-width,
-//!   direction marks), and no leading `-` (which a mail command could take for an option).
+//!   direction marks), and no leading `-`, `=` or `+` (a mail command could take the first for
+//!   an option, a spreadsheet the others for a formula). Other signs RFC 5322 allows (`` ` ``,
+//!   `$`, `|`) stay allowed: quote the export's lines wherever a shell sees them.
 
 /// An address as stored: trimmed, the domain in its ASCII form, the local part as given.
 #[derive(Clone, PartialEq, Eq)]
@@ -108,9 +110,11 @@ impl Address {
 fn is_dot_atom(local: &str) -> bool {
     const SPECIALS: &str = "!#$%&'*+/=?^_`{|}~-";
     let atom_char = |c: char| c.is_alphanumeric() || (c.is_ascii() && SPECIALS.contains(c));
+    // A leading `-` reads as an option to a mail command, a leading `=` or `+` as a formula
+    // to a spreadsheet the export is opened in.
     !local.is_empty()
         && local.chars().count() <= MAX_LOCAL_CHARS
-        && !local.starts_with('-')
+        && !local.starts_with(['-', '=', '+'])
         && local
             .split('.')
             .all(|atom| !atom.is_empty() && atom.chars().all(atom_char))
@@ -168,6 +172,8 @@ mod tests {
             "own;er",
             "own\\er",
             "-oProxyCommand=x",
+            "=cmd|x",
+            "+1",
             "owner\u{200b}",
             "\u{202e}owner",
             "\u{feff}owner",

@@ -85,8 +85,11 @@ impl KeyRing {
         Self::open(path)
     }
 
-    /// Reads an existing key file.
+    /// Reads an existing key file. A symbolic link is followed once, here: the ring keeps the
+    /// real path, so a rotation rewrites (and locks) the file itself, not the link.
     pub fn open(path: &Path) -> Result<KeyRing, KeyError> {
+        let real = fs::canonicalize(path).map_err(|source| io_error(path, source))?;
+        let path = real.as_path();
         let shown = path.display().to_string();
         let metadata = fs::metadata(path).map_err(|source| io_error(path, source))?;
         let mode = metadata.permissions().mode() & 0o777;
@@ -145,6 +148,18 @@ impl KeyRing {
         self.masters.insert(version, master);
         self.rewrite()?;
         Ok(version)
+    }
+
+    /// The file this ring was read from (symbolic links resolved).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Forgets `version` (added for a rotation that failed), on disk too.
+    pub fn forget(&mut self, version: u32) -> Result<(), KeyError> {
+        self.masters.remove(&version);
+        self.derived.remove(&version);
+        self.rewrite()
     }
 
     /// Forgets the versions below `newest` (no row uses them any more), on disk too.

@@ -447,7 +447,12 @@ impl Store {
             missing_versions: BTreeSet::new(),
         };
         for row in rows {
-            let row = row.map_err(|source| self.database_error(source))?;
+            // A row that cannot even be read (text that is not UTF-8 where a blob belongs) is
+            // an altered row too.
+            let Ok(row) = row else {
+                export.tampered += 1;
+                continue;
+            };
             let Some(row) = SealedRow::from_values(row) else {
                 export.tampered += 1;
                 continue;
@@ -478,11 +483,32 @@ impl Store {
     pub fn rotate_key(&mut self) -> Result<(u32, usize), StoreError> {
         // One rotation at a time: two at once would each write the key file from their own
         // copy, and the second could drop the key the first re-encrypted everything under.
+        self.keys = KeyRing::open(&self.key_path)?;
+        // Locked and rewritten at the real path, whatever link the settings name.
+        self.key_path = self.keys.path().to_owned();
         let _lock = RotationLock::take(&self.key_path)?;
         self.keys = KeyRing::open(&self.key_path)?;
         self.check_keys()?;
         // Every recorded version is in the ring (checked above), so the new one is above them.
         let new_version = self.keys.add_version()?;
+        match self.move_rows_to(new_version) {
+            Ok(rows) => {
+                self.truncate_wal();
+                // Re-read under the lock: only versions below the new one go.
+                self.keys = KeyRing::open(&self.key_path)?;
+                self.keys.retire_below(new_version)?;
+                Ok((new_version, rows))
+            }
+            Err(error) => {
+                // Nothing moved: the key made for it goes again, so failed tries leave none.
+                let _ = self.keys.forget(new_version);
+                Err(error)
+            }
+        }
+    }
+
+    /// Re-encrypts every row under `new_version` in one transaction; returns how many.
+    fn move_rows_to(&mut self, new_version: u32) -> Result<usize, StoreError> {
         let path = self.path.clone();
         let database_error = |source| StoreError::Database {
             path: path.clone(),
@@ -548,11 +574,7 @@ impl Store {
             )
             .map_err(database_error)?;
         transaction.commit().map_err(database_error)?;
-        self.truncate_wal();
-        // Re-read under the lock: only versions below the new one go.
-        self.keys = KeyRing::open(&self.key_path)?;
-        self.keys.retire_below(new_version)?;
-        Ok((new_version, rows.len()))
+        Ok(rows.len())
     }
 
     fn database_error(&self, error: rusqlite::Error) -> StoreError {
@@ -998,6 +1020,49 @@ mod tests {
             exported(&operator, "news"),
             vec!["ann@example.org", "bo@example.org"]
         );
+    }
+
+    #[test]
+    fn a_rotation_through_a_linked_key_path_rotates_the_file_itself() {
+        let files = files("linked");
+        let mut store = Store::open_or_create(&files.db, &files.key).unwrap();
+        sign_up(&mut store, "news", "ann@example.org");
+        let link = files.key.with_file_name("link.key");
+        std::os::unix::fs::symlink(&files.key, &link).unwrap();
+        let mut through_link = Store::open_existing(&files.db, &link, Access::Write).unwrap();
+        through_link.rotate_key().unwrap();
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        // The server, configured with the real path, still reads every row.
+        let direct = Store::open_existing(&files.db, &files.key, Access::Read).unwrap();
+        assert_eq!(exported(&direct, "news"), vec!["ann@example.org"]);
+    }
+
+    #[test]
+    fn a_rotation_that_fails_leaves_no_key_behind() {
+        let files = files("failed-rotation");
+        let mut store = Store::open_or_create(&files.db, &files.key).unwrap();
+        sign_up(&mut store, "news", "ann@example.org");
+        let row = store.first_row("news");
+        let mut altered = row.ciphertext.clone();
+        altered[0] ^= 1;
+        store
+            .connection
+            .execute(
+                "UPDATE addresses SET ciphertext = ?1 WHERE blind_index = ?2",
+                params![altered, row.blind_index],
+            )
+            .unwrap();
+        for _ in 0..2 {
+            assert!(matches!(
+                store.rotate_key(),
+                Err(StoreError::Tampered { .. })
+            ));
+        }
+        let ring = KeyRing::open(&files.key).unwrap();
+        assert_eq!(ring.versions().collect::<Vec<_>>(), vec![1]);
     }
 
     impl Store {

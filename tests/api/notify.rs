@@ -310,6 +310,35 @@ async fn a_body_that_never_arrives_is_given_up_on() {
     assert!(export(&db, &key, "news").is_empty());
 }
 
+/// A chunked body (which no browser sends here) is refused on any route, and its connection
+/// closed: one that never ended used to hold its connection for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_body_is_refused_and_its_connection_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (db, key) = list_files("chunked");
+    let server = spawn_server(with_list(&db, &key));
+    for (method, path) in [("POST", "/api/notify"), ("GET", "/healthz")] {
+        let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{{\"ema\r\n",
+            server.addr
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        // Never finishing the body: the server must still answer and close.
+        tokio::time::timeout(EXPECT_WITHIN, stream.read_to_end(&mut answer))
+            .await
+            .expect("the connection is closed")
+            .ok();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 411"), "{path}: {answer}");
+    }
+    assert!(server
+        .metrics()
+        .await
+        .contains("ephemera_refusals_total{reason=\"chunked_body\"}"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_ups_are_rate_limited_per_client_and_say_when_to_come_back() {
     let (db, key) = list_files("rate");
