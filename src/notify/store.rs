@@ -951,16 +951,7 @@ mod tests {
         sign_up(&mut store, "news", "bo@example.org");
         sign_up(&mut store, "rules", "cy@example.org");
         // One bit of one ciphertext flipped.
-        let row = store.first_row("news");
-        let mut altered = row.ciphertext.clone();
-        altered[0] ^= 1;
-        store
-            .connection
-            .execute(
-                "UPDATE addresses SET ciphertext = ?1 WHERE blind_index = ?2",
-                params![altered, row.blind_index],
-            )
-            .unwrap();
+        store.flip_a_ciphertext_bit("news");
         let export = store.export("news").unwrap();
         assert_eq!(export.tampered, 1);
         assert_eq!(export.addresses.len(), 1, "the other row still reads");
@@ -1045,16 +1036,7 @@ mod tests {
         let files = files("failed-rotation");
         let mut store = Store::open_or_create(&files.db, &files.key).unwrap();
         sign_up(&mut store, "news", "ann@example.org");
-        let row = store.first_row("news");
-        let mut altered = row.ciphertext.clone();
-        altered[0] ^= 1;
-        store
-            .connection
-            .execute(
-                "UPDATE addresses SET ciphertext = ?1 WHERE blind_index = ?2",
-                params![altered, row.blind_index],
-            )
-            .unwrap();
+        store.flip_a_ciphertext_bit("news");
         for _ in 0..2 {
             assert!(matches!(
                 store.rotate_key(),
@@ -1066,6 +1048,19 @@ mod tests {
     }
 
     impl Store {
+        /// Alters one row of `topic` in the file: one bit of its ciphertext flipped.
+        fn flip_a_ciphertext_bit(&self, topic: &str) {
+            let row = self.first_row(topic);
+            let mut altered = row.ciphertext.clone();
+            altered[0] ^= 1;
+            self.connection
+                .execute(
+                    "UPDATE addresses SET ciphertext = ?1 WHERE blind_index = ?2",
+                    params![altered, row.blind_index],
+                )
+                .unwrap();
+        }
+
         fn first_row(&self, topic: &str) -> SealedRow {
             self.connection
                 .query_row(

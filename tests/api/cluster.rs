@@ -119,6 +119,31 @@ async fn stats_via(addr: SocketAddr) -> Option<Value> {
         .flatten()
 }
 
+/// Reads `lines` lines of its own (their echoes) and as many of its stranger's, each exactly
+/// once, in order, with rising seqs after `matched` (1); returns the last seq.
+async fn expect_both_sides(
+    client: &mut Client,
+    lines: usize,
+    mine: impl Fn(usize) -> String,
+    theirs: impl Fn(usize) -> String,
+) -> u64 {
+    let (mut own, mut stranger, mut last_seq) = (0, 0, 1);
+    while own + stranger < 2 * lines {
+        let frame = until(client, "msg").await;
+        let seq = frame["seq"].as_u64().unwrap();
+        assert!(seq > last_seq, "seq {seq} after {last_seq}");
+        last_seq = seq;
+        if frame["from"] == "you" {
+            assert_eq!(frame["text"], mine(own));
+            own += 1;
+        } else {
+            assert_eq!(frame["text"], theirs(stranger));
+            stranger += 1;
+        }
+    }
+    last_seq
+}
+
 async fn until(client: &mut Client, frame_type: &str) -> Value {
     loop {
         let frame = match client.next_frame(EXPECT_WITHIN).await {
@@ -190,20 +215,13 @@ async fn strangers_spread_over_three_nodes_meet_and_chat_exactly_once_and_in_ord
     }
     for (n, client) in clients.iter_mut().enumerate() {
         let stranger = n ^ 1;
-        let (mut mine, mut theirs, mut last_seq) = (0, 0, 1);
-        while mine + theirs < 2 * LINES {
-            let frame = until(client, "msg").await;
-            let seq = frame["seq"].as_u64().unwrap();
-            assert!(seq > last_seq, "seq {seq} after {last_seq}");
-            last_seq = seq;
-            if frame["from"] == "you" {
-                assert_eq!(frame["text"], format!("MessageMarker {n} {mine}"));
-                mine += 1;
-            } else {
-                assert_eq!(frame["text"], format!("MessageMarker {stranger} {theirs}"));
-                theirs += 1;
-            }
-        }
+        let last_seq = expect_both_sides(
+            client,
+            LINES,
+            |line| format!("MessageMarker {n} {line}"),
+            |line| format!("MessageMarker {stranger} {line}"),
+        )
+        .await;
         assert_eq!(last_seq, 1 + 2 * LINES as u64);
     }
     for client in clients.iter_mut() {
@@ -459,20 +477,14 @@ async fn a_thousand_sessions_across_three_nodes_each_line_once_and_in_order() {
         }
     }
     for (n, client) in clients.iter_mut().enumerate() {
-        let (mut mine, mut theirs, mut last_seq) = (0, 0, 1);
-        while mine + theirs < 2 * LINES {
-            let frame = until(client, "msg").await;
-            let seq = frame["seq"].as_u64().unwrap();
-            assert!(seq > last_seq, "session {n}: seq {seq} after {last_seq}");
-            last_seq = seq;
-            if frame["from"] == "you" {
-                assert_eq!(frame["text"], format!("{n}:{mine}"));
-                mine += 1;
-            } else {
-                assert_eq!(frame["text"], format!("{}:{theirs}", partner_of[n]));
-                theirs += 1;
-            }
-        }
+        let partner = partner_of[n];
+        expect_both_sides(
+            client,
+            LINES,
+            |line| format!("{n}:{line}"),
+            |line| format!("{partner}:{line}"),
+        )
+        .await;
     }
     let mut spread = Vec::new();
     for (_, node) in &cluster.nodes {
