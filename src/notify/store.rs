@@ -311,28 +311,10 @@ impl Store {
         for change in changes {
             match change {
                 Change::SignUp { topic, address } => {
-                    let sealed = seal(keys, topic, address);
                     // A second sign-up replaces the row (fresh nonce) instead of doing nothing,
                     // so it writes and syncs like a first one: the time to answer does not
                     // tell whether the address was there.
-                    transaction
-                        .execute(
-                            "INSERT INTO addresses
-                                (topic, blind_index, folded_index, key_version, nonce, ciphertext)
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                             ON CONFLICT (topic, blind_index) DO UPDATE SET
-                                key_version = excluded.key_version,
-                                nonce = excluded.nonce,
-                                ciphertext = excluded.ciphertext",
-                            params![
-                                topic,
-                                sealed.blind_index.as_slice(),
-                                folded_index(keys, address).as_slice(),
-                                version,
-                                sealed.nonce.as_slice(),
-                                sealed.ciphertext
-                            ],
-                        )
+                    write_row(&transaction, keys, version, topic, address)
                         .map_err(database_error)?;
                 }
                 Change::Delete { address } => {
@@ -547,21 +529,7 @@ impl Store {
             .execute("DELETE FROM addresses", [])
             .map_err(database_error)?;
         for (topic, address) in &rows {
-            let sealed = seal(new_keys, topic, address);
-            transaction
-                .execute(
-                    "INSERT INTO addresses
-                        (topic, blind_index, folded_index, key_version, nonce, ciphertext)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![
-                        topic,
-                        sealed.blind_index.as_slice(),
-                        folded_index(new_keys, address).as_slice(),
-                        new_version,
-                        sealed.nonce.as_slice(),
-                        sealed.ciphertext
-                    ],
-                )
+            write_row(&transaction, new_keys, new_version, topic, address)
                 .map_err(database_error)?;
         }
         transaction
@@ -684,6 +652,35 @@ struct Sealed {
     blind_index: [u8; 32],
     nonce: [u8; 24],
     ciphertext: Vec<u8>,
+}
+
+/// Seals `address` for `topic` under `version` and writes its row, replacing the row the
+/// address already has there (a sign-up again; a rotation writes into an emptied table).
+fn write_row(
+    transaction: &rusqlite::Transaction<'_>,
+    keys: &VersionKeys,
+    version: u32,
+    topic: &str,
+    address: &Address,
+) -> rusqlite::Result<usize> {
+    let sealed = seal(keys, topic, address);
+    transaction.execute(
+        "INSERT INTO addresses
+            (topic, blind_index, folded_index, key_version, nonce, ciphertext)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (topic, blind_index) DO UPDATE SET
+            key_version = excluded.key_version,
+            nonce = excluded.nonce,
+            ciphertext = excluded.ciphertext",
+        params![
+            topic,
+            sealed.blind_index.as_slice(),
+            folded_index(keys, address).as_slice(),
+            version,
+            sealed.nonce.as_slice(),
+            sealed.ciphertext
+        ],
+    )
 }
 
 fn blind_index(keys: &VersionKeys, address: &Address) -> [u8; 32] {

@@ -144,6 +144,16 @@ async fn expect_both_sides(
     last_seq
 }
 
+/// A client on `node` waiting for a stranger who shares `interest`.
+async fn waiting(node: SocketAddr, interest: &str) -> Client {
+    let mut client = Client::connect(&format!("ws://{node}/ws")).await;
+    client
+        .send(json!({"type":"find","adult":true,"interests":[interest]}))
+        .await;
+    until(&mut client, "waiting").await;
+    client
+}
+
 async fn until(client: &mut Client, frame_type: &str) -> Value {
     loop {
         let frame = match client.next_frame(EXPECT_WITHIN).await {
@@ -256,14 +266,6 @@ async fn a_node_killed_mid_chat_costs_only_its_own_sessions() {
     let mut nodes: Vec<(KillOnDrop, SocketAddr)> =
         (0..3).map(|_| start_node_with(redis_port, "60")).collect();
     let at = |n: usize| nodes[n].1;
-    async fn waiting(node: SocketAddr, interest: &str) -> Client {
-        let mut client = Client::connect(&format!("ws://{node}/ws")).await;
-        client
-            .send(json!({"type":"find","adult":true,"interests":[interest]}))
-            .await;
-        until(&mut client, "waiting").await;
-        client
-    }
     // The chat of ann (node 0) and bo (node 1) runs on node 1, the joiner's; that of cy
     // (node 1) and di (node 2) runs on node 2; that of ed (node 0) and flo (node 2) on node 2.
     let mut ann = waiting(at(0), "one").await;
@@ -312,14 +314,6 @@ async fn redis_restarting_empty_costs_no_chat_in_progress() {
     let nodes: Vec<(KillOnDrop, SocketAddr)> = (0..2)
         .map(|_| start_node_with_args(redis_port, "60", &["--rematch-cooldown-seconds", "1"]))
         .collect();
-    async fn waiting(node: SocketAddr, interest: &str) -> Client {
-        let mut client = Client::connect(&format!("ws://{node}/ws")).await;
-        client
-            .send(json!({"type":"find","adult":true,"interests":[interest]}))
-            .await;
-        until(&mut client, "waiting").await;
-        client
-    }
     let mut ann = waiting(nodes[0].1, "one").await;
     let mut bo = waiting(nodes[1].1, "one").await;
     until(&mut ann, "matched").await;
