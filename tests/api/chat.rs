@@ -4,7 +4,6 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-#[tokio::test]
 async fn hello_describes_a_fresh_session_and_its_limits() {
     let server = spawn_server(test_settings());
     let client = server.client().await;
@@ -27,7 +26,6 @@ async fn hello_describes_a_fresh_session_and_its_limits() {
     assert_ne!(client.token(), other.token());
 }
 
-#[tokio::test]
 async fn two_clients_match_and_chat_with_echoes_carrying_the_same_seq() {
     let server = spawn_server(test_settings());
     let mut a = server
@@ -68,7 +66,6 @@ async fn two_clients_match_and_chat_with_echoes_carrying_the_same_seq() {
     );
 }
 
-#[tokio::test]
 async fn a_stranger_without_a_nick_is_shown_as_null() {
     let server = spawn_server(test_settings());
     let (mut a, _b) = {
@@ -86,7 +83,6 @@ async fn a_stranger_without_a_nick_is_shown_as_null() {
         .await;
 }
 
-#[tokio::test]
 async fn typing_and_signal_are_relayed_without_seq_and_not_echoed() {
     let server = spawn_server(test_settings());
     let (mut a, mut b) = server.matched_pair_with(find_with("video", &[])).await;
@@ -109,7 +105,6 @@ async fn typing_and_signal_are_relayed_without_seq_and_not_echoed() {
     assert_eq!(b.expect("msg").await["seq"], 2);
 }
 
-#[tokio::test]
 async fn media_goes_across_with_its_kind_and_mime() {
     let server = spawn_server(test_settings());
     let (mut a, mut b) = server.matched_pair().await;
@@ -130,7 +125,6 @@ async fn media_goes_across_with_its_kind_and_mime() {
     assert_eq!(b.expect("media").await["kind"], "audio");
 }
 
-#[tokio::test]
 async fn leave_ends_the_chat_for_both_and_leaves_the_leaver_idle() {
     let server = spawn_server(test_settings());
     let (mut a, mut b) = server.matched_pair().await;
@@ -148,7 +142,6 @@ async fn leave_ends_the_chat_for_both_and_leaves_the_leaver_idle() {
     b.expect_error("not_chatting").await;
 }
 
-#[tokio::test]
 async fn next_ends_the_chat_and_queues_again_at_once() {
     let server = spawn_server(test_settings());
     let (mut a, mut b) = server.matched_pair().await;
@@ -166,7 +159,6 @@ async fn next_ends_the_chat_and_queues_again_at_once() {
         .await;
 }
 
-#[tokio::test]
 async fn report_ends_the_chat_with_reasons_for_each_side() {
     let server = spawn_server(test_settings());
     let (mut a, mut b) = server.matched_pair().await;
@@ -175,7 +167,6 @@ async fn report_ends_the_chat_with_reasons_for_each_side() {
     assert_eq!(b.expect("ended").await["reason"], "stranger_left");
 }
 
-#[tokio::test]
 async fn leave_while_waiting_takes_the_session_out_of_the_queue() {
     let server = spawn_server(test_settings());
     let mut a = server.waiting_client(find_text()).await;
@@ -190,7 +181,6 @@ async fn leave_while_waiting_takes_the_session_out_of_the_queue() {
     a.expect_nothing(std::time::Duration::from_millis(10)).await;
 }
 
-#[tokio::test]
 async fn a_close_frame_ends_the_chat_at_once() {
     let server = spawn_server(test_settings());
     let (a, mut b) = server.matched_pair().await;
@@ -199,7 +189,6 @@ async fn a_close_frame_ends_the_chat_at_once() {
     assert_eq!(ended["reason"], "stranger_left");
 }
 
-#[tokio::test]
 async fn a_dropped_connection_makes_the_stranger_wait_then_lose_it() {
     let server = spawn_server(test_settings());
     let (a, mut b) = server.matched_pair().await;
@@ -208,3 +197,17 @@ async fn a_dropped_connection_makes_the_stranger_wait_then_lose_it() {
     // The grace is 0.5 s in the test settings.
     assert_eq!(b.expect("ended").await["reason"], "stranger_lost");
 }
+
+on_one_node_and_on_three!(
+    hello_describes_a_fresh_session_and_its_limits,
+    two_clients_match_and_chat_with_echoes_carrying_the_same_seq,
+    a_stranger_without_a_nick_is_shown_as_null,
+    typing_and_signal_are_relayed_without_seq_and_not_echoed,
+    media_goes_across_with_its_kind_and_mime,
+    leave_ends_the_chat_for_both_and_leaves_the_leaver_idle,
+    next_ends_the_chat_and_queues_again_at_once,
+    report_ends_the_chat_with_reasons_for_each_side,
+    leave_while_waiting_takes_the_session_out_of_the_queue,
+    a_close_frame_ends_the_chat_at_once,
+    a_dropped_connection_makes_the_stranger_wait_then_lose_it,
+);

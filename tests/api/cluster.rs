@@ -10,8 +10,6 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-const SECRET: &str = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e";
-
 /// Fields drop in this order: the proxy and nodes before Redis, so no node is left talking
 /// to a Redis that is gone.
 struct Cluster {
@@ -50,44 +48,9 @@ fn start_node_with_args(
                 "EPHEMERA_CLUSTER_REDIS_URL",
                 format!("redis://127.0.0.1:{redis_port}/"),
             )
-            .env("EPHEMERA_CLUSTER_SECRET", SECRET),
+            .env("EPHEMERA_CLUSTER_SECRET", CLUSTER_SECRET),
     );
     (KillOnDrop(spawned.child), spawned.addr)
-}
-
-/// ops/haproxy.cfg with this test's ports in place of the example's.
-fn start_proxy(nodes: &[SocketAddr]) -> (KillOnDrop, SocketAddr) {
-    let port = free_port();
-    let mut config =
-        repository_file("ops/haproxy.cfg").replace("127.0.0.1:8000", &format!("127.0.0.1:{port}"));
-    for (n, node) in nodes.iter().enumerate() {
-        config = config.replace(&format!("127.0.0.1:808{}", n + 1), &node.to_string());
-    }
-    let path = std::env::temp_dir().join(format!(
-        "ephemera-haproxy-{}-{port}.cfg",
-        std::process::id()
-    ));
-    std::fs::write(&path, config).unwrap();
-    let check = std::process::Command::new(system_binary("haproxy"))
-        .arg("-c")
-        .arg("-f")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "ops/haproxy.cfg is valid: {}",
-        String::from_utf8_lossy(&check.stderr)
-    );
-    let child = std::process::Command::new(system_binary("haproxy"))
-        .arg("-db")
-        .arg("-f")
-        .arg(&path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    (KillOnDrop(child), SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
 async fn start_cluster(count: usize) -> Cluster {
@@ -490,4 +453,23 @@ async fn a_thousand_sessions_across_three_nodes_each_line_once_and_in_order() {
     }
     assert!(spread.iter().all(|&chatting| chatting > 0), "{spread:?}");
     assert_eq!(spread.iter().sum::<u64>(), SESSIONS as u64, "{spread:?}");
+}
+
+/// The harness the core tests run on three nodes with (`on_one_node_and_on_three!`) really
+/// spreads clients: one on each node, and the first two meet across nodes.
+#[tokio::test]
+async fn the_three_node_harness_spreads_clients_over_every_node() {
+    on_three_nodes(async {
+        let server = spawn_server(test_settings());
+        let (mut a, mut b) = server.matched_pair().await;
+        let _third = server.client().await;
+        let nodes = &server.cluster().nodes;
+        for node in nodes {
+            stats_until(node.addr, "one client on each node", |s| s["online"] == 1).await;
+        }
+        a.say("across").await;
+        assert_eq!(b.expect("msg").await["text"], "across");
+        assert_eq!(a.expect("msg").await["from"], "you");
+    })
+    .await
 }

@@ -9,7 +9,6 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::helpers::*;
 use ephemera::settings::Settings;
 
-#[tokio::test]
 async fn malformed_frames_get_bad_request_and_the_connection_stays_open() {
     let server = spawn_server(test_settings());
     let mut a = server.client().await;
@@ -37,7 +36,6 @@ async fn malformed_frames_get_bad_request_and_the_connection_stays_open() {
     a.expect("waiting").await;
 }
 
-#[tokio::test]
 async fn oversized_fields_get_too_large() {
     let server = spawn_server(Settings {
         max_media_bytes: 8,
@@ -68,7 +66,6 @@ async fn oversized_fields_get_too_large() {
     assert_eq!(a.expect("msg").await["text"].as_str().unwrap().len(), 2000);
 }
 
-#[tokio::test]
 async fn a_frame_over_the_frame_limit_is_refused_and_the_connection_closed_with_1009() {
     let server = spawn_server(Settings {
         max_frame_bytes: 4096,
@@ -81,7 +78,6 @@ async fn a_frame_over_the_frame_limit_is_refused_and_the_connection_closed_with_
     assert_eq!(b.expect("ended").await["reason"], "stranger_left");
 }
 
-#[tokio::test]
 async fn find_without_the_adult_flag_gets_age_required() {
     let server = spawn_server(test_settings());
     let mut a = server.client().await;
@@ -93,7 +89,6 @@ async fn find_without_the_adult_flag_gets_age_required() {
     a.expect_error("bad_request").await;
 }
 
-#[tokio::test]
 async fn chat_frames_outside_a_chat_get_not_chatting() {
     let server = spawn_server(test_settings());
     let mut a = server.client().await;
@@ -115,7 +110,6 @@ async fn chat_frames_outside_a_chat_get_not_chatting() {
     a.expect_error("not_chatting").await;
 }
 
-#[tokio::test]
 async fn find_while_chatting_gets_already_chatting() {
     let server = spawn_server(test_settings());
     let (mut a, _b) = server.matched_pair().await;
@@ -146,7 +140,6 @@ async fn beyond_max_sessions_new_connections_get_server_busy() {
     assert_eq!(c.hello["type"], "hello");
 }
 
-#[tokio::test]
 async fn more_than_twenty_protocol_errors_in_a_minute_close_the_connection_with_1008() {
     let server = spawn_server(test_settings());
     let mut a = server.client().await;
@@ -159,7 +152,6 @@ async fn more_than_twenty_protocol_errors_in_a_minute_close_the_connection_with_
     a.expect_close(1008).await;
 }
 
-#[tokio::test]
 async fn origins_other_than_the_server_and_the_allowed_ones_are_refused_with_403() {
     let server = spawn_server(Settings {
         allowed_origins: vec!["https://chat.example".to_owned()],
@@ -181,7 +173,6 @@ async fn origins_other_than_the_server_and_the_allowed_ones_are_refused_with_403
     assert!(tokio_tungstenite::connect_async(&url).await.is_ok());
 }
 
-#[tokio::test]
 async fn the_server_pings_and_a_silent_client_counts_as_dropped() {
     let server = spawn_server(Settings {
         heartbeat_interval_seconds: 0.1,
@@ -211,7 +202,6 @@ async fn the_server_pings_and_a_silent_client_counts_as_dropped() {
     drop(a);
 }
 
-#[tokio::test]
 async fn a_client_that_stops_reading_is_cut_off_instead_of_buffered() {
     let server = spawn_server(Settings {
         session_outbox_max_bytes: 256 << 10,
@@ -228,7 +218,6 @@ async fn a_client_that_stops_reading_is_cut_off_instead_of_buffered() {
     drop(slow);
 }
 
-#[tokio::test]
 async fn a_flood_is_acknowledged_or_refused_and_nothing_acknowledged_is_lost() {
     let server = spawn_server(Settings {
         pair_mailbox_capacity: 2,
@@ -312,3 +301,17 @@ async fn flood_until_stranger_away(sender: &mut Client) -> bool {
     }
     false
 }
+
+on_one_node_and_on_three!(
+    malformed_frames_get_bad_request_and_the_connection_stays_open,
+    oversized_fields_get_too_large,
+    a_frame_over_the_frame_limit_is_refused_and_the_connection_closed_with_1009,
+    find_without_the_adult_flag_gets_age_required,
+    chat_frames_outside_a_chat_get_not_chatting,
+    find_while_chatting_gets_already_chatting,
+    more_than_twenty_protocol_errors_in_a_minute_close_the_connection_with_1008,
+    origins_other_than_the_server_and_the_allowed_ones_are_refused_with_403,
+    the_server_pings_and_a_silent_client_counts_as_dropped,
+    a_client_that_stops_reading_is_cut_off_instead_of_buffered,
+    a_flood_is_acknowledged_or_refused_and_nothing_acknowledged_is_lost,
+);

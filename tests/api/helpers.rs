@@ -45,15 +45,156 @@ pub fn test_settings() -> Settings {
 }
 
 pub struct TestServer {
+    /// Where clients connect: the server, or the load balancer in front of a cluster.
     pub addr: SocketAddr,
-    /// The admin listener (/metrics).
+    /// The admin listener (/metrics); a cluster's first node's.
     pub metrics_addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     stopped: Option<oneshot::Receiver<()>>,
+    /// Set when `addr` is HAProxy in front of three nodes (`on_three_nodes`).
+    cluster: Option<TestCluster>,
 }
 
-/// Starts the real server with `settings` on a port of its own.
+/// Three nodes on one Redis behind HAProxy running ops/haproxy.cfg. Fields drop in order: the
+/// proxy, then the nodes, then Redis, so no node is left talking to a Redis that is gone.
+pub struct TestCluster {
+    _proxy: KillOnDrop,
+    pub nodes: Vec<TestServer>,
+    _redis: KillOnDrop,
+}
+
+/// The cluster secret of every test cluster.
+pub const CLUSTER_SECRET: &str = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e";
+
+tokio::task_local! {
+    /// Set while a test runs through `on_three_nodes`: `spawn_server` then starts a cluster.
+    static THREE_NODES: ();
+}
+
+/// Runs `test` with every `spawn_server` in it starting three nodes on one real Redis behind
+/// a real HAProxy (`ops/haproxy.cfg`), reached round-robin: so the core protocol tests hold
+/// across nodes as they do on one.
+pub async fn on_three_nodes<F: std::future::Future>(test: F) -> F::Output {
+    THREE_NODES.scope((), test).await
+}
+
+/// Declares each named test (a plain `async fn` of the module) twice: `on_one_node::<name>`
+/// against one server and `on_three_nodes::<name>` against a cluster of three.
+macro_rules! on_one_node_and_on_three {
+    ($($test:ident),* $(,)?) => {
+        mod on_one_node {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test().await
+                }
+            )*
+        }
+        mod on_three_nodes {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    crate::helpers::on_three_nodes(super::$test()).await
+                }
+            )*
+        }
+    };
+}
+pub(crate) use on_one_node_and_on_three;
+
+/// Starts the real server with `settings` on a port of its own; inside `on_three_nodes`, a
+/// cluster of three with these settings behind HAProxy.
 pub fn spawn_server(settings: Settings) -> TestServer {
+    if THREE_NODES.try_with(|_| ()).is_ok() {
+        return spawn_cluster(settings);
+    }
+    spawn_node(settings)
+}
+
+fn spawn_cluster(settings: Settings) -> TestServer {
+    let (redis, redis_port) = start_redis();
+    let node_settings = Settings {
+        cluster_redis_url: format!("redis://127.0.0.1:{redis_port}/"),
+        cluster_secret: CLUSTER_SECRET.to_owned(),
+        trusted_proxies: vec!["127.0.0.1".to_owned()],
+        ..settings
+    };
+    let nodes: Vec<TestServer> = (0..3).map(|_| spawn_node(node_settings.clone())).collect();
+    let addresses: Vec<SocketAddr> = nodes.iter().map(|node| node.addr).collect();
+    let (proxy_child, proxy) = start_proxy(&addresses);
+    wait_until_ready(proxy);
+    TestServer {
+        addr: proxy,
+        metrics_addr: nodes[0].metrics_addr,
+        shutdown: None,
+        stopped: None,
+        cluster: Some(TestCluster {
+            _proxy: proxy_child,
+            nodes,
+            _redis: redis,
+        }),
+    }
+}
+
+/// Waits (blocking: the servers run on threads of their own) until `addr` answers /readyz.
+fn wait_until_ready(addr: SocketAddr) {
+    use std::io::{Read as _, Write as _};
+    let deadline = std::time::Instant::now() + EXPECT_WITHIN;
+    loop {
+        let answer = std::net::TcpStream::connect(addr).and_then(|mut stream| {
+            stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+            stream.write_all(b"GET /readyz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")?;
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer)?;
+            Ok(answer)
+        });
+        if answer.is_ok_and(|answer| answer.starts_with("HTTP/1.1 200")) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{addr} never got ready"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs ops/haproxy.cfg in front of `nodes`, with this test's ports in place of the example's.
+pub fn start_proxy(nodes: &[SocketAddr]) -> (KillOnDrop, SocketAddr) {
+    let port = free_port();
+    let mut config =
+        repository_file("ops/haproxy.cfg").replace("127.0.0.1:8000", &format!("127.0.0.1:{port}"));
+    for (n, node) in nodes.iter().enumerate() {
+        config = config.replace(&format!("127.0.0.1:808{}", n + 1), &node.to_string());
+    }
+    let path = std::env::temp_dir().join(format!(
+        "ephemera-haproxy-{}-{port}.cfg",
+        std::process::id()
+    ));
+    std::fs::write(&path, config).unwrap();
+    let check = std::process::Command::new(system_binary("haproxy"))
+        .arg("-c")
+        .arg("-f")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "ops/haproxy.cfg is valid: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let child = std::process::Command::new(system_binary("haproxy"))
+        .arg("-db")
+        .arg("-f")
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    (KillOnDrop(child), SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+fn spawn_node(settings: Settings) -> TestServer {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let (stopped_tx, stopped_rx) = oneshot::channel();
@@ -78,16 +219,29 @@ pub fn spawn_server(settings: Settings) -> TestServer {
         metrics_addr,
         shutdown: Some(shutdown_tx),
         stopped: Some(stopped_rx),
+        cluster: None,
     }
 }
 
 impl TestServer {
+    /// The cluster behind `addr` (in a test run through `on_three_nodes`).
+    pub fn cluster(&self) -> &TestCluster {
+        self.cluster
+            .as_ref()
+            .expect("a cluster: the test runs on_three_nodes")
+    }
+
     pub fn ws_url(&self) -> String {
         format!("ws://{}/ws", self.addr)
     }
 
     /// Asks the server to shut down as on SIGTERM, and waits until it has stopped.
     pub async fn shutdown(&mut self) {
+        if let Some(cluster) = &mut self.cluster {
+            for node in &mut cluster.nodes {
+                Box::pin(node.shutdown()).await;
+            }
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -140,8 +294,28 @@ impl TestServer {
 
     /// Waits until the server's /stats satisfy `done`: the server acts on its own threads, so
     /// a test waits on the fact it needs, not on a guessed sleep.
+    /// A cluster's /stats are per node: this waits on their sum (see `summed_stats`).
     pub async fn stats_until(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        stats_until(self.addr, what, done).await
+        let Some(cluster) = &self.cluster else {
+            return stats_until(self.addr, what, done).await;
+        };
+        let deadline = tokio::time::Instant::now() + EXPECT_WITHIN;
+        loop {
+            let mut each = Vec::new();
+            for node in &cluster.nodes {
+                let (_, body) = http_get(node.addr, "/stats").await;
+                each.push(serde_json::from_str::<Value>(&body).expect("/stats is JSON"));
+            }
+            let stats = summed_stats(&each);
+            if done(&stats) {
+                return stats;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never happened: {what} ({stats})"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 
@@ -178,6 +352,24 @@ pub fn find_text() -> Value {
 
 pub fn find_with(mode: &str, interests: &[&str]) -> Value {
     json!({"type": "find", "adult": true, "mode": mode, "interests": interests})
+}
+
+/// The nodes' /stats as one: numbers added up, anything else taken from the first node.
+fn summed_stats(each: &[Value]) -> Value {
+    match each.first() {
+        Some(Value::Object(first)) => Value::Object(
+            first
+                .keys()
+                .map(|key| {
+                    let fields: Vec<Value> = each.iter().map(|stats| stats[key].clone()).collect();
+                    (key.clone(), summed_stats(&fields))
+                })
+                .collect(),
+        ),
+        Some(Value::Number(_)) => json!(each.iter().filter_map(Value::as_u64).sum::<u64>()),
+        Some(other) => other.clone(),
+        None => Value::Null,
+    }
 }
 
 /// Polls /stats at `addr` until `done` holds (see `TestServer::stats_until`).

@@ -7,7 +7,6 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-#[tokio::test]
 async fn shared_interests_are_matched_first() {
     let server = spawn_server(Settings {
         interest_timeout_seconds: 30.0,
@@ -30,7 +29,6 @@ async fn shared_interests_are_matched_first() {
     music.expect_nothing(Duration::from_millis(200)).await;
 }
 
-#[tokio::test]
 async fn the_stranger_sharing_most_interests_wins() {
     let server = spawn_server(Settings {
         interest_timeout_seconds: 30.0,
@@ -48,7 +46,6 @@ async fn the_stranger_sharing_most_interests_wins() {
     one.expect_nothing(Duration::from_millis(200)).await;
 }
 
-#[tokio::test]
 async fn without_shared_interests_anyone_will_do_after_the_interest_timeout() {
     let server = spawn_server(test_settings());
     let mut a = server
@@ -62,7 +59,6 @@ async fn without_shared_interests_anyone_will_do_after_the_interest_timeout() {
     a.expect("matched").await;
 }
 
-#[tokio::test]
 async fn a_session_without_interests_meets_one_with_interests_only_after_its_timeout() {
     let server = spawn_server(test_settings());
     let mut with = server.waiting_client(find_with("text", &["film"])).await;
@@ -72,7 +68,6 @@ async fn a_session_without_interests_meets_one_with_interests_only_after_its_tim
     with.expect("matched").await;
 }
 
-#[tokio::test]
 async fn text_and_video_queues_never_mix() {
     let server = spawn_server(test_settings());
     let mut text = server.waiting_client(find_with("text", &[])).await;
@@ -85,7 +80,6 @@ async fn text_and_video_queues_never_mix() {
     text.expect_nothing(Duration::from_millis(50)).await;
 }
 
-#[tokio::test]
 async fn strangers_who_chatted_are_not_matched_again_within_the_cooldown() {
     let server = spawn_server(test_settings());
     let (mut a, mut b) = server.matched_pair().await;
@@ -106,7 +100,6 @@ async fn strangers_who_chatted_are_not_matched_again_within_the_cooldown() {
     b.expect("matched").await;
 }
 
-#[tokio::test]
 async fn strangers_may_meet_again_once_the_cooldown_is_over() {
     let server = spawn_server(Settings {
         rematch_cooldown_seconds: 0.3,
@@ -126,3 +119,13 @@ async fn strangers_may_meet_again_once_the_cooldown_is_over() {
     a.expect("matched").await;
     b.expect("matched").await;
 }
+
+on_one_node_and_on_three!(
+    shared_interests_are_matched_first,
+    the_stranger_sharing_most_interests_wins,
+    without_shared_interests_anyone_will_do_after_the_interest_timeout,
+    a_session_without_interests_meets_one_with_interests_only_after_its_timeout,
+    text_and_video_queues_never_mix,
+    strangers_who_chatted_are_not_matched_again_within_the_cooldown,
+    strangers_may_meet_again_once_the_cooldown_is_over,
+);

@@ -6,7 +6,6 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-#[tokio::test]
 async fn resume_within_grace_replays_exactly_the_missed_events() {
     let server = spawn_server(long_grace());
     let (mut a, mut b) = server.matched_pair().await;
@@ -56,7 +55,6 @@ async fn resume_within_grace_replays_exactly_the_missed_events() {
     a.expect_nothing(Duration::from_millis(100)).await;
 }
 
-#[tokio::test]
 async fn resume_replays_own_echoes_the_client_never_saw() {
     let server = spawn_server(long_grace());
     let (mut a, mut b) = server.matched_pair().await;
@@ -73,7 +71,6 @@ async fn resume_replays_own_echoes_the_client_never_saw() {
     );
 }
 
-#[tokio::test]
 async fn resume_from_zero_replays_the_whole_log_including_matched() {
     let server = spawn_server(long_grace());
     let (mut a, mut b) = server.matched_pair().await;
@@ -86,7 +83,6 @@ async fn resume_from_zero_replays_the_whole_log_including_matched() {
     assert_eq!(a.expect("msg").await["seq"], 2);
 }
 
-#[tokio::test]
 async fn a_client_that_was_away_when_the_chat_ended_learns_why_on_resume() {
     let server = spawn_server(long_grace());
     let (a, mut b) = server.matched_pair().await;
@@ -100,7 +96,6 @@ async fn a_client_that_was_away_when_the_chat_ended_learns_why_on_resume() {
     assert_eq!(a.expect("ended").await["reason"], "stranger_left");
 }
 
-#[tokio::test]
 async fn a_resume_takes_over_a_connection_not_yet_noticed_dead() {
     let server = spawn_server(long_grace());
     let (mut a, mut b) = server.matched_pair().await;
@@ -112,7 +107,6 @@ async fn a_resume_takes_over_a_connection_not_yet_noticed_dead() {
     assert_eq!(a2.expect("msg").await["text"], "to the new connection");
 }
 
-#[tokio::test]
 async fn a_waiting_session_keeps_its_place_in_the_queue_while_away() {
     let server = spawn_server(long_grace());
     let a = server.waiting_client(find_text()).await;
@@ -130,7 +124,6 @@ async fn a_waiting_session_keeps_its_place_in_the_queue_while_away() {
     b.expect("stranger_back").await;
 }
 
-#[tokio::test]
 async fn resume_after_the_grace_gets_a_fresh_session() {
     let server = spawn_server(test_settings());
     let (a, mut b) = server.matched_pair().await;
@@ -144,7 +137,6 @@ async fn resume_after_the_grace_gets_a_fresh_session() {
     assert_ne!(a.token(), token);
 }
 
-#[tokio::test]
 async fn an_unknown_or_malformed_token_gets_a_fresh_session() {
     let server = spawn_server(test_settings());
     for token in ["AAAAAAAAAAAAAAAAAAAAAA", "not-a-token", "%00%01"] {
@@ -154,7 +146,6 @@ async fn an_unknown_or_malformed_token_gets_a_fresh_session() {
     }
 }
 
-#[tokio::test]
 async fn a_query_that_does_not_parse_gets_a_fresh_session_not_an_http_error() {
     let server = spawn_server(long_grace());
     let a = server.waiting_client(find_text()).await;
@@ -174,7 +165,6 @@ async fn a_query_that_does_not_parse_gets_a_fresh_session_not_an_http_error() {
     drop(a);
 }
 
-#[tokio::test]
 async fn a_resume_frame_resumes_over_a_plain_connection_so_the_token_is_in_no_url() {
     let server = spawn_server(long_grace());
     let (a, mut b) = server.matched_pair().await;
@@ -196,7 +186,6 @@ async fn a_resume_frame_resumes_over_a_plain_connection_so_the_token_is_in_no_ur
     assert_eq!(stats["chatting"], 2);
 }
 
-#[tokio::test]
 async fn naming_the_old_chat_in_the_query_brings_its_end_and_the_new_chat_from_its_start() {
     let server = spawn_server(long_grace());
     let (mut a, mut b) = server.matched_pair().await;
@@ -228,7 +217,6 @@ async fn naming_the_old_chat_in_the_query_brings_its_end_and_the_new_chat_from_i
     c.expect("stranger_back").await;
 }
 
-#[tokio::test]
 async fn a_message_whose_echo_was_lost_in_a_drop_is_resent_and_delivered_exactly_once() {
     let server = spawn_server(long_grace());
     let (mut a, mut b) = server.matched_pair().await;
@@ -258,3 +246,18 @@ async fn a_message_whose_echo_was_lost_in_a_drop_is_resent_and_delivered_exactly
     b.expect("stranger_back").await;
     b.expect_nothing(Duration::from_millis(200)).await;
 }
+
+on_one_node_and_on_three!(
+    resume_within_grace_replays_exactly_the_missed_events,
+    resume_replays_own_echoes_the_client_never_saw,
+    resume_from_zero_replays_the_whole_log_including_matched,
+    a_client_that_was_away_when_the_chat_ended_learns_why_on_resume,
+    a_resume_takes_over_a_connection_not_yet_noticed_dead,
+    a_waiting_session_keeps_its_place_in_the_queue_while_away,
+    resume_after_the_grace_gets_a_fresh_session,
+    an_unknown_or_malformed_token_gets_a_fresh_session,
+    a_query_that_does_not_parse_gets_a_fresh_session_not_an_http_error,
+    a_resume_frame_resumes_over_a_plain_connection_so_the_token_is_in_no_url,
+    naming_the_old_chat_in_the_query_brings_its_end_and_the_new_chat_from_its_start,
+    a_message_whose_echo_was_lost_in_a_drop_is_resent_and_delivered_exactly_once,
+);
