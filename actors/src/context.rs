@@ -38,33 +38,34 @@ pub struct PrivacyReport {
 }
 
 /// What a node of a cluster adds to the sessions' world: it tells the cluster where each
-/// session is, and carries a resume of a session held by another node there (implemented by
-/// `remote::NodeRelay`; absent on a lone node).
+/// session is, and takes over a session another node holds when its client resumes here
+/// (implemented by `remote::NodeRelay`; absent on a lone node).
 pub trait ClusterLink: Send + Sync {
     /// A session here holds the token hashed `token`: resumes anywhere find it here, for `ttl`.
     fn session_here(&self, token: &crate::registry::TokenHash, ttl: std::time::Duration);
     /// That session ended.
     fn session_gone(&self, token: &crate::registry::TokenHash);
-    /// Carries a resume of a session another node holds to that node: the connection stays
-    /// here, its frames cross the relay. Gives the connection back when no node holds it.
-    fn carry(
+    /// Moves the session another node holds for `token` here, where it takes the client's
+    /// connection and its place `slot`. Gives them back when no node holds such a session.
+    fn take_over(
         &self,
         token: String,
         from: crate::protocol::ResumePoint,
-        sink: Box<dyn crate::connection::ClientSink>,
-        frames: crate::connection::FrameStream,
-    ) -> CarryAnswer;
+        arriving: Arriving,
+    ) -> TakeOverAnswer;
 }
 
-/// What `ClusterLink::carry` comes to: carried, or the connection back.
-pub type CarryAnswer =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), CarryRefused>> + Send>>;
+/// What a session moving here needs of this node: the client's place and its connection.
+pub struct Arriving {
+    pub slot: crate::registry::SessionSlot,
+    pub sink: Box<dyn crate::connection::ClientSink>,
+    pub frames: crate::connection::FrameStream,
+}
 
-/// The connection given back by a carry that found no node holding its session.
-pub type CarryRefused = (
-    Box<dyn crate::connection::ClientSink>,
-    crate::connection::FrameStream,
-);
+/// What `ClusterLink::take_over` comes to: taken over, or the client's place and connection
+/// back.
+pub type TakeOverAnswer =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Arriving>> + Send>>;
 
 pub struct ChatContext {
     config: ChatConfig,

@@ -12,14 +12,14 @@ use crate::connection::{
     channel_sink, close_code, ChannelSinkReceiver, ClientFrame, ClientSink, FrameStream,
     OutboxGauge, Outgoing,
 };
-use crate::context::ChatContext;
 pub use crate::context::PrivacyReport;
+use crate::context::{Arriving, ChatContext};
 use crate::matchmaker::MatchmakerHandle;
 use crate::metrics::{ChatMetrics, Refusal};
 use crate::protocol::{render_error, retry_after_ms, ErrorCode, ResumePoint};
 use crate::purge::{PurgeHandle, PurgeTimer};
 use crate::rate_limits::ClientLimiters;
-use crate::registry::{Attach, NoPlace, ResumeToken, SessionCommand, StatsSnapshot};
+use crate::registry::{Attach, NoPlace, ResumeToken, SessionCommand, SessionSlot, StatsSnapshot};
 use crate::session::Session;
 
 /// How long a client at its session bound is asked to wait.
@@ -78,7 +78,11 @@ impl Hub {
         let hub = Self::start_with(config, move |config, metrics, abuse| {
             joined.start_matchmaker(config, metrics, abuse)
         });
-        relay.attach_context(hub.context.clone());
+        relay.attach_hub(
+            hub.context.clone(),
+            hub.matchmaker.clone(),
+            hub.purge.clone(),
+        );
         hub.context.join_cluster(relay);
         let weak = Arc::downgrade(&hub);
         node.beat_while(move || weak.upgrade().map(|hub| hub.stats().online as usize));
@@ -198,17 +202,20 @@ impl Hub {
             });
             return;
         }
-        let mut frames = frames;
+        let frames = frames;
         if let Some((token, from)) = resume {
             let session = self.context.live_session(token);
             if let (None, Some(cluster)) = (&session, self.context.cluster().cloned()) {
-                match cluster.carry(token.to_owned(), from, sink, frames).await {
-                    Ok(()) => return,
-                    Err((returned_sink, returned_frames)) => {
-                        sink = returned_sink;
-                        frames = returned_frames;
-                    }
-                }
+                // Another node may hold it: it moves here, into a place of this client's.
+                let slot = match self.context.admit(&keys) {
+                    Ok(slot) => slot,
+                    Err(no_place) => return self.refuse_place(no_place, sink),
+                };
+                let arriving = Arriving { slot, sink, frames };
+                return match cluster.take_over(token.to_owned(), from, arriving).await {
+                    Ok(()) => {}
+                    Err(back) => self.start_session_in(keys, back.slot, back.sink, back.frames),
+                };
             }
             if let Some(session) = session {
                 let attach = Attach {
@@ -254,23 +261,37 @@ impl Hub {
     fn start_session(
         self: &Arc<Self>,
         keys: ClientKeys,
-        mut sink: Box<dyn ClientSink>,
+        sink: Box<dyn ClientSink>,
         frames: FrameStream,
     ) {
-        let refusal = match self.context.admit(&keys) {
-            Ok(slot) => {
-                self.metrics().session_started_in(keys.region);
-                Session::start_new(
-                    self.context.clone(),
-                    self.matchmaker.clone(),
-                    self.purge.clone(),
-                    slot,
-                    sink,
-                    frames,
-                );
-                return;
-            }
-            Err(NoPlace::ServerFull) => {
+        match self.context.admit(&keys) {
+            Ok(slot) => self.start_session_in(keys, slot, sink, frames),
+            Err(no_place) => self.refuse_place(no_place, sink),
+        }
+    }
+
+    fn start_session_in(
+        self: &Arc<Self>,
+        keys: ClientKeys,
+        slot: SessionSlot,
+        sink: Box<dyn ClientSink>,
+        frames: FrameStream,
+    ) {
+        self.metrics().session_started_in(keys.region);
+        Session::start_new(
+            self.context.clone(),
+            self.matchmaker.clone(),
+            self.purge.clone(),
+            slot,
+            sink,
+            frames,
+        );
+    }
+
+    /// Tells a client there is no place for it (see `ChatContext::admit`) and closes.
+    fn refuse_place(&self, no_place: NoPlace, mut sink: Box<dyn ClientSink>) {
+        let refusal = match no_place {
+            NoPlace::ServerFull => {
                 self.metrics().refused(Refusal::ServerBusy);
                 self.metrics().error_sent(ErrorCode::ServerBusy);
                 render_error(
@@ -279,7 +300,7 @@ impl Hub {
                     None,
                 )
             }
-            Err(NoPlace::ClientLimit) => {
+            NoPlace::ClientLimit => {
                 self.metrics().refused(Refusal::ClientSessions);
                 self.metrics().error_sent(ErrorCode::RateLimited);
                 render_error(

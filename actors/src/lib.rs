@@ -35,6 +35,7 @@ pub mod config;
 pub mod connection;
 pub mod context;
 pub mod event_log;
+pub mod handover;
 pub mod hub;
 pub mod ice;
 pub mod ids;

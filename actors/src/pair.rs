@@ -388,11 +388,50 @@ impl PairHandle {
                 side,
                 after_seq,
                 push: false,
+                moved: None,
             })),
             PairLink::Remote(remote) => {
-                remote.back(side, after_seq);
+                remote.back(side, after_seq, None);
                 Box::pin(std::future::ready(Ok(Vec::new())))
             }
+        }
+    }
+
+    /// `back` from a member whose session just moved here from another node (`session`, by
+    /// its id here): the pair sends to it here from now on.
+    pub fn back_moved(
+        &self,
+        side: Side,
+        after_seq: u64,
+        id: SessionId,
+        session: Addr<Session>,
+    ) -> BackReplay {
+        match &self.link {
+            PairLink::Local(addr) => Box::pin(addr.send(MemberBack {
+                side,
+                after_seq,
+                push: false,
+                moved: Some(MemberLink::Local(session)),
+            })),
+            PairLink::Remote(remote) => {
+                remote.back(side, after_seq, Some((id, session)));
+                Box::pin(std::future::ready(Ok(Vec::new())))
+            }
+        }
+    }
+
+    /// The node the pair runs on, when it is another one than this (a cluster).
+    pub fn node(&self) -> Option<&str> {
+        match &self.link {
+            PairLink::Local(_) => None,
+            PairLink::Remote(remote) => Some(remote.node()),
+        }
+    }
+
+    /// The handle of a pair on this node.
+    pub(crate) fn local(addr: Addr<Pair>) -> PairHandle {
+        PairHandle {
+            link: PairLink::Local(addr),
         }
     }
 }
@@ -481,12 +520,25 @@ pub struct MemberBack {
     pub side: Side,
     pub after_seq: u64,
     pub push: bool,
+    /// Where the member's session is now, when it moved to another node (a cluster).
+    pub moved: Option<MemberLink>,
 }
 
 impl Handler<MemberBack> for Pair {
     type Result = MessageResult<MemberBack>;
 
-    fn handle(&mut self, back: MemberBack, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, back: MemberBack, ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(link) = back.moved {
+            if let Some(relay) = &self.relay {
+                // Watched on the node it is on now, no longer on the one it left.
+                let node = match &link {
+                    MemberLink::Remote(remote) => Some(remote.node.as_str()),
+                    MemberLink::Local(_) => None,
+                };
+                relay.rewatch_member(node, ctx.address(), back.side);
+            }
+            self.members[back.side.index()].link = link;
+        }
         let replay: Vec<(u64, ByteString)> = self
             .log
             .replay_after(back.after_seq)

@@ -83,6 +83,9 @@ pub enum SessionCommand {
     Attach(Attach),
     /// The server is shutting down: end your chat and close your connection.
     Shutdown,
+    /// Another node of the cluster takes this session over (a resume landed there): write
+    /// yourself down for it, and stop here without ending anything.
+    MoveOut(tokio::sync::oneshot::Sender<Option<crate::handover::MovedSession>>),
 }
 
 /// A new connection for an (usually away) session.
@@ -214,6 +217,23 @@ impl SessionSlot {
         let clients = self.places.clients.lock();
         // A slot's record lives until the slot is dropped.
         clients.records[&self.record].key
+    }
+}
+
+impl SessionSlot {
+    /// A second place for the same client, for a session this one hands its client to and
+    /// then stops (a `resume` frame's doorway, when the session it names moves here). Given
+    /// past the bounds: the two places are one a moment later.
+    pub(crate) fn pass_on(&self) -> SessionSlot {
+        self.places.total.fetch_add(1, Ordering::AcqRel);
+        let mut clients = self.places.clients.lock();
+        if let Some(record) = clients.records.get_mut(&self.record) {
+            record.sessions += 1;
+        }
+        SessionSlot {
+            places: self.places.clone(),
+            record: self.record,
+        }
     }
 }
 

@@ -19,18 +19,21 @@ use tokio::sync::mpsc;
 use crate::cluster::link::{Inbound, LinkSender};
 use crate::cluster::secret::{hex, ClusterKeys};
 use crate::cluster_matchmaker::{ClaimAnswer, ClaimRequest, ClusterMatchmaker, Release};
-use crate::connection::{close_code, ClientFrame, ClientSink, FrameStream, Outgoing};
-use crate::context::{CarryAnswer, ChatContext, ClusterLink};
+use crate::context::{Arriving, ChatContext, ClusterLink, TakeOverAnswer};
 use crate::event_log::{EventKind, Side};
-use crate::ids::ChatId;
+use crate::handover::{MovedSession, MovedState};
+use crate::ids::{ChatId, SessionId};
+use crate::matchmaker::MatchmakerHandle;
 use crate::pair::{
-    EndCause, EndChat, MemberAway, MemberBack, Pair, PairHandle, Post, PostRefused, Relay,
-    RelayKind,
+    EndCause, EndChat, MemberAway, MemberBack, MemberLink, Pair, PairHandle, Post, PostRefused,
+    Relay, RelayKind,
 };
-use crate::protocol::ResumePoint;
-use crate::protocol::{ChatBody, Mode, ReportReason};
-use crate::registry::{hash_presented_token, Attach, ResumeToken, SessionCommand, TokenHash};
-use crate::session::{ChatEnded, ChatEvent, ChatLost, ChatStarted, Session};
+use crate::protocol::{ChatBody, Mode, ReportReason, ResumePoint};
+use crate::purge::PurgeHandle;
+use crate::registry::{hash_presented_token, SessionCommand, TokenHash};
+use crate::session::{
+    ArrivingChat, ChatEnded, ChatEvent, ChatLost, ChatStarted, PostBounced, Session,
+};
 
 /// Everything one node tells another, as serialised inside a sealed envelope.
 #[derive(Debug, Serialize, Deserialize)]
@@ -102,127 +105,41 @@ pub enum Wire {
         chat: String,
         side: u8,
         after_seq: u64,
+        /// The member's session moved to the sender: its pseudonym there.
+        #[serde(default)]
+        moved: Option<String>,
     },
-    /// A client resumed on the sender a session held here: carry its connection to it.
-    Carry {
+    /// A client resumed on the sender with a session held here: move the session there.
+    Move {
         conn: u64,
         token: String,
-        chat: Option<String>,
-        last_seq: u64,
     },
-    /// Whether the session took the carried connection.
-    Carried {
+    /// The session of move `conn`, written down; `None` when no session here had the token.
+    Moved {
         conn: u64,
-        ok: bool,
+        session: Option<MovedSession>,
     },
-    /// A frame from a carried connection's client, for the session here.
-    In {
-        conn: u64,
-        frame: InFrame,
+    /// A member's post that its chat here could not take (its mailbox was full): the member
+    /// is told, as on one node, and sends it again.
+    Bounced {
+        chat: String,
+        side: u8,
     },
-    /// A frame from a session for its carried connection's client there.
-    Out {
-        conn: u64,
-        frame: OutFrame,
+    /// To a moved member whose `back` came after its chat had ended here: the chat is lost.
+    Lost {
+        session: String,
+        chat: String,
     },
 }
 
-/// A client's frame, as it crosses to the node holding its session.
-#[derive(Debug, Serialize, Deserialize)]
-pub enum InFrame {
-    Text(String),
-    Binary,
-    Ping(Vec<u8>),
-    Pong,
-    Close(Option<u16>),
-    TooLarge,
-    Invalid(u16),
-    Dropped,
-}
-
-/// A session's frame, as it crosses to the node carrying its connection.
-#[derive(Debug, Serialize, Deserialize)]
-pub enum OutFrame {
-    Text(String),
-    Ping,
-    Pong(Vec<u8>),
-    Close(u16),
-    Abort,
-}
-
-impl InFrame {
-    fn of(frame: &ClientFrame) -> InFrame {
-        match frame {
-            ClientFrame::Text(text) => InFrame::Text(text.to_string()),
-            ClientFrame::Binary => InFrame::Binary,
-            ClientFrame::Ping(payload) => InFrame::Ping(payload.to_vec()),
-            ClientFrame::Pong => InFrame::Pong,
-            ClientFrame::Close(code) => InFrame::Close(*code),
-            ClientFrame::TooLarge => InFrame::TooLarge,
-            ClientFrame::Invalid { code, .. } => InFrame::Invalid(*code),
-            ClientFrame::Dropped => InFrame::Dropped,
-        }
-    }
-
-    fn into_frame(self) -> ClientFrame {
-        match self {
-            InFrame::Text(text) => ClientFrame::Text(text.into()),
-            InFrame::Binary => ClientFrame::Binary,
-            InFrame::Ping(payload) => ClientFrame::Ping(payload.into()),
-            InFrame::Pong => ClientFrame::Pong,
-            InFrame::Close(code) => ClientFrame::Close(code),
-            InFrame::TooLarge => ClientFrame::TooLarge,
-            InFrame::Invalid(code) => ClientFrame::Invalid {
-                code,
-                reason: if code == close_code::INVALID_PAYLOAD {
-                    "text frames must be UTF-8"
-                } else {
-                    "protocol error"
-                },
-            },
-            InFrame::Dropped => ClientFrame::Dropped,
-        }
-    }
-
-    /// The connection's last frame: nothing follows it.
-    fn ends(&self) -> bool {
-        matches!(
-            self,
-            InFrame::Close(_) | InFrame::Invalid(_) | InFrame::Dropped
-        )
-    }
-}
-
-impl OutFrame {
-    fn of(frame: &Outgoing) -> OutFrame {
-        match frame {
-            Outgoing::Text(text) => OutFrame::Text(text.to_string()),
-            Outgoing::Ping => OutFrame::Ping,
-            Outgoing::Pong(payload) => OutFrame::Pong(payload.to_vec()),
-            Outgoing::Close { code, .. } => OutFrame::Close(*code),
-        }
-    }
-}
-
-/// The close reason a carried connection's client reads, by code (reasons are static text).
-fn close_reason(code: u16) -> &'static str {
-    match code {
-        close_code::RESUMED_ELSEWHERE => "resumed on another connection",
-        close_code::GOING_AWAY => "server shutting down",
-        close_code::TRY_AGAIN_LATER => "try again later",
-        close_code::POLICY_VIOLATION => "policy violation",
-        _ => "closed",
-    }
-}
-
-fn side_code(side: Side) -> u8 {
+pub(crate) fn side_code(side: Side) -> u8 {
     match side {
         Side::A => 0,
         Side::B => 1,
     }
 }
 
-fn side_of(code: u8) -> Option<Side> {
+pub(crate) fn side_of(code: u8) -> Option<Side> {
     match code {
         0 => Some(Side::A),
         1 => Some(Side::B),
@@ -230,7 +147,7 @@ fn side_of(code: u8) -> Option<Side> {
     }
 }
 
-fn mode_of(text: &str) -> Option<Mode> {
+pub(crate) fn mode_of(text: &str) -> Option<Mode> {
     match text {
         "text" => Some(Mode::Text),
         "video" => Some(Mode::Video),
@@ -274,28 +191,24 @@ pub struct NodeRelay {
     /// For the resume keys (`<prefix>resume:<keyed token hash>` → node).
     commands: redis::aio::ConnectionManager,
     prefix: String,
-    /// The sessions' shared context, once the hub has started.
-    context: std::sync::OnceLock<Arc<ChatContext>>,
-    next_conn: std::sync::atomic::AtomicU64,
-    /// Connections carried from here to the node holding their session: that node, and the
-    /// connection's sink.
-    carrying: Mutex<HashMap<u64, CarryingConnection>>,
+    /// What sessions moving here start with, once the hub has started.
+    hub: std::sync::OnceLock<HubParts>,
+    next_move: std::sync::atomic::AtomicU64,
     /// This relay itself, for the futures and tasks it hands out.
     me: std::sync::Weak<NodeRelay>,
-    /// Carries asked for and not yet answered.
-    carry_answers: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<bool>>>,
-    /// Connections other nodes carry to sessions here: where their client's frames go.
-    carried: Mutex<HashMap<(String, u64), mpsc::Sender<ClientFrame>>>,
+    /// Moves asked of other nodes and not yet answered.
+    move_answers: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<Option<MovedSession>>>>,
 }
 
-/// A connection carried from here: the node holding its session, and its sink.
-type CarryingConnection = (String, Box<dyn ClientSink>);
+/// The hub's parts a session moving here starts with.
+struct HubParts {
+    context: Arc<ChatContext>,
+    matchmaker: MatchmakerHandle,
+    purge: PurgeHandle,
+}
 
-/// Frames of a carried connection that may wait for its session; past it, the connection
-/// is dropped (the client resumes again).
-const CARRIED_FRAMES_AHEAD: usize = 64;
-/// How long a node waits for another to take a carried connection.
-const CARRY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+/// How long a node waits for another to hand over a session.
+const MOVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Something here that another node's death ends.
 enum Dependent {
@@ -340,17 +253,24 @@ impl NodeRelay {
             keys,
             commands,
             prefix: prefix.to_owned(),
-            context: std::sync::OnceLock::new(),
-            next_conn: std::sync::atomic::AtomicU64::new(1),
-            carrying: Mutex::new(HashMap::new()),
-            carry_answers: Mutex::new(HashMap::new()),
-            carried: Mutex::new(HashMap::new()),
+            hub: std::sync::OnceLock::new(),
+            next_move: std::sync::atomic::AtomicU64::new(1),
+            move_answers: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Hands the relay the sessions' context, once the hub has started.
-    pub fn attach_context(&self, context: Arc<ChatContext>) {
-        let _ = self.context.set(context);
+    /// Hands the relay what sessions moving here start with, once the hub has started.
+    pub fn attach_hub(
+        &self,
+        context: Arc<ChatContext>,
+        matchmaker: MatchmakerHandle,
+        purge: PurgeHandle,
+    ) {
+        let _ = self.hub.set(HubParts {
+            context,
+            matchmaker,
+            purge,
+        });
     }
 
     fn resume_key(&self, token: &TokenHash) -> String {
@@ -361,121 +281,148 @@ impl NodeRelay {
         )
     }
 
-    /// A session here takes a connection carried from `from` (its number there: `conn`).
-    fn take_carried(self: &Arc<Self>, from: &str, conn: u64, token: String, point: ResumePoint) {
+    /// `from` asks for the session holding `token` (its client resumed there): the session
+    /// writes itself down and stops here, and the answer goes back.
+    fn move_out(self: &Arc<Self>, from: &str, conn: u64, token: String) {
         let session = self
-            .context
+            .hub
             .get()
-            .and_then(|context| context.live_session(&token));
+            .and_then(|hub| hub.context.live_session(&token));
         let Some(session) = session else {
-            self.send(from, &Wire::Carried { conn, ok: false });
+            self.send(
+                from,
+                &Wire::Moved {
+                    conn,
+                    session: None,
+                },
+            );
             return;
-        };
-        let (frames_in, frames_out) = mpsc::channel(CARRIED_FRAMES_AHEAD);
-        self.carried
-            .lock()
-            .insert((from.to_owned(), conn), frames_in);
-        // When the relay lets go of the sender (the client's side ended, or sent faster than
-        // its session reads), the session reads the connection's end.
-        let frames: FrameStream = Box::pin(futures_util::stream::unfold(
-            Some(frames_out),
-            |receiver| async move {
-                let mut receiver: mpsc::Receiver<ClientFrame> = receiver?;
-                match receiver.recv().await {
-                    Some(frame) => Some((frame, Some(receiver))),
-                    None => Some((ClientFrame::Dropped, None)),
-                }
-            },
-        ));
-        let attach = Attach {
-            sink: Box::new(CarriedSink {
-                relay: self.clone(),
-                node: from.to_owned(),
-                conn,
-                closed: false,
-            }),
-            frames,
-            from: point,
-            token: ResumeToken::presented(&token),
         };
         let (relay, from) = (self.clone(), from.to_owned());
         actix::spawn(async move {
-            let ok = matches!(
-                session.send(SessionCommand::Attach(attach)).await,
-                Ok(Ok(()))
-            );
-            if !ok {
-                relay.carried.lock().remove(&(from.clone(), conn));
+            let (answer, answered) = tokio::sync::oneshot::channel();
+            let mut moved = match session.send(SessionCommand::MoveOut(answer)).await {
+                Ok(_) => answered.await.ok().flatten(),
+                Err(_) => None,
+            };
+            if let Some(MovedSession {
+                state: MovedState::Chatting { pair_node, .. },
+                ..
+            }) = &mut moved
+            {
+                // A pair here is named by this node's id there.
+                pair_node.get_or_insert_with(|| relay.node.clone());
             }
-            relay.send(&from, &Wire::Carried { conn, ok });
-        });
-    }
-
-    /// A frame a session elsewhere sends its client, whose connection is carried from here.
-    fn deliver_out(&self, holder: &str, conn: u64, frame: OutFrame) {
-        let mut carrying = self.carrying.lock();
-        let Some((_, sink)) = carrying.get_mut(&conn) else {
-            return;
-        };
-        let last = match frame {
-            OutFrame::Text(text) => {
-                sink.send(Outgoing::Text(text.into()));
-                false
-            }
-            OutFrame::Ping => {
-                sink.send(Outgoing::Ping);
-                false
-            }
-            OutFrame::Pong(payload) => {
-                sink.send(Outgoing::Pong(payload.into()));
-                false
-            }
-            OutFrame::Close(code) => {
-                sink.send(Outgoing::Close {
-                    code,
-                    reason: close_reason(code),
-                });
-                true
-            }
-            OutFrame::Abort => {
-                sink.abort();
-                true
-            }
-        };
-        // The session there cannot see this outbox: the bound is kept here.
-        let bound = self.context.get().map_or(usize::MAX, |context| {
-            context.config().session_outbox_max_bytes
-        });
-        let over = !last && sink.unsent_bytes() > bound;
-        if over {
-            sink.abort();
-        }
-        if last || over {
-            carrying.remove(&conn);
-        }
-        drop(carrying);
-        if over {
-            self.send(
-                holder,
-                &Wire::In {
+            relay.send(
+                &from,
+                &Wire::Moved {
                     conn,
-                    frame: InFrame::Dropped,
+                    session: moved,
                 },
             );
-        }
+        });
     }
 
-    /// A frame from the client of a connection carried here from `from`.
-    fn deliver_in(&self, from: &str, conn: u64, frame: InFrame) {
-        let ends = frame.ends();
-        let key = (from.to_owned(), conn);
-        let mut carried = self.carried.lock();
-        let Some(frames) = carried.get(&key) else {
-            return;
+    /// Starts a session that moved here from another node, with the client's connection.
+    fn start_moved(
+        self: &Arc<Self>,
+        token: &str,
+        from: ResumePoint,
+        arriving: Arriving,
+        moved: MovedSession,
+    ) -> Result<(), Arriving> {
+        let Some(hub) = self.hub.get() else {
+            return Err(arriving);
         };
-        if frames.try_send(frame.into_frame()).is_err() || ends {
-            // Over the bound (or the end): letting go of the sender ends the stream.
-            carried.remove(&key);
+        let chat = match &moved.state {
+            MovedState::Chatting {
+                chat,
+                pair_node: Some(node),
+                ..
+            } => ChatId::parse(chat).map(|chat| {
+                if *node == self.node {
+                    self.pair(chat.as_str()).map_or(ArrivingChat::Gone, |pair| {
+                        ArrivingChat::Found(PairHandle::local(pair))
+                    })
+                } else {
+                    ArrivingChat::Found(PairHandle::remote(RemotePair {
+                        relay: self.clone(),
+                        node: node.clone(),
+                        chat,
+                    }))
+                }
+            }),
+            _ => None,
+        };
+        let remote_pair = match &chat {
+            Some(ArrivingChat::Found(pair)) => pair.node().map(str::to_owned),
+            _ => None,
+        };
+        let chat_id = match &moved.state {
+            MovedState::Chatting { chat, .. } => ChatId::parse(chat),
+            _ => None,
+        };
+        let Arriving { slot, sink, frames } = arriving;
+        let session = Session::start_moved(
+            hub.context.clone(),
+            hub.matchmaker.clone(),
+            hub.purge.clone(),
+            slot,
+            (sink, frames),
+            token,
+            from,
+            moved,
+            chat,
+        );
+        if let (Some(session), Some(node), Some(chat)) = (session, remote_pair, chat_id) {
+            self.watch_chat(&node, chat, session);
+        }
+        Ok(())
+    }
+
+    /// A session here is in a chat whose pair runs on `node`.
+    fn watch_chat(&self, node: &str, chat: ChatId, session: Addr<Session>) {
+        let dependent = Dependent::Chat {
+            chat,
+            session,
+            away: false,
+        };
+        self.watched
+            .lock()
+            .entry(node.to_owned())
+            .or_default()
+            .push(dependent);
+    }
+
+    /// The sessions here in chat `chat`, whose pair runs on `node`.
+    fn sessions_in(&self, node: &str, chat: ChatId) -> Vec<Addr<Session>> {
+        let watched = self.watched.lock();
+        let dependents = watched.get(node).into_iter().flatten();
+        dependents
+            .filter_map(|dependent| match dependent {
+                Dependent::Chat {
+                    chat: watched,
+                    session,
+                    ..
+                } if *watched == chat => Some(session.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A member (`side`) of a chat here moved: to `node`, or (`None`) here.
+    pub(crate) fn rewatch_member(&self, node: Option<&str>, pair: Addr<Pair>, side: Side) {
+        {
+            let mut watched = self.watched.lock();
+            for dependents in watched.values_mut() {
+                dependents.retain(|dependent| {
+                    !matches!(dependent, Dependent::Member { pair: watched, side: s, .. }
+                        if *watched == pair && *s == side)
+                });
+            }
+        }
+        if let Some(node) = node {
+            self.watch_member(node, pair, side);
         }
     }
 
@@ -500,13 +447,7 @@ impl NodeRelay {
             dependents.retain(Dependent::is_live);
             !dependents.is_empty()
         });
-        let mut nodes: Vec<String> = watched.keys().cloned().collect();
-        for (holder, _) in self.carrying.lock().values() {
-            if !nodes.contains(holder) {
-                nodes.push(holder.clone());
-            }
-        }
-        nodes
+        watched.keys().cloned().collect()
     }
 
     /// `node` missed a heartbeat: the strangers of its members here see them away; sessions
@@ -550,6 +491,7 @@ impl NodeRelay {
                         side: *side,
                         after_seq: u64::MAX,
                         push: true,
+                        moved: None,
                     });
                 }
                 Dependent::Chat {
@@ -571,17 +513,6 @@ impl NodeRelay {
 
     /// `node`'s heartbeat expired: it is gone, and with it its sessions and the chats it ran.
     pub fn node_gone(&self, node: &str) {
-        // Connections carried to a session there: it is gone; their clients resume afresh.
-        self.carrying.lock().retain(|_, (holder, sink)| {
-            if holder != node {
-                return true;
-            }
-            sink.send(Outgoing::Close {
-                code: close_code::GOING_AWAY,
-                reason: "server shutting down",
-            });
-            false
-        });
         let dependents = self.watched.lock().remove(node).unwrap_or_default();
         for dependent in dependents {
             match dependent {
@@ -705,16 +636,7 @@ impl NodeRelay {
                     );
                     return;
                 };
-                let dependent = Dependent::Chat {
-                    chat: chat_id,
-                    session: addr.clone(),
-                    away: false,
-                };
-                self.watched
-                    .lock()
-                    .entry(from.to_owned())
-                    .or_default()
-                    .push(dependent);
+                self.watch_chat(from, chat_id, addr.clone());
                 addr.do_send(ChatStarted {
                     chat: chat_id,
                     pair: PairHandle::remote(RemotePair {
@@ -771,10 +693,12 @@ impl NodeRelay {
                         bytes: body.into_bytes(),
                         id_len,
                     };
-                    // Over the pair's mailbox bound: dropped, never echoed, so the client
-                    // sends it again (by its id) and nothing acknowledged is lost.
+                    // Over the pair's mailbox bound: refused, never echoed, and the member
+                    // told so, as on one node.
                     if pair.try_send(Post { side, kind, body }).is_err() {
                         crate::metrics::count_relay_refused();
+                        let side = side_code(side);
+                        self.send(from, &Wire::Bounced { chat, side });
                     }
                 }
             }
@@ -810,36 +734,50 @@ impl NodeRelay {
                     pair.do_send(MemberAway { side });
                 }
             }
-            Wire::Carry {
-                conn,
-                token,
-                chat,
-                last_seq,
-            } => {
-                let point = ResumePoint {
-                    chat: chat.as_deref().and_then(ChatId::parse),
-                    last_seq,
-                };
-                self.take_carried(from, conn, token, point);
-            }
-            Wire::Carried { conn, ok } => {
-                if let Some(answer) = self.carry_answers.lock().remove(&conn) {
-                    let _ = answer.send(ok);
+            Wire::Move { conn, token } => self.move_out(from, conn, token),
+            Wire::Moved { conn, session } => {
+                if let Some(answer) = self.move_answers.lock().remove(&conn) {
+                    let _ = answer.send(session);
                 }
             }
-            Wire::In { conn, frame } => self.deliver_in(from, conn, frame),
-            Wire::Out { conn, frame } => self.deliver_out(from, conn, frame),
+            Wire::Bounced { chat, side } => {
+                let (Some(chat), Some(side)) = (ChatId::parse(&chat), side_of(side)) else {
+                    return;
+                };
+                for session in self.sessions_in(from, chat) {
+                    session.do_send(PostBounced { chat, side });
+                }
+            }
+            Wire::Lost { session, chat } => {
+                if let (Some(addr), Some(chat)) = (self.session(&session), ChatId::parse(&chat)) {
+                    addr.do_send(ChatLost { chat });
+                }
+            }
             Wire::Back {
                 chat,
                 side,
                 after_seq,
+                moved,
             } => {
-                if let (Some(pair), Some(side)) = (self.pair(&chat), side_of(side)) {
-                    pair.do_send(MemberBack {
+                let Some(side) = side_of(side) else { return };
+                match (self.pair(&chat), moved) {
+                    (Some(pair), moved) => pair.do_send(MemberBack {
                         side,
                         after_seq,
                         push: true,
-                    });
+                        moved: moved.map(|session| {
+                            MemberLink::Remote(RemoteSession {
+                                relay: self.clone(),
+                                node: from.to_owned(),
+                                session,
+                            })
+                        }),
+                    }),
+                    // The chat ended while its member moved: its end went to the old node.
+                    (None, Some(session)) => {
+                        self.send(from, &Wire::Lost { session, chat });
+                    }
+                    (None, None) => {}
                 }
             }
         }
@@ -987,70 +925,30 @@ impl RemotePair {
         );
     }
 
-    pub(crate) fn back(&self, side: Side, after_seq: u64) {
+    /// `moved`: the member's session just moved here (its id here, and address).
+    pub(crate) fn back(
+        &self,
+        side: Side,
+        after_seq: u64,
+        moved: Option<(SessionId, Addr<Session>)>,
+    ) {
+        let moved = moved.map(|(id, session)| {
+            let pseudonym = self.relay.keys.session_pseudonym(&self.relay.node, id);
+            self.relay.register_session(&pseudonym, session);
+            pseudonym
+        });
         let message = Wire::Back {
             chat: self.chat(),
             side: side_code(side),
             after_seq,
+            moved,
         };
         self.relay.send(&self.node, &message);
     }
-}
 
-/// The sink of a connection carried to a session here from another node: what the session
-/// sends crosses back to that node.
-struct CarriedSink {
-    relay: Arc<NodeRelay>,
-    node: String,
-    conn: u64,
-    closed: bool,
-}
-
-impl CarriedSink {
-    fn out(&mut self, frame: OutFrame) {
-        let last = matches!(frame, OutFrame::Close(_) | OutFrame::Abort);
-        self.relay.send(
-            &self.node,
-            &Wire::Out {
-                conn: self.conn,
-                frame,
-            },
-        );
-        if last {
-            self.closed = true;
-            self.relay
-                .carried
-                .lock()
-                .remove(&(self.node.clone(), self.conn));
-        }
-    }
-}
-
-impl ClientSink for CarriedSink {
-    fn send(&mut self, frame: Outgoing) {
-        self.out(OutFrame::of(&frame));
-    }
-
-    /// The carrying node keeps this connection's outbox, and its bound.
-    fn unsent_bytes(&self) -> usize {
-        0
-    }
-
-    fn abort(&mut self) {
-        self.out(OutFrame::Abort);
-    }
-
-    fn close_at_once(&mut self, code: u16, _reason: &'static str) {
-        self.out(OutFrame::Close(code));
-    }
-}
-
-impl Drop for CarriedSink {
-    /// A session that lets go of its connection without closing it (it stopped) ends it.
-    fn drop(&mut self) {
-        if !self.closed {
-            self.out(OutFrame::Abort);
-        }
+    /// The node the pair runs on.
+    pub(crate) fn node(&self) -> &str {
+        &self.node
     }
 }
 
@@ -1081,20 +979,14 @@ impl ClusterLink for NodeRelay {
         });
     }
 
-    fn carry(
-        &self,
-        token: String,
-        from: ResumePoint,
-        sink: Box<dyn ClientSink>,
-        frames: FrameStream,
-    ) -> CarryAnswer {
+    fn take_over(&self, token: String, from: ResumePoint, arriving: Arriving) -> TakeOverAnswer {
         let relay = self.me.upgrade();
         Box::pin(async move {
             let Some(relay) = relay else {
-                return Err((sink, frames));
+                return Err(arriving);
             };
             let Some(hash) = hash_presented_token(&token) else {
-                return Err((sink, frames));
+                return Err(arriving);
             };
             let mut commands = relay.commands.clone();
             let holder: Option<String> = redis::cmd("GET")
@@ -1104,61 +996,31 @@ impl ClusterLink for NodeRelay {
                 .ok()
                 .flatten();
             let Some(holder) = holder.filter(|holder| *holder != relay.node) else {
-                return Err((sink, frames));
+                return Err(arriving);
             };
             let conn = relay
-                .next_conn
+                .next_move
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let (answer, answered) = tokio::sync::oneshot::channel();
-            relay.carry_answers.lock().insert(conn, answer);
-            // In place before the ask: the session's hello may come before its answer.
-            relay.carrying.lock().insert(conn, (holder.clone(), sink));
-            let asked = Wire::Carry {
+            relay.move_answers.lock().insert(conn, answer);
+            let asked = Wire::Move {
                 conn,
-                token,
-                chat: from.chat.map(|chat| chat.as_str().to_owned()),
-                last_seq: from.last_seq,
+                token: token.clone(),
             };
-            let taken = relay.send(&holder, &asked)
-                && matches!(
-                    tokio::time::timeout(CARRY_TIMEOUT, answered).await,
-                    Ok(Ok(true))
-                );
-            relay.carry_answers.lock().remove(&conn);
-            if !taken {
-                return match relay.carrying.lock().remove(&conn) {
-                    Some((_, sink)) => Err((sink, frames)),
-                    // Closed meanwhile by the other side: nothing to give back.
-                    None => Ok(()),
-                };
+            let moved = if relay.send(&holder, &asked) {
+                tokio::time::timeout(MOVE_TIMEOUT, answered)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .flatten()
+            } else {
+                None
+            };
+            relay.move_answers.lock().remove(&conn);
+            match moved {
+                Some(moved) => relay.start_moved(&token, from, arriving, moved),
+                None => Err(arriving),
             }
-            // The client's frames go to the holder until its connection ends.
-            let forward = relay.clone();
-            actix::spawn(async move {
-                let mut frames = frames;
-                let mut ended = false;
-                while let Some(frame) = futures_util::StreamExt::next(&mut frames).await {
-                    let frame = InFrame::of(&frame);
-                    ended = frame.ends();
-                    forward.send(&holder, &Wire::In { conn, frame });
-                    if ended {
-                        break;
-                    }
-                }
-                if !ended {
-                    forward.send(
-                        &holder,
-                        &Wire::In {
-                            conn,
-                            frame: InFrame::Dropped,
-                        },
-                    );
-                }
-                // A moment for the session's closing reply, then the sink goes.
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                forward.carrying.lock().remove(&conn);
-            });
-            Ok(())
         })
     }
 }

@@ -400,6 +400,82 @@ async fn a_resume_that_lands_on_another_node_finds_its_chat() {
     assert_eq!(until(&mut bo, "ended").await["reason"], "stranger_left");
 }
 
+/// A resume on a third node moves the session there: the node it left holds nothing of it
+/// any more, so that node's death costs the chat nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_session_moves_to_its_new_node_and_outlives_the_old_one() {
+    let (_redis, redis_port) = start_redis();
+    let mut nodes: Vec<(KillOnDrop, SocketAddr)> =
+        (0..3).map(|_| start_node_with(redis_port, "60")).collect();
+    let url = |node: SocketAddr| format!("ws://{node}/ws");
+    let addresses: Vec<SocketAddr> = nodes.iter().map(|(_, addr)| *addr).collect();
+    let mut ann = Client::connect(&url(addresses[0])).await;
+    let mut bo = Client::connect(&url(addresses[1])).await;
+    for client in [&mut ann, &mut bo] {
+        client
+            .send(json!({"type":"find","adult":true,"nick":"Ann or Bo","interests":["move"]}))
+            .await;
+        until(client, "waiting").await;
+    }
+    let chat = until(&mut ann, "matched").await["chat"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    until(&mut bo, "matched").await;
+    ann.say("before the move").await;
+    until(&mut bo, "msg").await;
+    until(&mut ann, "msg").await;
+
+    // ann drops and comes back on the third node, by first frame.
+    let (token, last_seq) = (ann.token(), ann.last_seq);
+    ann.drop_connection();
+    until(&mut bo, "stranger_away").await;
+    bo.say("while you moved").await;
+    let mut ann = Client::connect(&url(addresses[2])).await;
+    ann.send(json!({"type":"resume","session":token,"chat":chat,"last_seq":last_seq}))
+        .await;
+    let hello = until(&mut ann, "hello").await;
+    assert_eq!(hello["resumed"], true, "{hello}");
+    assert_eq!(hello["state"], "chatting", "{hello}");
+    assert_eq!(until(&mut ann, "msg").await["text"], "while you moved");
+    until(&mut bo, "stranger_back").await;
+    // The first node holds nothing of ann now; the third holds ann (the doorway is gone).
+    stats_until(addresses[0], "the old node let the session go", |s| {
+        s["online"] == 0
+    })
+    .await;
+    stats_until(addresses[2], "the new node holds the session", |s| {
+        s["online"] == 1
+    })
+    .await;
+
+    // The old node dies: the chat, on the second node, and ann, on the third, go on.
+    nodes[0].0 .0.kill().unwrap();
+    ann.say("after the old node died").await;
+    assert_eq!(
+        until(&mut bo, "msg").await["text"],
+        "after the old node died"
+    );
+    bo.say("still here").await;
+    assert_eq!(until(&mut bo, "msg").await["text"], "still here");
+    assert_eq!(
+        until(&mut ann, "msg").await["text"],
+        "after the old node died"
+    );
+    assert_eq!(until(&mut ann, "msg").await["text"], "still here");
+    // Once the dead node's heartbeat has expired, nothing in this chat hears of it: the next
+    // frames on both sides are the next line and its echo.
+    stats_until(addresses[1], "the dead node's heartbeat expired", |s| {
+        s["cluster"]["nodes"] == 2
+    })
+    .await;
+    ann.say("and later").await;
+    assert_eq!(bo.expect("msg").await["text"], "and later");
+    assert_eq!(ann.expect("msg").await["text"], "and later");
+    ann.send(json!({"type":"leave"})).await;
+    assert_eq!(until(&mut bo, "ended").await["reason"], "stranger_left");
+}
+
 /// 1,000 sessions through HAProxy over three nodes: 500 chats, most of them across nodes,
 /// each line arriving once and in order on both sides.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -247,8 +247,12 @@ async fn a_flood_is_acknowledged_or_refused_and_nothing_acknowledged_is_lost() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    // With a chat mailbox of 2, a burst of 500 always overflows it (about 430 refused here).
-    assert!(refused > 0, "the flood never hit the chat's bound");
+    // With a chat mailbox of 2, a burst of 500 always overflows it on one node (about 430
+    // refused here). Across nodes the relay paces the posts into the pair's mailbox, so the
+    // flood may or may not meet that bound; what is refused there is refused the same way.
+    if !server.is_cluster() {
+        assert!(refused > 0, "the flood never hit the chat's bound");
+    }
     assert!(!acknowledged.is_empty());
     // Everything acknowledged reached the stranger, in order, once.
     let mut delivered = Vec::new();

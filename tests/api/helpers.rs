@@ -224,6 +224,11 @@ fn spawn_node(settings: Settings) -> TestServer {
 }
 
 impl TestServer {
+    /// Whether `addr` is a cluster's load balancer (the test runs `on_three_nodes`).
+    pub fn is_cluster(&self) -> bool {
+        self.cluster.is_some()
+    }
+
     /// The cluster behind `addr` (in a test run through `on_three_nodes`).
     pub fn cluster(&self) -> &TestCluster {
         self.cluster

@@ -7,8 +7,11 @@
 //! Layout: this file holds the actor, its lifecycle (connections, drops, resume) and its
 //! messages; `requests` what a client asks of it; `policy` its rules as plain values.
 
+mod moving;
 mod policy;
 mod requests;
+
+pub use moving::ArrivingChat;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +23,7 @@ use bytestring::ByteString;
 use futures_util::StreamExt as _;
 
 use crate::connection::{close_code, ClientFrame, ClientSink, FrameStream, Outgoing};
-use crate::context::ChatContext;
+use crate::context::{Arriving, ChatContext};
 use crate::event_log::Side;
 use crate::ids::{ChatId, SessionId};
 use crate::matchmaker::MatchmakerHandle;
@@ -152,6 +155,12 @@ pub struct Session {
     shutting_down: bool,
     /// What the chat is told when this actor stops.
     stop_cause: EndCause,
+    /// Moved to another node of the cluster: stopping here ends nothing.
+    moved_away: bool,
+    /// Moved here: the first resume tells the chat where its member is now.
+    moved_in: bool,
+    /// A moved session's start, taken up once the actor runs.
+    arriving: Option<moving::MoveIn>,
 }
 
 impl Session {
@@ -165,14 +174,33 @@ impl Session {
         frames: FrameStream,
     ) -> Addr<Session> {
         let (token, token_hash) = ResumeToken::generate();
-        let session = Session {
+        let pow = match context.pow_difficulty_for_new_session(Instant::now()) {
+            0 => None,
+            bits => Some(Challenge::new(bits)),
+        };
+        let mut session = Session::new(context, matchmaker, purge, slot, token_hash, Some(token));
+        session.pending_connection = Some((sink, frames));
+        session.pow = pow;
+        session.start()
+    }
+
+    /// A session with nothing yet: no connection, no state, no proof of work owed.
+    fn new(
+        context: Arc<ChatContext>,
+        matchmaker: MatchmakerHandle,
+        purge: PurgeHandle,
+        slot: SessionSlot,
+        token_hash: TokenHash,
+        token: Option<ResumeToken>,
+    ) -> Session {
+        Session {
             id: context.next_session_id(),
             token_hash,
-            token: Some(token),
+            token,
             slot,
             connection: None,
             connection_number: 0,
-            pending_connection: Some((sink, frames)),
+            pending_connection: None,
             state: State::Idle,
             preferences: None,
             delivered_seq: 0,
@@ -189,17 +217,16 @@ impl Session {
                 fair_share_bytes: context.config().outbox_fair_share_bytes,
             },
             limits: SessionLimiters::new(&context.config().rate_limits, &context.config().limits),
-            pow: match context.pow_difficulty_for_new_session(Instant::now()) {
-                0 => None,
-                bits => Some(Challenge::new(bits)),
-            },
+            pow: None,
             shutting_down: false,
             stop_cause: EndCause::Left,
+            moved_away: false,
+            moved_in: false,
+            arriving: None,
             context,
             matchmaker,
             purge,
-        };
-        session.start()
+        }
     }
 
     fn set_state(&mut self, state: State) {
@@ -300,8 +327,9 @@ impl Session {
     }
 
     /// A resume of a session this node does not hold: in a cluster, another node may hold it,
-    /// and the connection is carried there; else this session stays, as a fresh one.
-    fn carry_elsewhere(
+    /// and it moves here with this connection (into this client's place: this session was
+    /// only its doorway); else this session stays, as a fresh one.
+    fn take_over_elsewhere(
         &mut self,
         token: String,
         point: ResumePoint,
@@ -315,20 +343,23 @@ impl Session {
             return;
         };
         ctx.cancel_future(connection.frames);
-        let carried = cluster
-            .carry(token, point, connection.sink, rest)
-            .into_actor(self);
-        ctx.spawn(carried.map(|answer, session, ctx| match answer {
+        let arriving = Arriving {
+            slot: self.slot.pass_on(),
+            sink: connection.sink,
+            frames: rest,
+        };
+        let taken = cluster.take_over(token, point, arriving).into_actor(self);
+        ctx.spawn(taken.map(|answer, session, ctx| match answer {
             // This fresh session was only the doorway.
             Ok(()) if session.connection.is_none() => ctx.stop(),
             Ok(()) => {}
             // No node holds it: this session stays, as a fresh one.
-            Err((sink, rest)) => {
+            Err(back) => {
                 session.connection = Some(Connection {
-                    sink,
+                    sink: back.sink,
                     frames: SpawnHandle::default(),
                 });
-                session.stay_fresh(rest, ctx);
+                session.stay_fresh(back.frames, ctx);
             }
         }));
     }
@@ -353,7 +384,7 @@ impl Session {
             return self.read_on(rest, ctx);
         }
         let Some(target) = self.context.live_session(&token) else {
-            return self.carry_elsewhere(token, point, rest, ctx);
+            return self.take_over_elsewhere(token, point, rest, ctx);
         };
         let Some(connection) = self.connection.take() else {
             return;
@@ -588,6 +619,9 @@ impl Actor for Session {
         }
         ctx.run_interval(self.context.config().heartbeat_interval, Self::heartbeat);
         self.tell_cluster_here();
+        if let Some(arriving) = self.arriving.take() {
+            self.arrive(arriving, ctx);
+        }
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
@@ -605,7 +639,8 @@ impl Actor for Session {
         // Dropping the sink lets its writer send what is queued (a close frame included).
         self.connection = None;
         self.context.session_ended(&self.token_hash);
-        if let Some(cluster) = self.context.cluster() {
+        // A session that moved lives on elsewhere, and its new node says so in Redis.
+        if let (Some(cluster), false) = (self.context.cluster(), self.moved_away) {
             cluster.session_gone(&self.token_hash);
         }
     }
@@ -643,6 +678,10 @@ impl Handler<SessionCommand> for Session {
             SessionCommand::Attach(attach) => self.resume(attach, ctx),
             SessionCommand::Shutdown => {
                 self.shut_down(ctx);
+                Ok(())
+            }
+            SessionCommand::MoveOut(answer) => {
+                let _ = answer.send(self.move_out(ctx));
                 Ok(())
             }
         }
@@ -702,7 +741,11 @@ impl Session {
         let after = if missed.is_some() { 0 } else { last_seq };
         self.delivered_seq = after;
         if let Some((chat, pair, side)) = self.state.chat() {
-            let request = pair.back(side, after);
+            let request = if std::mem::take(&mut self.moved_in) {
+                pair.back_moved(side, after, self.id, ctx.address())
+            } else {
+                pair.back(side, after)
+            };
             // Nothing else is handled until the replay is queued, so live events that
             // arrive meanwhile are filtered by `delivered_seq` and never doubled.
             ctx.wait(request.into_actor(self).map(move |replay, session, ctx| {
@@ -832,6 +875,27 @@ impl Handler<ChatEnded> for Session {
     }
 }
 
+/// A post of this member's (`side`) that its chat's pair, on another node, could not take:
+/// refused there as the chat's mailbox refuses it on one node.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PostBounced {
+    pub chat: ChatId,
+    pub side: Side,
+}
+
+impl Handler<PostBounced> for Session {
+    type Result = ();
+
+    fn handle(&mut self, bounced: PostBounced, ctx: &mut Context<Self>) {
+        if let State::Chatting { chat, side, .. } = &self.state {
+            if *chat == bounced.chat && *side == bounced.side {
+                self.chat_busy(ctx);
+            }
+        }
+    }
+}
+
 /// The node running this session's chat is gone (a cluster's node died): the chat ended with
 /// it, and this member hears so as `stranger_lost`, numbered after what it was delivered.
 #[derive(Message)]
@@ -863,6 +927,10 @@ impl Session {
             seq: ended.seq,
             frame: ended.frame,
         });
+        self.forget_end_after_grace(chat, ctx);
+    }
+
+    fn forget_end_after_grace(&mut self, chat: ChatId, ctx: &mut Context<Self>) {
         ctx.run_later(self.context.config().resume_grace, move |session, _| {
             if session.last_ended.as_ref().map(|ended| ended.chat) == Some(chat) {
                 session.last_ended = None;

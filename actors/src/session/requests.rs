@@ -191,8 +191,20 @@ impl Session {
     }
 
     pub(super) fn join_queue(&mut self, ctx: &mut Context<Self>) {
-        let Some(preferences) = self.preferences.as_ref() else {
+        if self.preferences.is_none() {
             return self.not_chatting(ctx);
+        }
+        if self.enqueue(ctx) {
+            let online = self.context.stats().online;
+            self.push(render_waiting(online), ctx);
+        }
+    }
+
+    /// Puts this session in the queue with its last `find`'s preferences; false (and the
+    /// client told why) when the queue is busy.
+    pub(super) fn enqueue(&mut self, ctx: &mut Context<Self>) -> bool {
+        let Some(preferences) = self.preferences.as_ref() else {
+            return false;
         };
         let join = JoinQueue {
             session: self.id,
@@ -207,12 +219,12 @@ impl Session {
             self.context.metrics().refused(Refusal::QueueBusy);
             self.set_state(State::Idle);
             let message = "the queue is busy, try again";
-            return self.send_error(ErrorCode::ServerBusy, message, None, ctx);
+            self.send_error(ErrorCode::ServerBusy, message, None, ctx);
+            return false;
         }
         let mode = preferences.mode;
         self.set_state(State::Waiting { mode });
-        let online = self.context.stats().online;
-        self.push(render_waiting(online), ctx);
+        true
     }
 
     pub(super) fn post(&mut self, kind: EventKind, body: ChatBody, ctx: &mut Context<Self>) {
@@ -221,18 +233,21 @@ impl Session {
         };
         match pair.post(*side, kind, body) {
             Ok(()) => {}
-            Err(PostRefused::Busy) => {
-                self.context.metrics().refused(Refusal::ChatBusy);
-                self.send_error(
-                    ErrorCode::RateLimited,
-                    "you are sending faster than the chat can take",
-                    Some(CHAT_BUSY_RETRY_MS),
-                    ctx,
-                );
-            }
+            Err(PostRefused::Busy) => self.chat_busy(ctx),
             // The chat just ended; its `ended` is already on the way to this session.
             Err(PostRefused::Ended) => self.not_chatting(ctx),
         }
+    }
+
+    /// A `msg` or `media` the chat could not take: the client is told to send it again.
+    pub(super) fn chat_busy(&mut self, ctx: &mut Context<Self>) {
+        self.context.metrics().refused(Refusal::ChatBusy);
+        self.send_error(
+            ErrorCode::RateLimited,
+            "you are sending faster than the chat can take",
+            Some(CHAT_BUSY_RETRY_MS),
+            ctx,
+        );
     }
 
     /// WebRTC signalling: only between members of a video chat, and rate limited, since each
