@@ -25,7 +25,7 @@ use crate::cluster::secret::ClusterKeys;
 use crate::config::ChatConfig;
 use crate::event_log::Side;
 use crate::ids::SessionId;
-use crate::matchmaker::{JoinQueue, MatchmakerHandle};
+use crate::matchmaker::{ChatFinished, JoinQueue, MatchmakerHandle};
 use crate::metrics::ChatMetrics;
 use crate::pair::{Member, MemberLink, Pair, PairSpec};
 use crate::protocol::Mode;
@@ -185,7 +185,8 @@ impl ClusterMatchmaker {
                                 client: first.client,
                                 nick: first.nick,
                             };
-                            self.start_chat(member, first.interests, first.joined, joiner);
+                            let names = [partner, pseudonym];
+                            self.start_chat(member, first.interests, first.joined, joiner, names);
                         }
                         None => self.requeue(pseudonym, joiner, ctx),
                     }
@@ -258,6 +259,7 @@ impl ClusterMatchmaker {
         first_interests: Vec<String>,
         first_joined: Instant,
         joiner: WaitingHere,
+        queue_names: [String; 2],
     ) {
         let now = Instant::now();
         let common: Vec<String> = first_interests
@@ -295,6 +297,7 @@ impl ClusterMatchmaker {
             counters: self.metrics.pair_counters(),
             abuse: self.abuse.clone(),
             relay: Some(self.relay.clone()),
+            queue_names: Some(queue_names),
         };
         Pair::start_in_arbiter(&joiner.arbiter, move |_| Pair::new(spec));
     }
@@ -374,6 +377,27 @@ impl Handler<LeaveCluster> for ClusterMatchmaker {
                 .into_actor(self),
             );
         }
+    }
+}
+
+/// A chat this node ran ended: its members' cooldown starts now, as on one node.
+impl Handler<ChatFinished> for ClusterMatchmaker {
+    type Result = ();
+
+    fn handle(&mut self, finished: ChatFinished, ctx: &mut Context<Self>) {
+        let Some([a, b]) = finished.queue_names else {
+            return;
+        };
+        let queue = self.queue.clone();
+        ctx.spawn(
+            async move {
+                if let Err(error) = queue.cool_down(&a, &b).await {
+                    // The cooldown set at the match still holds, from the match.
+                    tracing::warn!(%error, "the cluster queue did not take a cooldown");
+                }
+            }
+            .into_actor(self),
+        );
     }
 }
 
@@ -462,7 +486,8 @@ impl Handler<ClaimAnswer> for ClusterMatchmaker {
                     client: ClientKey::of_remote(&partner),
                     nick,
                 };
-                self.start_chat(first, interests, Instant::now(), joiner);
+                let names = [partner, self.pseudonym(joiner.session)];
+                self.start_chat(first, interests, Instant::now(), joiner, names);
             }
         }
     }

@@ -67,8 +67,7 @@ impl MatchmakerHandle {
     pub fn chat_finished(&self, finished: ChatFinished) {
         match self {
             MatchmakerHandle::Local(addr) => addr.do_send(finished),
-            // The cluster's cooldown was set in Redis when the two were matched.
-            MatchmakerHandle::Cluster(_) => {}
+            MatchmakerHandle::Cluster(addr) => addr.do_send(finished),
         }
     }
 
@@ -318,6 +317,7 @@ impl Matchmaker {
             counters: self.metrics.pair_counters(),
             abuse: self.abuse.clone(),
             relay: None,
+            queue_names: None,
         };
         self.metrics
             .matched(a.mode, shared_interest, [now - a.joined, now - b.joined]);
@@ -453,6 +453,8 @@ impl Handler<LeaveQueue> for Matchmaker {
 #[rtype(result = "()")]
 pub struct ChatFinished {
     pub sessions: [SessionId; 2],
+    /// The members' names in a cluster's queue (`None` on one node).
+    pub queue_names: Option<[String; 2]>,
 }
 
 impl Handler<ChatFinished> for Matchmaker {
@@ -465,7 +467,8 @@ impl Handler<ChatFinished> for Matchmaker {
     }
 }
 
-/// Forget cooldowns that ran out. Sent by the purge timer on every tick.
+/// Forget cooldowns that ran out, and match the waiting sessions that only a cooldown kept
+/// apart: no arrival may come to prompt them. Sent by the purge timer on every tick.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct PurgeExpired {
@@ -476,7 +479,20 @@ impl Handler<PurgeExpired> for Matchmaker {
     type Result = ();
 
     fn handle(&mut self, purge: PurgeExpired, _ctx: &mut Context<Self>) {
-        self.cooldowns.retain(|_, until| *until > purge.now);
+        let mut over = Vec::new();
+        self.cooldowns.retain(|&sessions, until| {
+            let running = *until > purge.now;
+            if !running {
+                over.push(sessions);
+            }
+            running
+        });
+        for (a, b) in over {
+            if self.waiting.contains_key(&a) && self.waiting.contains_key(&b) && !self.try_match(a)
+            {
+                self.try_match(b);
+            }
+        }
     }
 }
 

@@ -58,6 +58,8 @@ pub struct PairSpec {
     pub abuse: Arc<AbuseDesk>,
     /// The relay to other nodes, when members may live there (a cluster).
     pub relay: Option<Arc<NodeRelay>>,
+    /// The members' names in the cluster's queue, for the cooldown at the chat's end.
+    pub queue_names: Option<[String; 2]>,
 }
 
 /// Where a member's session lives: here, or on another node of the cluster.
@@ -105,6 +107,7 @@ pub struct Pair {
     ended: bool,
     started: Instant,
     relay: Option<Arc<NodeRelay>>,
+    queue_names: Option<[String; 2]>,
 }
 
 impl Pair {
@@ -125,6 +128,7 @@ impl Pair {
             ended: false,
             started: Instant::now(),
             relay: spec.relay,
+            queue_names: spec.queue_names,
         }
     }
 
@@ -247,6 +251,7 @@ impl Pair {
             .increment(self.log.evicted());
         self.matchmaker.chat_finished(ChatFinished {
             sessions: [self.members[0].session, self.members[1].session],
+            queue_names: self.queue_names.take(),
         });
         ctx.stop();
     }

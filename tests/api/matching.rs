@@ -120,7 +120,32 @@ async fn strangers_may_meet_again_once_the_cooldown_is_over() {
     b.expect("matched").await;
 }
 
+async fn the_cooldown_runs_from_the_chats_end_not_from_the_match() {
+    let server = spawn_server(Settings {
+        rematch_cooldown_seconds: 0.5,
+        ..test_settings()
+    });
+    let (mut a, mut b) = server.matched_pair().await;
+    // A chat longer than the cooldown: counted from the match, it would be over at the end.
+    a.say("a long chat").await;
+    a.expect("msg").await;
+    b.expect("msg").await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    a.send(json!({"type":"leave"})).await;
+    a.expect("ended").await;
+    b.expect("ended").await;
+    a.send(find_text()).await;
+    a.expect("waiting").await;
+    b.send(find_text()).await;
+    b.expect("waiting").await;
+    a.expect_nothing(Duration::from_millis(250)).await;
+    // Once it has run from the end, they may meet again (each queue asks again by itself).
+    a.expect("matched").await;
+    b.expect("matched").await;
+}
+
 on_one_node_and_on_three!(
+    the_cooldown_runs_from_the_chats_end_not_from_the_match,
     shared_interests_are_matched_first,
     the_stranger_sharing_most_interests_wins,
     without_shared_interests_anyone_will_do_after_the_interest_timeout,

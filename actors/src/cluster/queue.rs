@@ -109,6 +109,20 @@ impl ClusterQueue {
         }
     }
 
+    /// Two sessions' chat ended: they are not matched again for the cooldown, from now (the
+    /// key `match.lua` checks, as it names it).
+    pub async fn cool_down(&self, a: &str, b: &str) -> redis::RedisResult<()> {
+        let (low, high) = if a < b { (a, b) } else { (b, a) };
+        let mut redis = self.redis.clone();
+        redis::cmd("SET")
+            .arg(format!("{}cool:{low}:{high}", self.prefix))
+            .arg("1")
+            .arg("PX")
+            .arg(millis(self.cooldown))
+            .query_async(&mut redis)
+            .await
+    }
+
     /// Takes `session` out of every queue; `true` if it was waiting.
     pub async fn leave(&self, session: &str) -> redis::RedisResult<bool> {
         let mut redis = self.redis.clone();
