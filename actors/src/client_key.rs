@@ -41,6 +41,13 @@ impl ClientKey {
         }
     }
 
+    /// What another node of a cluster is told of this client when it reported a member there:
+    /// a hash of the key, never the key itself; that node makes its own key of it with
+    /// `of_remote`, so the reporter counts as one reporter there.
+    pub fn for_other_nodes(&self) -> String {
+        crate::cluster::secret::hex(blake3::hash(&self.hash).as_bytes())
+    }
+
     /// The salt generation this key was made under.
     pub fn generation(&self) -> u32 {
         self.generation

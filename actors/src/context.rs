@@ -209,6 +209,13 @@ impl ChatContext {
     }
 
     /// How long `client` is still banned, if it is.
+    /// A report against a client of this node, made in a chat on another node.
+    pub(crate) fn report_from_elsewhere(&self, reported: ClientKey, reporter: ClientKey) {
+        if self.abuse.report(reported, reporter, Instant::now()) {
+            tracing::info!("a client key was banned after reports");
+        }
+    }
+
     pub(crate) fn ban_remaining(&self, client: ClientKey, now: Instant) -> Option<Duration> {
         self.abuse.banned_for(client, now)
     }

@@ -216,9 +216,15 @@ impl Pair {
         self.ended = true;
         if let EndCause::Reported(reason) = cause {
             self.counters.reported(reason);
-            let (reported, reporter) = (self.member(by.other()).client, self.member(by).client);
-            if self.abuse.report(reported, reporter, Instant::now()) {
-                tracing::info!("a client key was banned after reports");
+            let (reported, reporter) = (self.member(by.other()), self.member(by).client);
+            match &reported.link {
+                // The reported member's node knows its client: the report counts there.
+                MemberLink::Remote(remote) => remote.reported(reporter),
+                MemberLink::Local(_) => {
+                    if self.abuse.report(reported.client, reporter, Instant::now()) {
+                        tracing::info!("a client key was banned after reports");
+                    }
+                }
             }
         }
         self.last_seq += 1;

@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::client_key::ClientKey;
 use crate::cluster::link::{Inbound, LinkSender};
 use crate::cluster::secret::{hex, ClusterKeys};
 use crate::cluster_matchmaker::{ClaimAnswer, ClaimRequest, ClusterMatchmaker, Release};
@@ -32,7 +33,7 @@ use crate::protocol::{ChatBody, Mode, ReportReason, ResumePoint};
 use crate::purge::PurgeHandle;
 use crate::registry::{hash_presented_token, SessionCommand, TokenHash};
 use crate::session::{
-    ArrivingChat, ChatEnded, ChatEvent, ChatLost, ChatStarted, PostBounced, Session,
+    ArrivingChat, ChatEnded, ChatEvent, ChatLost, ChatStarted, PostBounced, ReportedHere, Session,
 };
 
 /// Everything one node tells another, as serialised inside a sealed envelope.
@@ -124,6 +125,12 @@ pub enum Wire {
     Bounced {
         chat: String,
         side: u8,
+    },
+    /// Pair → a member's node: its stranger reported it; the report counts against its client
+    /// there (`reporter`: `ClientKey::for_other_nodes`).
+    Reported {
+        session: String,
+        reporter: String,
     },
     /// To a moved member whose `back` came after its chat had ended here: the chat is lost.
     Lost {
@@ -748,6 +755,12 @@ impl NodeRelay {
                     session.do_send(PostBounced { chat, side });
                 }
             }
+            Wire::Reported { session, reporter } => {
+                if let Some(addr) = self.session(&session) {
+                    let reporter = ClientKey::of_remote(&format!("{from}/{reporter}"));
+                    addr.do_send(ReportedHere { reporter });
+                }
+            }
             Wire::Lost { session, chat } => {
                 if let (Some(addr), Some(chat)) = (self.session(&session), ChatId::parse(&chat)) {
                     addr.do_send(ChatLost { chat });
@@ -813,6 +826,16 @@ impl RemoteSession {
                 chat: event.chat.as_str().to_owned(),
                 seq: event.seq,
                 frame: event.frame.to_string(),
+            },
+        );
+    }
+
+    pub(crate) fn reported(&self, reporter: ClientKey) {
+        self.relay.send(
+            &self.node,
+            &Wire::Reported {
+                session: self.session.clone(),
+                reporter: reporter.for_other_nodes(),
             },
         );
     }

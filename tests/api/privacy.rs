@@ -172,6 +172,41 @@ async fn reports_from_distinct_strangers_ban_the_reported_client() {
     reporter.expect("waiting").await;
 }
 
+/// In a cluster the reported member's node knows its client: reports made in chats run on
+/// other nodes count there, and ban it there.
+#[tokio::test]
+async fn reports_made_on_other_nodes_count_where_the_reported_client_is() {
+    on_three_nodes(async {
+        let server = spawn_server(ban_settings());
+        let nodes = &server.cluster().nodes;
+        let mut target = Client::connect_from(nodes[0].addr, ip("127.84.0.9")).await;
+        for (node, reporter_ip) in [(1, "127.84.0.1"), (2, "127.84.0.2")] {
+            target.send(find_text()).await;
+            target.expect("waiting").await;
+            let mut reporter = Client::connect_from(nodes[node].addr, ip(reporter_ip)).await;
+            reporter.send(find_text()).await;
+            reporter.expect("waiting").await;
+            target.expect("matched").await;
+            reporter.expect("matched").await;
+            reporter
+                .send(serde_json::json!({"type":"report","reason":"spam"}))
+                .await;
+            assert_eq!(reporter.expect("ended").await["reason"], "you_reported");
+            assert_eq!(target.expect("ended").await["reason"], "stranger_left");
+        }
+        // Both chats ran on the reporters' nodes; the reports counted on the target's.
+        let standing = privacy_me(&nodes[0], "127.84.0.9", "").await;
+        assert_eq!(standing["abuse"]["bans_so_far"], 1, "{standing}");
+        target.send(find_text()).await;
+        target.expect_error("banned").await;
+        for reporter_node in &nodes[1..] {
+            let standing = privacy_me(reporter_node, "127.84.0.9", "").await;
+            assert_eq!(standing["abuse"]["reports_in_window"], 0, "{standing}");
+        }
+    })
+    .await
+}
+
 #[tokio::test]
 async fn one_reporter_cannot_ban_anyone_alone() {
     let server = spawn_server(ban_settings());

@@ -896,6 +896,23 @@ impl Handler<PostBounced> for Session {
     }
 }
 
+/// This session's stranger, in a chat run on another node, reported it: the report counts
+/// against this session's client here, where its key is known.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReportedHere {
+    pub reporter: crate::client_key::ClientKey,
+}
+
+impl Handler<ReportedHere> for Session {
+    type Result = ();
+
+    fn handle(&mut self, reported: ReportedHere, _ctx: &mut Context<Self>) {
+        self.context
+            .report_from_elsewhere(self.slot.client(), reported.reporter);
+    }
+}
+
 /// The node running this session's chat is gone (a cluster's node died): the chat ended with
 /// it, and this member hears so as `stranger_lost`, numbered after what it was delivered.
 #[derive(Message)]
