@@ -132,9 +132,10 @@ pub enum Wire {
         session: String,
         reporter: String,
     },
-    /// To a moved member whose `back` came after its chat had ended here: the chat is lost.
-    Lost {
-        session: String,
+    /// A member's message came for a chat that is no longer here. Its `ended` went before,
+    /// in order, unless the member's session moved meanwhile and it went to the old node: then
+    /// this ends the chat for the member (`stranger_lost`) instead of leaving it waiting.
+    ChatGone {
         chat: String,
     },
 }
@@ -399,6 +400,17 @@ impl NodeRelay {
             .entry(node.to_owned())
             .or_default()
             .push(dependent);
+    }
+
+    /// The pair of `chat`, if it runs here; else `from` is told the chat is gone.
+    fn pair_or_gone(&self, from: &str, chat: &str) -> Option<Addr<Pair>> {
+        // A pair that has stopped takes no message: the same as no pair.
+        let pair = self.pair(chat).filter(|pair| pair.connected());
+        if pair.is_none() {
+            let chat = chat.to_owned();
+            self.send(from, &Wire::ChatGone { chat });
+        }
+        pair
     }
 
     /// The sessions here in chat `chat`, whose pair runs on `node`.
@@ -695,7 +707,7 @@ impl NodeRelay {
                     "media" => EventKind::Media,
                     _ => return,
                 };
-                if let (Some(pair), Some(side)) = (self.pair(&chat), side_of(side)) {
+                if let (Some(pair), Some(side)) = (self.pair_or_gone(from, &chat), side_of(side)) {
                     let body = ChatBody {
                         bytes: body.into_bytes(),
                         id_len,
@@ -720,7 +732,7 @@ impl NodeRelay {
                     "signal" => RelayKind::Signal,
                     _ => return,
                 };
-                if let (Some(pair), Some(side)) = (self.pair(&chat), side_of(side)) {
+                if let (Some(pair), Some(side)) = (self.pair_or_gone(from, &chat), side_of(side)) {
                     let _ = pair.try_send(Relay {
                         side,
                         kind,
@@ -729,7 +741,7 @@ impl NodeRelay {
                 }
             }
             Wire::End { chat, side, cause } => {
-                if let (Some(pair), Some(side)) = (self.pair(&chat), side_of(side)) {
+                if let (Some(pair), Some(side)) = (self.pair_or_gone(from, &chat), side_of(side)) {
                     pair.do_send(EndChat {
                         side,
                         cause: cause_of(&cause),
@@ -737,7 +749,7 @@ impl NodeRelay {
                 }
             }
             Wire::Away { chat, side } => {
-                if let (Some(pair), Some(side)) = (self.pair(&chat), side_of(side)) {
+                if let (Some(pair), Some(side)) = (self.pair_or_gone(from, &chat), side_of(side)) {
                     pair.do_send(MemberAway { side });
                 }
             }
@@ -761,9 +773,12 @@ impl NodeRelay {
                     addr.do_send(ReportedHere { reporter });
                 }
             }
-            Wire::Lost { session, chat } => {
-                if let (Some(addr), Some(chat)) = (self.session(&session), ChatId::parse(&chat)) {
-                    addr.do_send(ChatLost { chat });
+            Wire::ChatGone { chat } => {
+                let Some(chat) = ChatId::parse(&chat) else {
+                    return;
+                };
+                for session in self.sessions_in(from, chat) {
+                    session.do_send(ChatLost { chat });
                 }
             }
             Wire::Back {
@@ -773,8 +788,8 @@ impl NodeRelay {
                 moved,
             } => {
                 let Some(side) = side_of(side) else { return };
-                match (self.pair(&chat), moved) {
-                    (Some(pair), moved) => pair.do_send(MemberBack {
+                if let Some(pair) = self.pair_or_gone(from, &chat) {
+                    pair.do_send(MemberBack {
                         side,
                         after_seq,
                         push: true,
@@ -785,12 +800,7 @@ impl NodeRelay {
                                 session,
                             })
                         }),
-                    }),
-                    // The chat ended while its member moved: its end went to the old node.
-                    (None, Some(session)) => {
-                        self.send(from, &Wire::Lost { session, chat });
-                    }
-                    (None, None) => {}
+                    });
                 }
             }
         }

@@ -117,15 +117,29 @@ async fn waiting(node: SocketAddr, interest: &str) -> Client {
     client
 }
 
+/// The keys in the Redis on `port` that match `pattern`.
+fn redis_keys(port: u16, pattern: &str) -> Vec<String> {
+    let keys = std::process::Command::new(system_binary("redis-cli"))
+        .args(["-p", &port.to_string(), "--scan", "--pattern", pattern])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&keys.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
 async fn until(client: &mut Client, frame_type: &str) -> Value {
+    let mut skipped = Vec::new();
     loop {
         let frame = match client.next_frame(EXPECT_WITHIN).await {
             Some(Ok(frame)) => frame,
-            other => panic!("waiting for {frame_type}, got {other:?}"),
+            other => panic!("waiting for {frame_type}, got {other:?} after {skipped:?}"),
         };
         if frame["type"] == frame_type {
             return frame;
         }
+        skipped.push(frame);
     }
 }
 
@@ -316,14 +330,7 @@ async fn redis_restarting_empty_costs_no_chat_in_progress() {
     }
     let mut left: Vec<String> = Vec::new();
     for _ in 0..100 {
-        let keys = std::process::Command::new(system_binary("redis-cli"))
-            .args(["-p", &redis_port.to_string(), "--scan"])
-            .output()
-            .unwrap();
-        left = String::from_utf8_lossy(&keys.stdout)
-            .lines()
-            .map(str::to_owned)
-            .collect();
+        left = redis_keys(redis_port, "*");
         if left.len() == 2 {
             break;
         }
@@ -411,12 +418,15 @@ async fn a_resumed_session_moves_to_its_new_node_and_outlives_the_old_one() {
     let addresses: Vec<SocketAddr> = nodes.iter().map(|(_, addr)| *addr).collect();
     let mut ann = Client::connect(&url(addresses[0])).await;
     let mut bo = Client::connect(&url(addresses[1])).await;
-    for client in [&mut ann, &mut bo] {
-        client
-            .send(json!({"type":"find","adult":true,"nick":"Ann or Bo","interests":["move"]}))
-            .await;
-        until(client, "waiting").await;
+    let find = json!({"type":"find","adult":true,"nick":"Ann or Bo","interests":["move"]});
+    ann.send(find.clone()).await;
+    until(&mut ann, "waiting").await;
+    // Once ann is in Redis's queue, bo's find makes the match, so the chat runs on bo's node.
+    while redis_keys(redis_port, "eph:w:*").is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    bo.send(find).await;
+    until(&mut bo, "waiting").await;
     let chat = until(&mut ann, "matched").await["chat"]
         .as_str()
         .unwrap()

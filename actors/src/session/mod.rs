@@ -741,7 +741,8 @@ impl Session {
         let after = if missed.is_some() { 0 } else { last_seq };
         self.delivered_seq = after;
         if let Some((chat, pair, side)) = self.state.chat() {
-            let request = if std::mem::take(&mut self.moved_in) {
+            let moved_in = std::mem::take(&mut self.moved_in);
+            let request = if moved_in {
                 pair.back_moved(side, after, self.id, ctx.address())
             } else {
                 pair.back(side, after)
@@ -749,7 +750,15 @@ impl Session {
             // Nothing else is handled until the replay is queued, so live events that
             // arrive meanwhile are filtered by `delivered_seq` and never doubled.
             ctx.wait(request.into_actor(self).map(move |replay, session, ctx| {
-                let Ok(replay) = replay else { return };
+                let Ok(replay) = replay else {
+                    // A session that just moved here finds its chat's pair gone: the chat
+                    // ended meanwhile, and its `ended` went to the node the session left.
+                    let current = session.state.chat().map(|(c, _, _)| c);
+                    if moved_in && current == Some(chat) {
+                        <Self as Handler<ChatLost>>::handle(session, ChatLost { chat }, ctx);
+                    }
+                    return;
+                };
                 if session.state.chat().map(|(c, _, _)| c) != Some(chat) {
                     return;
                 }
