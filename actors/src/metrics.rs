@@ -239,7 +239,8 @@ pub const SERIES: &[Series] = &[
     series("ephemera_disconnects_total", C, &["reason"], "Connections closed or lost, by reason (slow_consumer: cut off for not reading)."),
     series("ephemera_purge_tick_seconds", H, &[], "Seconds one purge tick took (grace and cooldown expiry, key and limiter pruning)."),
     series("ephemera_mqtt_publishes_total", C, &["result"], "Statistics snapshots for the MQTT broker (mqtt_url): ok when written to the broker's connection, failed when dropped because it was away or still busy with the previous one."),
-    series("ephemera_cluster_relay_dropped_total", C, &[], "Messages between cluster nodes dropped: the relay's queue was full (Redis away), or a chat's mailbox was. Their senders send again (by message id)."),
+    series("ephemera_cluster_relay_dropped_total", C, &[], "Messages between cluster nodes dropped: the relay's queue was full (Redis away), or a chat's mailbox was (its sender is told rate_limited). Their senders send again (by message id)."),
+    series("ephemera_cluster_session_moves_total", C, &["result"], "Resumes of a session held by another node: ok when it moved here, failed when that node handed nothing over (gone, shutting down, or no answer within 3 s: the client gets a fresh session)."),
     series("ephemera_notify_requests_total", C, &["action", "result"], "Requests to the e-mail list (notify_db_path), by action (sign_up, delete) and result (accepted, or the error code: invalid_email, unknown_topic, bad_request, unsupported_type, too_large, forbidden_origin, rate_limited, timeout, unavailable). Accepted says nothing of whether an address was new."),
 ];
 
@@ -247,6 +248,12 @@ pub const SERIES: &[Series] = &[
 /// away), or one from another node that the chat's mailbox could not take.
 pub fn count_relay_refused() {
     metrics::counter!("ephemera_cluster_relay_dropped_total").increment(1);
+}
+
+/// A resume here of a session another node held: whether the session moved here.
+pub fn count_session_move(moved: bool) {
+    let result = if moved { "ok" } else { "failed" };
+    metrics::counter!("ephemera_cluster_session_moves_total", "result" => result).increment(1);
 }
 
 /// Histogram buckets, in seconds: the queue wait (sub-second to ten minutes) and chat lengths

@@ -1050,6 +1050,7 @@ impl ClusterLink for NodeRelay {
                 None
             };
             relay.move_answers.lock().remove(&conn);
+            crate::metrics::count_session_move(moved.is_some());
             match moved {
                 Some(moved) => relay.start_moved(&token, from, arriving, moved),
                 None => Err(arriving),

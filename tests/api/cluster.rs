@@ -556,6 +556,35 @@ async fn the_three_node_harness_spreads_clients_over_every_node() {
         a.say("across").await;
         assert_eq!(b.expect("msg").await["text"], "across");
         assert_eq!(a.expect("msg").await["from"], "you");
+
+        // a resumes on each node in turn: wherever its session is not, it moves there (at
+        // least twice), and the chat goes on.
+        let moves = || async {
+            let body = server.metrics().await;
+            body.lines()
+                .find(|line| {
+                    line.starts_with("ephemera_cluster_session_moves_total{result=\"ok\"}")
+                })
+                .and_then(|line| line.split_whitespace().last()?.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let before = moves().await;
+        let mut a = a;
+        for node in nodes {
+            let (token, last_seq) = (a.token(), a.last_seq);
+            a.drop_connection();
+            let url = format!("ws://{}/ws?resume={token}&last_seq={last_seq}", node.addr);
+            a = Client::connect(&url).await;
+            assert_eq!(a.hello["resumed"], true, "{}", a.hello);
+            assert_eq!(a.hello["state"], "chatting", "{}", a.hello);
+        }
+        assert!(moves().await >= before + 2, "the session moved");
+        a.say("after three hops").await;
+        let mut line = b.expect_any().await;
+        while line["type"] != "msg" {
+            line = b.expect_any().await;
+        }
+        assert_eq!(line["text"], "after three hops");
     })
     .await
 }
