@@ -63,7 +63,8 @@ pub struct ClusterMatchmaker {
     /// Sessions of this node in the cluster queue, by pseudonym.
     waiting: HashMap<String, WaitingHere>,
     /// Joiners whose partner on another node is being claimed, by claim number.
-    claiming: HashMap<u64, WaitingHere>,
+    /// Joiners whose partner on another node is being claimed, with that partner's name.
+    claiming: HashMap<u64, (WaitingHere, String)>,
     /// Partners handed over to another node, until their chat surely started.
     claimed: HashMap<String, WaitingHere>,
     next_claim: u64,
@@ -173,7 +174,8 @@ impl ClusterMatchmaker {
                 };
                 let Some(joiner) = joiner else {
                     // It left (or joined again) while Redis matched it: the partner was taken
-                    // out of the queue for nothing, so it goes back.
+                    // out of the queue for nothing, so it goes back, free to meet it again.
+                    self.forget_cooldown(&partner, &pseudonym, ctx);
                     return self.release(&partner, &partner_node, ctx);
                 };
                 if partner_node == self.relay.node() {
@@ -193,7 +195,7 @@ impl ClusterMatchmaker {
                 } else {
                     self.next_claim += 1;
                     let claim = self.next_claim;
-                    self.claiming.insert(claim, joiner);
+                    self.claiming.insert(claim, (joiner, partner.clone()));
                     let asked = Wire::Claim {
                         claim,
                         partner: partner.clone(),
@@ -229,10 +231,23 @@ impl ClusterMatchmaker {
     }
 
     fn claim_failed(&mut self, claim: u64, ctx: &mut Context<Self>) {
-        if let Some(joiner) = self.claiming.remove(&claim) {
+        if let Some((joiner, partner)) = self.claiming.remove(&claim) {
             let pseudonym = self.pseudonym(joiner.session);
+            // No chat began, so the cooldown `match.lua` set for the two does not hold.
+            self.forget_cooldown(&pseudonym, &partner, ctx);
             self.requeue(pseudonym, joiner, ctx);
         }
+    }
+
+    /// Two sessions Redis matched never chatted: they may meet after all.
+    fn forget_cooldown(&self, a: &str, b: &str, ctx: &mut Context<Self>) {
+        let (queue, a, b) = (self.queue.clone(), a.to_owned(), b.to_owned());
+        ctx.spawn(
+            async move {
+                let _ = queue.forget_cooldown(&a, &b).await;
+            }
+            .into_actor(self),
+        );
     }
 
     /// A partner Redis took out of the queue goes back into it.
@@ -366,8 +381,17 @@ impl Handler<LeaveCluster> for ClusterMatchmaker {
 
     fn handle(&mut self, leave: LeaveCluster, ctx: &mut Context<Self>) {
         let pseudonym = self.pseudonym(leave.session);
-        self.claiming
-            .retain(|_, joiner| joiner.session != leave.session);
+        let mut unclaimed = Vec::new();
+        self.claiming.retain(|_, (joiner, partner)| {
+            let leaving = joiner.session == leave.session;
+            if leaving {
+                unclaimed.push(std::mem::take(partner));
+            }
+            !leaving
+        });
+        for partner in unclaimed {
+            self.forget_cooldown(&pseudonym, &partner, ctx);
+        }
         if self.waiting.remove(&pseudonym).is_some() {
             let queue = self.queue.clone();
             ctx.spawn(
@@ -470,7 +494,7 @@ impl Handler<ClaimAnswer> for ClusterMatchmaker {
                 nick,
                 interests,
             } => {
-                let Some(joiner) = self.claiming.remove(&claim) else {
+                let Some((joiner, _)) = self.claiming.remove(&claim) else {
                     // The joiner left meanwhile: the partner goes back in line.
                     return self.release(&partner, &from, ctx);
                 };

@@ -1007,8 +1007,16 @@ impl ClusterLink for NodeRelay {
     fn session_gone(&self, token: &TokenHash) {
         let (key, mut commands) = (self.resume_key(token), self.commands.clone());
         actix::spawn(async move {
-            let _: redis::RedisResult<()> =
-                redis::cmd("DEL").arg(&key).query_async(&mut commands).await;
+            // Under load an answer can time out (the command may or may not have run); the
+            // key would then stay until its TTL, so the DEL is tried again, a few times.
+            for attempt in 0..3 {
+                let deleted: redis::RedisResult<()> =
+                    redis::cmd("DEL").arg(&key).query_async(&mut commands).await;
+                if deleted.is_ok() {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1 << attempt)).await;
+            }
         });
     }
 

@@ -206,6 +206,16 @@ async fn the_open_fallback_takes_the_longest_waiting_and_the_cooldown_keeps_two_
     // A newcomer takes the longest-waiting of the two.
     let (partner, _, _) = matched_with(a.queue.join("third", "text", true, &[]).await.unwrap());
     assert_eq!(partner, "first");
+    // A match whose claim failed was no chat: once its cooldown is forgotten, the two (now
+    // both waiting again) may meet at once.
+    a.queue.forget_cooldown("third", "first").await.unwrap();
+    assert_eq!(
+        a.queue.join("first", "text", true, &[]).await.unwrap(),
+        JoinOutcome::Waiting
+    );
+    assert!(b.queue.leave("picky").await.unwrap());
+    let (partner, _, _) = matched_with(a.queue.join("third", "text", true, &[]).await.unwrap());
+    assert_eq!(partner, "first", "no cooldown keeps them apart");
 
     // With a cooldown of 50 ms, the same two meet again once it has passed.
     let quick = node(&redis, Duration::from_millis(50)).await;

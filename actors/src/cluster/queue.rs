@@ -112,15 +112,29 @@ impl ClusterQueue {
     /// Two sessions' chat ended: they are not matched again for the cooldown, from now (the
     /// key `match.lua` checks, as it names it).
     pub async fn cool_down(&self, a: &str, b: &str) -> redis::RedisResult<()> {
-        let (low, high) = if a < b { (a, b) } else { (b, a) };
         let mut redis = self.redis.clone();
         redis::cmd("SET")
-            .arg(format!("{}cool:{low}:{high}", self.prefix))
+            .arg(self.cooldown_key(a, b))
             .arg("1")
             .arg("PX")
             .arg(millis(self.cooldown))
             .query_async(&mut redis)
             .await
+    }
+
+    /// Two sessions matched but never chatted (the claim failed): no cooldown between them.
+    pub async fn forget_cooldown(&self, a: &str, b: &str) -> redis::RedisResult<()> {
+        let mut redis = self.redis.clone();
+        redis::cmd("DEL")
+            .arg(self.cooldown_key(a, b))
+            .query_async(&mut redis)
+            .await
+    }
+
+    /// The key `match.lua` names the cooldown of two sessions with.
+    fn cooldown_key(&self, a: &str, b: &str) -> String {
+        let (low, high) = if a < b { (a, b) } else { (b, a) };
+        format!("{}cool:{low}:{high}", self.prefix)
     }
 
     /// Takes `session` out of every queue; `true` if it was waiting.
