@@ -29,6 +29,7 @@ use crate::matchmaker::{ChatFinished, JoinQueue, MatchmakerHandle};
 use crate::metrics::ChatMetrics;
 use crate::pair::{Member, MemberLink, Pair, PairSpec};
 use crate::protocol::Mode;
+use crate::registry::TokenHash;
 use crate::remote::{NodeRelay, RemoteSession, Wire};
 use crate::session::Session;
 
@@ -44,6 +45,8 @@ const WAIT_TTL: Duration = Duration::from_secs(30);
 
 struct WaitingHere {
     session: SessionId,
+    /// Its name in Redis (`ClusterKeys::session_name`).
+    name: String,
     addr: Addr<Session>,
     client: ClientKey,
     mode: Mode,
@@ -114,8 +117,8 @@ impl ClusterMatchmaker {
         (WAIT_TTL, config.rematch_cooldown)
     }
 
-    fn pseudonym(&self, session: SessionId) -> String {
-        self.keys.session_pseudonym(self.relay.node(), session)
+    fn name(&self, token: &TokenHash) -> String {
+        self.keys.session_name(token)
     }
 
     /// Asks Redis for a partner for `pseudonym` (or a place in the queue).
@@ -232,7 +235,7 @@ impl ClusterMatchmaker {
 
     fn claim_failed(&mut self, claim: u64, ctx: &mut Context<Self>) {
         if let Some((joiner, partner)) = self.claiming.remove(&claim) {
-            let pseudonym = self.pseudonym(joiner.session);
+            let pseudonym = joiner.name.clone();
             // No chat began, so the cooldown `match.lua` set for the two does not hold.
             self.forget_cooldown(&pseudonym, &partner, ctx);
             self.requeue(pseudonym, joiner, ctx);
@@ -346,7 +349,7 @@ impl Handler<JoinQueue> for ClusterMatchmaker {
     type Result = ();
 
     fn handle(&mut self, join: JoinQueue, ctx: &mut Context<Self>) {
-        let pseudonym = self.pseudonym(join.session);
+        let pseudonym = self.name(&join.token);
         self.relay.register_session(&pseudonym, join.addr.clone());
         self.next_generation += 1;
         let open = join.interests.is_empty() || self.interest_timeout.is_zero();
@@ -354,6 +357,7 @@ impl Handler<JoinQueue> for ClusterMatchmaker {
             pseudonym.clone(),
             WaitingHere {
                 session: join.session,
+                name: pseudonym.clone(),
                 addr: join.addr,
                 client: join.client,
                 mode: join.mode,
@@ -374,13 +378,14 @@ impl Handler<JoinQueue> for ClusterMatchmaker {
 #[rtype(result = "()")]
 pub struct LeaveCluster {
     pub session: SessionId,
+    pub token: TokenHash,
 }
 
 impl Handler<LeaveCluster> for ClusterMatchmaker {
     type Result = ();
 
     fn handle(&mut self, leave: LeaveCluster, ctx: &mut Context<Self>) {
-        let pseudonym = self.pseudonym(leave.session);
+        let pseudonym = self.name(&leave.token);
         let mut unclaimed = Vec::new();
         self.claiming.retain(|_, (joiner, partner)| {
             let leaving = joiner.session == leave.session;
@@ -510,7 +515,7 @@ impl Handler<ClaimAnswer> for ClusterMatchmaker {
                     client: ClientKey::of_remote(&partner),
                     nick,
                 };
-                let names = [partner, self.pseudonym(joiner.session)];
+                let names = [partner, joiner.name.clone()];
                 self.start_chat(first, interests, Instant::now(), joiner, names);
             }
         }

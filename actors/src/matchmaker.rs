@@ -22,6 +22,7 @@ use crate::ids::SessionId;
 use crate::metrics::ChatMetrics;
 use crate::pair::{Member, MemberLink, Pair, PairSpec};
 use crate::protocol::Mode;
+use crate::registry::TokenHash;
 use crate::session::Session;
 
 /// The only way other actors reach the matchmaker: the seam a matchmaker shared by several
@@ -57,10 +58,13 @@ impl MatchmakerHandle {
 
     /// Takes a session out of its queue, if it is still there. Never refused: a session must
     /// always be able to leave.
-    pub fn leave(&self, session: SessionId) {
+    pub fn leave(&self, session: SessionId, token: &TokenHash) {
         match self {
             MatchmakerHandle::Local(addr) => addr.do_send(LeaveQueue { session }),
-            MatchmakerHandle::Cluster(addr) => addr.do_send(LeaveCluster { session }),
+            MatchmakerHandle::Cluster(addr) => addr.do_send(LeaveCluster {
+                session,
+                token: *token,
+            }),
         }
     }
 
@@ -349,6 +353,8 @@ impl Actor for Matchmaker {
 #[rtype(result = "()")]
 pub struct JoinQueue {
     pub session: SessionId,
+    /// Its token's hash, which names it in a cluster's queue.
+    pub token: TokenHash,
     pub addr: Addr<Session>,
     pub client: ClientKey,
     pub mode: Mode,

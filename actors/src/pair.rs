@@ -20,6 +20,7 @@ use crate::protocol::{
     fixed, render_chat_event, render_ended, render_matched, ChatBody, EndedReason, MatchedFrame,
     Mode, ReportReason,
 };
+use crate::registry::TokenHash;
 use crate::remote::{NodeRelay, RemotePair, RemoteSession};
 use crate::session::{ChatEnded, ChatEvent, ChatStarted, Session};
 
@@ -408,13 +409,13 @@ impl PairHandle {
         }
     }
 
-    /// `back` from a member whose session just moved here from another node (`session`, by
-    /// its id here): the pair sends to it here from now on.
+    /// `back` from a member whose session just moved here from another node (`session`, with
+    /// its token's hash, which names it): the pair sends to it here from now on.
     pub fn back_moved(
         &self,
         side: Side,
         after_seq: u64,
-        id: SessionId,
+        token: &TokenHash,
         session: Addr<Session>,
     ) -> BackReplay {
         match &self.link {
@@ -425,7 +426,7 @@ impl PairHandle {
                 moved: Some(MemberLink::Local(session)),
             })),
             PairLink::Remote(remote) => {
-                remote.back(side, after_seq, Some((id, session)));
+                remote.back(side, after_seq, Some((token, session)));
                 Box::pin(std::future::ready(Ok(Vec::new())))
             }
         }

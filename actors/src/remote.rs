@@ -23,7 +23,7 @@ use crate::cluster_matchmaker::{ClaimAnswer, ClaimRequest, ClusterMatchmaker, Re
 use crate::context::{Arriving, ChatContext, ClusterLink, TakeOverAnswer};
 use crate::event_log::{EventKind, Side};
 use crate::handover::{MovedSession, MovedState};
-use crate::ids::{ChatId, SessionId};
+use crate::ids::ChatId;
 use crate::matchmaker::MatchmakerHandle;
 use crate::pair::{
     EndCause, EndChat, MemberAway, MemberBack, MemberLink, Pair, PairHandle, Post, PostRefused,
@@ -958,15 +958,15 @@ impl RemotePair {
         );
     }
 
-    /// `moved`: the member's session just moved here (its id here, and address).
+    /// `moved`: the member's session just moved here (its token's hash, and address).
     pub(crate) fn back(
         &self,
         side: Side,
         after_seq: u64,
-        moved: Option<(SessionId, Addr<Session>)>,
+        moved: Option<(&TokenHash, Addr<Session>)>,
     ) {
-        let moved = moved.map(|(id, session)| {
-            let pseudonym = self.relay.keys.session_pseudonym(&self.relay.node, id);
+        let moved = moved.map(|(token, session)| {
+            let pseudonym = self.relay.keys.session_name(token);
             self.relay.register_session(&pseudonym, session);
             pseudonym
         });

@@ -283,10 +283,7 @@ async fn every_key_has_a_ttl_and_redis_sees_only_hashes_and_random_ids() {
         node(&redis, Duration::from_secs(600)).await,
     );
     let keys = keys();
-    let pseudonyms = [
-        keys.session_pseudonym(&a.id, 1),
-        keys.session_pseudonym(&b.id, 2),
-    ];
+    let pseudonyms = [keys.session_name(&[1; 32]), keys.session_name(&[2; 32])];
     let mine = hashes("text", &["SecretInterestQ4", "chess"]);
     a.queue
         .join(&pseudonyms[0], "text", false, &mine)

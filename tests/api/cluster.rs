@@ -484,6 +484,17 @@ async fn a_resumed_session_moves_to_its_new_node_and_outlives_the_old_one() {
     assert_eq!(ann.expect("msg").await["text"], "and later");
     ann.send(json!({"type":"leave"})).await;
     assert_eq!(until(&mut bo, "ended").await["reason"], "stranger_left");
+
+    // The cooldown keeps the two apart though ann's session moved: it keeps its name in the
+    // queue, and a newcomer is the one each of them meets.
+    for client in [&mut ann, &mut bo] {
+        client.send(find_text()).await;
+        until(client, "waiting").await;
+    }
+    ann.expect_nothing(Duration::from_millis(300)).await;
+    let mut cy = Client::connect(&url(addresses[1])).await;
+    cy.send(find_text()).await;
+    until(&mut cy, "matched").await;
 }
 
 /// 1,000 sessions through HAProxy over three nodes: 500 chats, most of them across nodes,

@@ -58,12 +58,11 @@ impl ClusterKeys {
         hex(&hasher.finalize().as_bytes()[..16])
     }
 
-    /// A session's name in Redis: unlinkable to its id on its node, or to anything else.
-    pub fn session_pseudonym(&self, node: &str, session: u64) -> String {
-        let mut hasher = blake3::Hasher::new_keyed(&self.pseudonym);
-        hasher.update(node.as_bytes());
-        hasher.update(&session.to_be_bytes());
-        hex(&hasher.finalize().as_bytes()[..16])
+    /// A session's name in Redis, from its token's hash: the same on whichever node the
+    /// session is (it keeps it when it moves), and unlinkable to the token, to its resume key
+    /// (`token_hash`, under another key) or to anything else without the secret.
+    pub fn session_name(&self, token_hash: &[u8; 32]) -> String {
+        hex(&blake3::keyed_hash(&self.pseudonym, token_hash).as_bytes()[..16])
     }
 
     /// A resume token's name in Redis (it maps to the node holding the session).
@@ -130,7 +129,8 @@ mod tests {
         );
         assert_eq!(a.interest_hash("text", "chess").len(), 32);
         assert_ne!(*a.sealing_key("n1"), *a.sealing_key("n2"));
-        assert_ne!(a.session_pseudonym("n1", 1), a.session_pseudonym("n2", 1));
+        assert_ne!(a.session_name(&[1; 32]), a.session_name(&[2; 32]));
+        assert_ne!(a.session_name(&[1; 32]), other.session_name(&[1; 32]));
         assert!(!a.token_hash("token").contains("token"));
     }
 }

@@ -626,7 +626,7 @@ impl Actor for Session {
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         match &self.state {
-            State::Waiting { .. } => self.matchmaker.leave(self.id),
+            State::Waiting { .. } => self.matchmaker.leave(self.id, &self.token_hash),
             State::Chatting { pair, side, .. } | State::Ending { pair, side, .. } => {
                 pair.end(*side, self.stop_cause);
             }
@@ -743,7 +743,7 @@ impl Session {
         if let Some((chat, pair, side)) = self.state.chat() {
             let moved_in = std::mem::take(&mut self.moved_in);
             let request = if moved_in {
-                pair.back_moved(side, after, self.id, ctx.address())
+                pair.back_moved(side, after, &self.token_hash, ctx.address())
             } else {
                 pair.back(side, after)
             };

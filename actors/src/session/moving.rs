@@ -46,7 +46,7 @@ impl Session {
             State::Idle => MovedState::Idle,
             State::Waiting { mode } => {
                 // The new node queues it again; its place here goes.
-                self.matchmaker.leave(self.id);
+                self.matchmaker.leave(self.id, &self.token_hash);
                 MovedState::Waiting {
                     mode: mode.as_str().to_owned(),
                 }

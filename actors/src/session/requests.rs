@@ -184,7 +184,7 @@ impl Session {
             return self.rate_limited(wait, "finds", ctx);
         }
         if matches!(self.state, State::Waiting { .. }) {
-            self.matchmaker.leave(self.id);
+            self.matchmaker.leave(self.id, &self.token_hash);
         }
         self.preferences = Some(find);
         self.join_queue(ctx);
@@ -208,6 +208,7 @@ impl Session {
         };
         let join = JoinQueue {
             session: self.id,
+            token: self.token_hash,
             addr: ctx.address(),
             client: self.slot.client(),
             mode: preferences.mode,
@@ -301,7 +302,7 @@ impl Session {
             }
             State::Ending { requeue, .. } => *requeue = true,
             State::Waiting { .. } => {
-                self.matchmaker.leave(self.id);
+                self.matchmaker.leave(self.id, &self.token_hash);
                 self.join_queue(ctx);
             }
             State::Idle => self.join_queue(ctx),
@@ -316,7 +317,7 @@ impl Session {
             }
             State::Ending { requeue, .. } => *requeue = false,
             State::Waiting { .. } => {
-                self.matchmaker.leave(self.id);
+                self.matchmaker.leave(self.id, &self.token_hash);
                 self.set_state(State::Idle);
             }
             State::Idle => self.not_chatting(ctx),
