@@ -32,11 +32,16 @@ impl ClientKey {
         self.hash[..4].iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    /// The key reports count against for a chat member on another node of a cluster (named by
-    /// its pseudonym there): its own, since this node never saw its address.
-    pub fn of_remote(pseudonym: &str) -> ClientKey {
+    /// The key a client of another node of a cluster counts under here (in reports, made or
+    /// received): made of that node's id and what it told of the client (`for_other_nodes`),
+    /// so each client of that node is one key here, whichever session it chats from.
+    pub fn of_remote(node: &str, client: &str) -> ClientKey {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(node.as_bytes());
+        hasher.update(&[0]);
+        hasher.update(client.as_bytes());
         ClientKey {
-            hash: *blake3::hash(pseudonym.as_bytes()).as_bytes(),
+            hash: *hasher.finalize().as_bytes(),
             generation: u32::MAX,
         }
     }

@@ -457,6 +457,7 @@ impl Handler<ClaimRequest> for ClusterMatchmaker {
             partner: request.partner.clone(),
             nick: partner.nick.clone(),
             interests: partner.interests.clone(),
+            client: partner.client.for_other_nodes(),
         };
         if !self.relay.send(&request.from, &handed) {
             self.waiting.insert(request.partner, partner);
@@ -480,6 +481,8 @@ pub enum ClaimAnswer {
         partner: String,
         nick: Option<String>,
         interests: Vec<String>,
+        /// Its client, as a key of this node's (`ClientKey::of_remote`).
+        client: ClientKey,
     },
     Gone {
         claim: u64,
@@ -498,6 +501,7 @@ impl Handler<ClaimAnswer> for ClusterMatchmaker {
                 partner,
                 nick,
                 interests,
+                client,
             } => {
                 let Some((joiner, _)) = self.claiming.remove(&claim) else {
                     // The joiner left meanwhile: the partner goes back in line.
@@ -512,7 +516,7 @@ impl Handler<ClaimAnswer> for ClusterMatchmaker {
                         node: from,
                         session: partner.clone(),
                     }),
-                    client: ClientKey::of_remote(&partner),
+                    client,
                     nick,
                 };
                 let names = [partner, joiner.name.clone()];

@@ -324,6 +324,14 @@ enum PairLink {
     Remote(RemotePair),
 }
 
+/// A member's session that just moved to this node: what its pair must know of it.
+pub struct MovedHere {
+    pub session: Addr<Session>,
+    /// Its token's hash, which names it in the cluster.
+    pub token: TokenHash,
+    pub client: ClientKey,
+}
+
 /// The answer to `PairHandle::back`: the replay, or (for a pair on another node) nothing here,
 /// since that pair sends the replay itself, in order with what follows it.
 pub type BackReplay = std::pin::Pin<
@@ -411,22 +419,16 @@ impl PairHandle {
 
     /// `back` from a member whose session just moved here from another node (`session`, with
     /// its token's hash, which names it): the pair sends to it here from now on.
-    pub fn back_moved(
-        &self,
-        side: Side,
-        after_seq: u64,
-        token: &TokenHash,
-        session: Addr<Session>,
-    ) -> BackReplay {
+    pub fn back_moved(&self, side: Side, after_seq: u64, moved: MovedHere) -> BackReplay {
         match &self.link {
             PairLink::Local(addr) => Box::pin(addr.send(MemberBack {
                 side,
                 after_seq,
                 push: false,
-                moved: Some(MemberLink::Local(session)),
+                moved: Some((MemberLink::Local(moved.session), moved.client)),
             })),
             PairLink::Remote(remote) => {
-                remote.back(side, after_seq, Some((token, session)));
+                remote.back(side, after_seq, Some(&moved));
                 Box::pin(std::future::ready(Ok(Vec::new())))
             }
         }
@@ -532,15 +534,15 @@ pub struct MemberBack {
     pub side: Side,
     pub after_seq: u64,
     pub push: bool,
-    /// Where the member's session is now, when it moved to another node (a cluster).
-    pub moved: Option<MemberLink>,
+    /// Where the member's session is now, and its client, when it moved (a cluster).
+    pub moved: Option<(MemberLink, ClientKey)>,
 }
 
 impl Handler<MemberBack> for Pair {
     type Result = MessageResult<MemberBack>;
 
     fn handle(&mut self, back: MemberBack, ctx: &mut Context<Self>) -> Self::Result {
-        if let Some(link) = back.moved {
+        if let Some((link, client)) = back.moved {
             if let Some(relay) = &self.relay {
                 // Watched on the node it is on now, no longer on the one it left.
                 let node = match &link {
@@ -549,7 +551,10 @@ impl Handler<MemberBack> for Pair {
                 };
                 relay.rewatch_member(node, ctx.address(), back.side);
             }
-            self.members[back.side.index()].link = link;
+            let member = &mut self.members[back.side.index()];
+            member.link = link;
+            // Reports against it count against its client, wherever it is now.
+            member.client = client;
         }
         let replay: Vec<(u64, ByteString)> = self
             .log

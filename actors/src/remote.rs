@@ -26,8 +26,8 @@ use crate::handover::{MovedSession, MovedState};
 use crate::ids::ChatId;
 use crate::matchmaker::MatchmakerHandle;
 use crate::pair::{
-    EndCause, EndChat, MemberAway, MemberBack, MemberLink, Pair, PairHandle, Post, PostRefused,
-    Relay, RelayKind,
+    EndCause, EndChat, MemberAway, MemberBack, MemberLink, MovedHere, Pair, PairHandle, Post,
+    PostRefused, Relay, RelayKind,
 };
 use crate::protocol::{ChatBody, Mode, ReportReason, ResumePoint};
 use crate::purge::PurgeHandle;
@@ -51,6 +51,8 @@ pub enum Wire {
         partner: String,
         nick: Option<String>,
         interests: Vec<String>,
+        /// Its client, as `ClientKey::for_other_nodes` tells of it (reports count under it).
+        client: String,
     },
     /// The partner had gone by the time the claim came.
     ClaimGone {
@@ -106,9 +108,10 @@ pub enum Wire {
         chat: String,
         side: u8,
         after_seq: u64,
-        /// The member's session moved to the sender: its pseudonym there.
+        /// The member's session moved to the sender: its name there, and its client (as
+        /// `ClientKey::for_other_nodes` tells of it).
         #[serde(default)]
-        moved: Option<String>,
+        moved: Option<(String, String)>,
     },
     /// A client resumed on the sender with a session held here: move the session there.
     Move {
@@ -623,7 +626,9 @@ impl NodeRelay {
                 partner,
                 nick,
                 interests,
+                client,
             } => matchmaker.do_send(ClaimAnswer::Claimed {
+                client: ClientKey::of_remote(from, &client),
                 from: from.to_owned(),
                 claim,
                 partner,
@@ -769,7 +774,7 @@ impl NodeRelay {
             }
             Wire::Reported { session, reporter } => {
                 if let Some(addr) = self.session(&session) {
-                    let reporter = ClientKey::of_remote(&format!("{from}/{reporter}"));
+                    let reporter = ClientKey::of_remote(from, &reporter);
                     addr.do_send(ReportedHere { reporter });
                 }
             }
@@ -793,12 +798,13 @@ impl NodeRelay {
                         side,
                         after_seq,
                         push: true,
-                        moved: moved.map(|session| {
-                            MemberLink::Remote(RemoteSession {
+                        moved: moved.map(|(session, client)| {
+                            let link = MemberLink::Remote(RemoteSession {
                                 relay: self.clone(),
                                 node: from.to_owned(),
                                 session,
-                            })
+                            });
+                            (link, ClientKey::of_remote(from, &client))
                         }),
                     });
                 }
@@ -958,17 +964,12 @@ impl RemotePair {
         );
     }
 
-    /// `moved`: the member's session just moved here (its token's hash, and address).
-    pub(crate) fn back(
-        &self,
-        side: Side,
-        after_seq: u64,
-        moved: Option<(&TokenHash, Addr<Session>)>,
-    ) {
-        let moved = moved.map(|(token, session)| {
-            let pseudonym = self.relay.keys.session_name(token);
-            self.relay.register_session(&pseudonym, session);
-            pseudonym
+    /// `moved`: the member's session just moved here.
+    pub(crate) fn back(&self, side: Side, after_seq: u64, moved: Option<&MovedHere>) {
+        let moved = moved.map(|moved| {
+            let name = self.relay.keys.session_name(&moved.token);
+            self.relay.register_session(&name, moved.session.clone());
+            (name, moved.client.for_other_nodes())
         });
         let message = Wire::Back {
             chat: self.chat(),

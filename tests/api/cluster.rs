@@ -117,18 +117,6 @@ async fn waiting(node: SocketAddr, interest: &str) -> Client {
     client
 }
 
-/// The keys in the Redis on `port` that match `pattern`.
-fn redis_keys(port: u16, pattern: &str) -> Vec<String> {
-    let keys = std::process::Command::new(system_binary("redis-cli"))
-        .args(["-p", &port.to_string(), "--scan", "--pattern", pattern])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&keys.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
 async fn until(client: &mut Client, frame_type: &str) -> Value {
     let mut skipped = Vec::new();
     loop {

@@ -61,6 +61,7 @@ pub struct TestCluster {
     _proxy: KillOnDrop,
     pub nodes: Vec<TestServer>,
     _redis: KillOnDrop,
+    pub redis_port: u16,
 }
 
 /// The cluster secret of every test cluster.
@@ -132,6 +133,7 @@ fn spawn_cluster(settings: Settings) -> TestServer {
             _proxy: proxy_child,
             nodes,
             _redis: redis,
+            redis_port,
         }),
     }
 }
@@ -506,10 +508,29 @@ impl Client {
 
     /// Like `connect_from`, before the server's first frame is read (it may be a refusal).
     pub async fn connect_from_ungreeted(server: SocketAddr, source: std::net::IpAddr) -> Client {
+        Client::connect_from_path_ungreeted(server, source, "/ws").await
+    }
+
+    /// Like `connect_from`, to `path` (a resume's query, say).
+    pub async fn connect_from_path(
+        server: SocketAddr,
+        source: std::net::IpAddr,
+        path: &str,
+    ) -> Client {
+        let mut client = Client::connect_from_path_ungreeted(server, source, path).await;
+        client.hello = client.expect("hello").await;
+        client
+    }
+
+    async fn connect_from_path_ungreeted(
+        server: SocketAddr,
+        source: std::net::IpAddr,
+        path: &str,
+    ) -> Client {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.bind(SocketAddr::new(source, 0)).unwrap();
         let stream = socket.connect(server).await.expect("tcp connects");
-        let url = format!("ws://{server}/ws");
+        let url = format!("ws://{server}{path}");
         let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
             .await
             .expect("websocket connects");
@@ -822,6 +843,18 @@ pub fn free_port() -> u16 {
 pub fn start_redis() -> (KillOnDrop, u16) {
     let port = free_port();
     (start_redis_on(port), port)
+}
+
+/// The keys in the Redis on `port` that match `pattern`.
+pub fn redis_keys(port: u16, pattern: &str) -> Vec<String> {
+    let keys = std::process::Command::new(system_binary("redis-cli"))
+        .args(["-p", &port.to_string(), "--scan", "--pattern", pattern])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&keys.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// redis-server on `port` (again, after a restart), empty.

@@ -207,6 +207,92 @@ async fn reports_made_on_other_nodes_count_where_the_reported_client_is() {
     .await
 }
 
+/// Reads frames until one of `frame_type` (a stranger's away and back may come first).
+async fn until(client: &mut Client, frame_type: &str) -> Value {
+    let mut skipped = Vec::new();
+    loop {
+        let Some(Ok(frame)) = client.next_frame(EXPECT_WITHIN).await else {
+            panic!("no {frame_type} after {skipped:?}");
+        };
+        if frame["type"] == frame_type {
+            return frame;
+        }
+        skipped.push(frame);
+    }
+}
+
+/// `first` waits (on its node) until Redis has it, then `joiner` finds: the chat runs on the
+/// joiner's node, with `first` a member from another node.
+async fn meet_across(server: &TestServer, first: &mut Client, joiner: &mut Client) {
+    first.send(find_text()).await;
+    first.expect("waiting").await;
+    while redis_keys(server.cluster().redis_port, "eph:w:*").is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    joiner.send(find_text()).await;
+    joiner.expect("waiting").await;
+    first.expect("matched").await;
+    joiner.expect("matched").await;
+}
+
+/// A reporter that is the remote member of the chat, with a new session each time, is still
+/// one reporter: its node names its client, not its session.
+#[tokio::test]
+async fn one_reporter_on_another_node_cannot_ban_anyone_alone() {
+    on_three_nodes(async {
+        let server = spawn_server(ban_settings());
+        let nodes = &server.cluster().nodes;
+        let mut target = Client::connect_from(nodes[0].addr, ip("127.85.0.9")).await;
+        for _ in 0..3 {
+            let mut reporter = Client::connect_from(nodes[1].addr, ip("127.85.0.1")).await;
+            meet_across(&server, &mut reporter, &mut target).await;
+            reporter
+                .send(serde_json::json!({"type":"report","reason":"spam"}))
+                .await;
+            assert_eq!(target.expect("ended").await["reason"], "stranger_left");
+            reporter.close().await;
+        }
+        let standing = privacy_me(&nodes[0], "127.85.0.9", "").await;
+        assert_eq!(standing["abuse"]["reports_in_window"], 1, "{standing}");
+        assert!(standing["abuse"]["banned_for_ms"].is_null(), "{standing}");
+    })
+    .await
+}
+
+/// A member that moves onto its chat's node is reported there against its real client.
+#[tokio::test]
+async fn a_member_that_moved_is_reported_against_its_own_client() {
+    on_three_nodes(async {
+        let server = spawn_server(Settings {
+            resume_grace_seconds: 5.0,
+            ..ban_settings()
+        });
+        let nodes = &server.cluster().nodes;
+        let mut abuser = Client::connect_from(nodes[1].addr, ip("127.86.0.9")).await;
+        for reporter_ip in ["127.86.0.1", "127.86.0.2"] {
+            let mut reporter = Client::connect_from(nodes[0].addr, ip(reporter_ip)).await;
+            meet_across(&server, &mut abuser, &mut reporter).await;
+            // The abuser's session moves to node 0, where the chat runs.
+            // It saw this chat's `matched` (seq 1), no more.
+            let (token, chat) = (abuser.token(), abuser.matched_chat());
+            abuser.drop_connection();
+            let url = format!("/ws?resume={token}&chat={chat}&last_seq=1");
+            abuser = Client::connect_from_path(nodes[0].addr, ip("127.86.0.9"), &url).await;
+            assert_eq!(abuser.hello["resumed"], true, "{}", abuser.hello);
+            reporter
+                .send(serde_json::json!({"type":"report","reason":"harassment"}))
+                .await;
+            assert_eq!(until(&mut reporter, "ended").await["reason"], "you_reported");
+            until(&mut abuser, "ended").await;
+        }
+        let standing = privacy_me(&nodes[0], "127.86.0.9", "").await;
+        assert_eq!(standing["abuse"]["bans_so_far"], 1, "{standing}");
+        abuser.send(find_text()).await;
+        abuser.expect_error("banned").await;
+    })
+    .await
+}
+
 #[tokio::test]
 async fn one_reporter_cannot_ban_anyone_alone() {
     let server = spawn_server(ban_settings());

@@ -28,7 +28,7 @@ use crate::event_log::Side;
 use crate::ids::{ChatId, SessionId};
 use crate::matchmaker::MatchmakerHandle;
 use crate::metrics::{Disconnect, Refusal};
-use crate::pair::{EndCause, PairHandle};
+use crate::pair::{EndCause, MovedHere, PairHandle};
 use crate::pow::Challenge;
 use crate::protocol::{
     parse_client_frame, render_hello, ClientRequest, ErrorCode, FindRequest, HelloFrame, Mode,
@@ -743,7 +743,12 @@ impl Session {
         if let Some((chat, pair, side)) = self.state.chat() {
             let moved_in = std::mem::take(&mut self.moved_in);
             let request = if moved_in {
-                pair.back_moved(side, after, &self.token_hash, ctx.address())
+                let moved = MovedHere {
+                    session: ctx.address(),
+                    token: self.token_hash,
+                    client: self.slot.client(),
+                };
+                pair.back_moved(side, after, moved)
             } else {
                 pair.back(side, after)
             };
