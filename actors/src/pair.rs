@@ -97,6 +97,8 @@ pub struct Pair {
     mode: Mode,
     members: [Member; 2],
     away: [bool; 2],
+    /// Away because the member's own connection dropped (not only its node being late).
+    dropped: [bool; 2],
     common: Vec<String>,
     initiator: Side,
     log: EventLog,
@@ -118,6 +120,7 @@ impl Pair {
             mode: spec.mode,
             members: spec.members,
             away: [false; 2],
+            dropped: [false; 2],
             common: spec.common,
             initiator: spec.initiator,
             log: EventLog::new(spec.log_max_events, spec.log_max_bytes),
@@ -514,12 +517,82 @@ impl Handler<MemberAway> for Pair {
     type Result = ();
 
     fn handle(&mut self, away: MemberAway, _ctx: &mut Context<Self>) {
-        if !self.ended && !self.away[away.side.index()] {
-            self.away[away.side.index()] = true;
+        self.dropped[away.side.index()] = true;
+        self.mark_away(away.side);
+    }
+}
+
+impl Pair {
+    fn mark_away(&mut self, side: Side) {
+        if !self.ended && !self.away[side.index()] {
+            self.away[side.index()] = true;
             self.send_to(
-                away.side.other(),
+                side.other(),
                 0,
                 ByteString::from_static(fixed::STRANGER_AWAY),
+            );
+        }
+    }
+}
+
+/// A member's session on another node is gone (its node answered a frame for it so): the
+/// chat ends as if its grace had run out. Sent by the relay.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct MemberGone {
+    pub node: String,
+    pub session: String,
+}
+
+impl Handler<MemberGone> for Pair {
+    type Result = ();
+
+    fn handle(&mut self, gone: MemberGone, ctx: &mut Context<Self>) {
+        let side = [Side::A, Side::B].into_iter().find(|side| {
+            matches!(&self.member(*side).link, MemberLink::Remote(remote)
+                if remote.node == gone.node && remote.session == gone.session)
+        });
+        if let Some(side) = side {
+            self.end(side, EndCause::Lost, ctx);
+        }
+    }
+}
+
+/// The node of a member (`side`) is late with its heartbeat: the stranger sees it away.
+/// Sent by the relay.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct NodeLate {
+    pub side: Side,
+}
+
+impl Handler<NodeLate> for Pair {
+    type Result = ();
+
+    fn handle(&mut self, late: NodeLate, _ctx: &mut Context<Self>) {
+        self.mark_away(late.side);
+    }
+}
+
+/// The node of a member (`side`) beats on time again: the member is back, unless its own
+/// connection dropped meanwhile (then its resume brings it back). Sent by the relay.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct NodeOnTime {
+    pub side: Side,
+}
+
+impl Handler<NodeOnTime> for Pair {
+    type Result = ();
+
+    fn handle(&mut self, on_time: NodeOnTime, _ctx: &mut Context<Self>) {
+        let side = on_time.side.index();
+        if !self.ended && self.away[side] && !self.dropped[side] {
+            self.away[side] = false;
+            self.send_to(
+                on_time.side.other(),
+                0,
+                ByteString::from_static(fixed::STRANGER_BACK),
             );
         }
     }
@@ -556,6 +629,7 @@ impl Handler<MemberBack> for Pair {
             // Reports against it count against its client, wherever it is now.
             member.client = client;
         }
+        self.dropped[back.side.index()] = false;
         let replay: Vec<(u64, ByteString)> = self
             .log
             .replay_after(back.after_seq)

@@ -26,8 +26,8 @@ use crate::handover::{MovedSession, MovedState};
 use crate::ids::ChatId;
 use crate::matchmaker::MatchmakerHandle;
 use crate::pair::{
-    EndCause, EndChat, MemberAway, MemberBack, MemberLink, MovedHere, Pair, PairHandle, Post,
-    PostRefused, Relay, RelayKind,
+    EndCause, EndChat, MemberAway, MemberBack, MemberGone, MemberLink, MovedHere, NodeLate,
+    NodeOnTime, Pair, PairHandle, Post, PostRefused, Relay, RelayKind,
 };
 use crate::protocol::{ChatBody, Mode, ReportReason, ResumePoint};
 use crate::purge::PurgeHandle;
@@ -141,6 +141,12 @@ pub enum Wire {
     ChatGone {
         chat: String,
     },
+    /// A chat's pair here sent to a member's session there that is gone (and did not move):
+    /// the chat ends for the stranger as if the member's grace had run out.
+    Gone {
+        chat: String,
+        session: String,
+    },
 }
 
 pub(crate) fn side_code(side: Side) -> u8 {
@@ -207,6 +213,9 @@ pub struct NodeRelay {
     next_move: std::sync::atomic::AtomicU64,
     /// This relay itself, for the futures and tasks it hands out.
     me: std::sync::Weak<NodeRelay>,
+    /// Names of sessions that moved from here to another node, and when: what comes for them
+    /// meanwhile is theirs to replay there, not a sign they are gone.
+    moved_out: Mutex<HashMap<String, std::time::Instant>>,
     /// Moves asked of other nodes and not yet answered.
     move_answers: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<Option<MovedSession>>>>,
 }
@@ -218,8 +227,12 @@ struct HubParts {
     purge: PurgeHandle,
 }
 
-/// How long a node waits for another to hand over a session.
-const MOVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+/// How long a node waits for another to hand over a session: longer than it takes the
+/// cluster to call a silent node dead (a heartbeat TTL and a watch period, about 6 s), so a
+/// holder that answers later than this has been taken for dead, and its chats ended, already.
+const MOVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(8);
+/// How long a node remembers that a session moved away from it.
+const MOVED_OUT_KEPT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Something here that another node's death ends.
 enum Dependent {
@@ -267,6 +280,7 @@ impl NodeRelay {
             hub: std::sync::OnceLock::new(),
             next_move: std::sync::atomic::AtomicU64::new(1),
             move_answers: Mutex::new(HashMap::new()),
+            moved_out: Mutex::new(HashMap::new()),
         })
     }
 
@@ -316,6 +330,15 @@ impl NodeRelay {
                 Ok(_) => answered.await.ok().flatten(),
                 Err(_) => None,
             };
+            if moved.is_some() {
+                if let Some(hash) = hash_presented_token(&token) {
+                    let name = relay.keys.session_name(&hash);
+                    relay
+                        .moved_out
+                        .lock()
+                        .insert(name, std::time::Instant::now());
+                }
+            }
             if let Some(MovedSession {
                 state: MovedState::Chatting { pair_node, .. },
                 ..
@@ -332,6 +355,28 @@ impl NodeRelay {
                 },
             );
         });
+    }
+
+    /// A session handed over after its client had been given up on (`MOVE_TIMEOUT`): its
+    /// client has a fresh session by now. Its chat ends as if its grace had run out, so its
+    /// stranger is not left waiting on no one.
+    fn moved_too_late(self: &Arc<Self>, late: MovedSession) {
+        let MovedState::Chatting {
+            chat,
+            pair_node: Some(node),
+            side,
+            ..
+        } = late.state
+        else {
+            return;
+        };
+        if node != self.node {
+            let cause = cause_code(EndCause::Lost);
+            self.send(&node, &Wire::End { chat, side, cause });
+        } else if let (Some(pair), Some(side)) = (self.pair(&chat), side_of(side)) {
+            let cause = EndCause::Lost;
+            pair.do_send(EndChat { side, cause });
+        }
     }
 
     /// Starts a session that moved here from another node, with the client's connection.
@@ -482,7 +527,7 @@ impl NodeRelay {
                     pair, side, away, ..
                 } if !*away => {
                     *away = true;
-                    pair.do_send(MemberAway { side: *side });
+                    pair.do_send(NodeLate { side: *side });
                 }
                 Dependent::Chat {
                     chat,
@@ -508,13 +553,7 @@ impl NodeRelay {
             match dependent {
                 Dependent::Member { pair, side, away } if *away => {
                     *away = false;
-                    // Nothing is after seq u64::MAX: no replay, only `stranger_back`.
-                    pair.do_send(MemberBack {
-                        side: *side,
-                        after_seq: u64::MAX,
-                        push: true,
-                        moved: None,
-                    });
+                    pair.do_send(NodeOnTime { side: *side });
                 }
                 Dependent::Chat {
                     chat,
@@ -577,6 +616,10 @@ impl NodeRelay {
     /// Forgets sessions that have ended (called on the purge tick).
     pub fn prune(&self) {
         self.sessions.lock().retain(|_, addr| addr.connected());
+        let now = std::time::Instant::now();
+        self.moved_out
+            .lock()
+            .retain(|_, moved| now.duration_since(*moved) < MOVED_OUT_KEPT);
     }
 
     /// How many sessions and pairs this node answers for, for tests.
@@ -584,8 +627,21 @@ impl NodeRelay {
         (self.sessions.lock().len(), self.pairs.lock().len())
     }
 
+    /// The live session here named `pseudonym` (a stopped one is as good as none).
     fn session(&self, pseudonym: &str) -> Option<Addr<Session>> {
-        self.sessions.lock().get(pseudonym).cloned()
+        let sessions = self.sessions.lock();
+        sessions
+            .get(pseudonym)
+            .filter(|addr| addr.connected())
+            .cloned()
+    }
+
+    /// A chat's pair (on `from`) sent to a session here that is not (any more): unless it
+    /// moved to another node (its chat hears from there), the pair is told it is gone.
+    fn no_such_session(&self, from: &str, session: String, chat: String) {
+        if !self.moved_out.lock().contains_key(&session) {
+            self.send(from, &Wire::Gone { chat, session });
+        }
     }
 
     fn pair(&self, chat: &str) -> Option<Addr<Pair>> {
@@ -677,15 +733,15 @@ impl NodeRelay {
                 chat,
                 seq,
                 frame,
-            } => {
-                if let (Some(addr), Some(chat)) = (self.session(&session), ChatId::parse(&chat)) {
-                    addr.do_send(ChatEvent {
-                        chat,
-                        seq,
-                        frame: frame.into(),
-                    });
-                }
-            }
+            } => match (self.session(&session), ChatId::parse(&chat)) {
+                (Some(addr), Some(chat)) => addr.do_send(ChatEvent {
+                    chat,
+                    seq,
+                    frame: frame.into(),
+                }),
+                (None, Some(_)) => self.no_such_session(from, session, chat),
+                _ => {}
+            },
             Wire::Ended {
                 session,
                 chat,
@@ -760,8 +816,15 @@ impl NodeRelay {
             }
             Wire::Move { conn, token } => self.move_out(from, conn, token),
             Wire::Moved { conn, session } => {
-                if let Some(answer) = self.move_answers.lock().remove(&conn) {
-                    let _ = answer.send(session);
+                let waiting = self.move_answers.lock().remove(&conn);
+                match (waiting, session) {
+                    (Some(answer), session) => {
+                        if let Err(Some(late)) = answer.send(session) {
+                            self.moved_too_late(late);
+                        }
+                    }
+                    (None, Some(late)) => self.moved_too_late(late),
+                    (None, None) => {}
                 }
             }
             Wire::Bounced { chat, side } => {
@@ -776,6 +839,14 @@ impl NodeRelay {
                 if let Some(addr) = self.session(&session) {
                     let reporter = ClientKey::of_remote(from, &reporter);
                     addr.do_send(ReportedHere { reporter });
+                }
+            }
+            Wire::Gone { chat, session } => {
+                if let Some(pair) = self.pair(&chat) {
+                    pair.do_send(MemberGone {
+                        node: from.to_owned(),
+                        session,
+                    });
                 }
             }
             Wire::ChatGone { chat } => {

@@ -282,7 +282,10 @@ async fn a_member_that_moved_is_reported_against_its_own_client() {
             reporter
                 .send(serde_json::json!({"type":"report","reason":"harassment"}))
                 .await;
-            assert_eq!(until(&mut reporter, "ended").await["reason"], "you_reported");
+            assert_eq!(
+                until(&mut reporter, "ended").await["reason"],
+                "you_reported"
+            );
             until(&mut abuser, "ended").await;
         }
         let standing = privacy_me(&nodes[0], "127.86.0.9", "").await;

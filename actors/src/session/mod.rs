@@ -590,6 +590,11 @@ impl Session {
 
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
         if self.connection.is_none() {
+            // Away: resumes on any node must still find it here, also after Redis restarted
+            // empty (the key lasts the grace; the session ends by then, or comes back).
+            if let Some(cluster) = self.context.cluster() {
+                cluster.session_here(&self.token_hash, self.context.config().resume_grace);
+            }
             return;
         }
         if self.last_heard.elapsed() > self.context.config().client_timeout {
