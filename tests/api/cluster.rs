@@ -276,19 +276,39 @@ async fn a_node_killed_mid_chat_costs_only_its_own_sessions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarting_empty_costs_no_chat_in_progress() {
     let (redis, redis_port) = start_redis();
+    let args = [
+        "--rematch-cooldown-seconds",
+        "1",
+        "--heartbeat-interval-seconds",
+        "0.5",
+    ];
     let nodes: Vec<(KillOnDrop, SocketAddr)> = (0..2)
-        .map(|_| start_node_with_args(redis_port, "60", &["--rematch-cooldown-seconds", "1"]))
+        .map(|_| start_node_with_args(redis_port, "60", &args))
         .collect();
     let mut ann = waiting(nodes[0].1, "one").await;
     let mut bo = waiting(nodes[1].1, "one").await;
     until(&mut ann, "matched").await;
     until(&mut bo, "matched").await;
     let mut cy = waiting(nodes[0].1, "two").await;
+    // bo's connection drops just before Redis goes.
+    let (token, last_seq) = (bo.token(), bo.last_seq);
+    bo.drop_connection();
+    until(&mut ann, "stranger_away").await;
 
     drop(redis);
     let _redis = start_redis_on(redis_port);
-    // The nodes reconnect by themselves (and write their heartbeats again).
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The nodes reconnect by themselves and write their heartbeats again; bo's session,
+    // away, writes where it is again too, so bo resumes on the other node.
+    for _ in 0..200 {
+        if redis_keys(redis_port, "eph:resume:*").len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let url = format!("ws://{}/ws?resume={token}&last_seq={last_seq}", nodes[0].1);
+    let mut bo = Client::connect(&url).await;
+    assert_eq!(bo.hello["resumed"], true, "{}", bo.hello);
+    until(&mut ann, "stranger_back").await;
 
     ann.say("after the restart").await;
     assert_eq!(until(&mut bo, "msg").await["text"], "after the restart");
@@ -333,7 +353,7 @@ async fn redis_restarting_empty_costs_no_chat_in_progress() {
 
 /// A client whose connection dropped resumes on another node (as a load balancer without
 /// sticky sessions sends it): by URL, and by first frame as the page does. It gets what it
-/// missed, once, and chats on; its session stays on the node that held it.
+/// missed, once, and chats on; its session moves to that node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resume_that_lands_on_another_node_finds_its_chat() {
     let (_redis, redis_port) = start_redis();
@@ -410,7 +430,12 @@ async fn a_resumed_session_moves_to_its_new_node_and_outlives_the_old_one() {
     ann.send(find.clone()).await;
     until(&mut ann, "waiting").await;
     // Once ann is in Redis's queue, bo's find makes the match, so the chat runs on bo's node.
+    let deadline = tokio::time::Instant::now() + EXPECT_WITHIN;
     while redis_keys(redis_port, "eph:w:*").is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ann never queued in Redis"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     bo.send(find).await;

@@ -226,7 +226,12 @@ async fn until(client: &mut Client, frame_type: &str) -> Value {
 async fn meet_across(server: &TestServer, first: &mut Client, joiner: &mut Client) {
     first.send(find_text()).await;
     first.expect("waiting").await;
+    let deadline = tokio::time::Instant::now() + EXPECT_WITHIN;
     while redis_keys(server.cluster().redis_port, "eph:w:*").is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never queued in Redis"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     joiner.send(find_text()).await;
