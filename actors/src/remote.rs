@@ -438,16 +438,20 @@ impl NodeRelay {
 
     /// A session here is in a chat whose pair runs on `node`.
     fn watch_chat(&self, node: &str, chat: ChatId, session: Addr<Session>) {
-        let dependent = Dependent::Chat {
-            chat,
-            session,
-            away: false,
-        };
-        self.watched
-            .lock()
-            .entry(node.to_owned())
-            .or_default()
-            .push(dependent);
+        let away = false;
+        self.watch(
+            node,
+            Dependent::Chat {
+                chat,
+                session,
+                away,
+            },
+        );
+    }
+
+    fn watch(&self, node: &str, dependent: Dependent) {
+        let mut watched = self.watched.lock();
+        watched.entry(node.to_owned()).or_default().push(dependent);
     }
 
     /// The pair of `chat`, if it runs here; else `from` is told the chat is gone.
@@ -495,16 +499,8 @@ impl NodeRelay {
 
     /// A chat here has a member (`side`) on `node`.
     pub(crate) fn watch_member(&self, node: &str, pair: Addr<Pair>, side: Side) {
-        let dependent = Dependent::Member {
-            pair,
-            side,
-            away: false,
-        };
-        self.watched
-            .lock()
-            .entry(node.to_owned())
-            .or_default()
-            .push(dependent);
+        let away = false;
+        self.watch(node, Dependent::Member { pair, side, away });
     }
 
     /// The nodes something here depends on.

@@ -306,23 +306,14 @@ impl TestServer {
         let Some(cluster) = &self.cluster else {
             return stats_until(self.addr, what, done).await;
         };
-        let deadline = tokio::time::Instant::now() + EXPECT_WITHIN;
-        loop {
+        poll_stats(what, done, || async {
             let mut each = Vec::new();
             for node in &cluster.nodes {
-                let (_, body) = http_get(node.addr, "/stats").await;
-                each.push(serde_json::from_str::<Value>(&body).expect("/stats is JSON"));
+                each.push(stats_of(node.addr).await);
             }
-            let stats = summed_stats(&each);
-            if done(&stats) {
-                return stats;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "never happened: {what} ({stats})"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+            summed_stats(&each)
+        })
+        .await
     }
 }
 
@@ -381,10 +372,23 @@ fn summed_stats(each: &[Value]) -> Value {
 
 /// Polls /stats at `addr` until `done` holds (see `TestServer::stats_until`).
 pub async fn stats_until(addr: SocketAddr, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    poll_stats(what, done, || stats_of(addr)).await
+}
+
+async fn stats_of(addr: SocketAddr) -> Value {
+    let (_, body) = http_get(addr, "/stats").await;
+    serde_json::from_str(&body).expect("/stats is JSON")
+}
+
+/// Reads stats with `read` until `done` holds of them, or fails the test after a while.
+async fn poll_stats<F: std::future::Future<Output = Value>>(
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+    read: impl Fn() -> F,
+) -> Value {
     let deadline = tokio::time::Instant::now() + EXPECT_WITHIN;
     loop {
-        let (_, body) = http_get(addr, "/stats").await;
-        let stats: Value = serde_json::from_str(&body).expect("/stats is JSON");
+        let stats = read().await;
         if done(&stats) {
             return stats;
         }

@@ -694,6 +694,24 @@ impl Handler<SessionCommand> for Session {
 }
 
 impl Session {
+    /// Closes the current connection (if any) for one that replaces it; whether there was one.
+    /// What was queued for it is dropped at once: a client that takes over its own session
+    /// again and again must not leave a replay behind on each connection it abandons.
+    fn close_replaced_connection(&mut self, ctx: &mut Context<Self>) -> bool {
+        let Some(mut old) = self.connection.take() else {
+            return false;
+        };
+        self.context
+            .metrics()
+            .disconnected(Disconnect::ResumedElsewhere);
+        ctx.cancel_future(old.frames);
+        old.sink.close_at_once(
+            close_code::RESUMED_ELSEWHERE,
+            "resumed on another connection",
+        );
+        true
+    }
+
     /// A client resumed with this session's token: attach its new connection, say hello and
     /// replay what it missed.
     fn resume(&mut self, attach: Attach, ctx: &mut Context<Self>) -> Result<(), AttachRejected> {
@@ -703,19 +721,8 @@ impl Session {
                 frames: attach.frames,
             });
         }
-        if let Some(mut old) = self.connection.take() {
-            // The old connection has not been noticed dead yet; the new one wins. What was
-            // queued for it is dropped at once: a client that takes over its own session again
-            // and again must not leave a replay behind on each connection it abandons.
-            self.context
-                .metrics()
-                .disconnected(Disconnect::ResumedElsewhere);
-            ctx.cancel_future(old.frames);
-            old.sink.close_at_once(
-                close_code::RESUMED_ELSEWHERE,
-                "resumed on another connection",
-            );
-        } else {
+        // The old connection has not been noticed dead yet; the new one wins.
+        if !self.close_replaced_connection(ctx) {
             self.purge.untrack_away(self.id);
         }
         self.away_generation += 1;

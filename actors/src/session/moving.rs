@@ -14,12 +14,11 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use super::{LastEnded, Session, State};
-use crate::connection::{close_code, ClientSink, FrameStream};
+use crate::connection::{ClientSink, FrameStream};
 use crate::context::ChatContext;
 use crate::handover::{MovedFind, MovedSession, MovedState};
 use crate::ids::ChatId;
 use crate::matchmaker::MatchmakerHandle;
-use crate::metrics::Disconnect;
 use crate::pair::PairHandle;
 use crate::pow::Challenge;
 use crate::protocol::{render_ended, EndedReason, FindRequest, ResumePoint};
@@ -96,17 +95,8 @@ impl Session {
         };
         self.moved_away = true;
         self.set_state(State::Idle);
-        if let Some(mut old) = self.connection.take() {
-            // A connection not yet noticed dead: the client is on the other node now.
-            self.context
-                .metrics()
-                .disconnected(Disconnect::ResumedElsewhere);
-            ctx.cancel_future(old.frames);
-            old.sink.close_at_once(
-                close_code::RESUMED_ELSEWHERE,
-                "resumed on another connection",
-            );
-        }
+        // A connection not yet noticed dead: the client is on the other node now.
+        self.close_replaced_connection(ctx);
         ctx.stop();
         Some(moved)
     }
