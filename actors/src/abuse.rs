@@ -35,10 +35,14 @@ impl BanPolicy {
     }
 }
 
+/// One reporter of a record: its key, the node that keyed its client (0 for this one), and
+/// when it reported.
+type Reporter = (ClientKey, u64, Instant);
+
 #[derive(Default)]
 struct Record {
-    /// Distinct reporters within the window, with when each reported.
-    reporters: Vec<(ClientKey, Instant)>,
+    /// Distinct reporters within the window.
+    reporters: Vec<Reporter>,
     banned_until: Option<Instant>,
     /// Bans so far, for escalation; forgotten once nothing has happened for a window past
     /// the last ban.
@@ -49,9 +53,9 @@ struct Record {
 impl Record {
     /// Folds in what was held about the same client under another key.
     fn merge(&mut self, other: Record) {
-        for (reporter, at) in other.reporters {
-            if !self.reporters.iter().any(|(key, _)| *key == reporter) {
-                self.reporters.push((reporter, at));
+        for (reporter, origin, at) in other.reporters {
+            if !self.reporters.iter().any(|(key, _, _)| *key == reporter) {
+                self.reporters.push((reporter, origin, at));
             }
         }
         self.banned_until = self.banned_until.max(other.banned_until);
@@ -82,8 +86,30 @@ impl AbuseDesk {
         }
     }
 
-    /// `reporter` reports `reported`. Returns true if this report started a ban.
+    /// `reporter`, a client of this node, reports `reported`. Returns true if this report
+    /// started a ban.
     pub fn report(&self, reported: ClientKey, reporter: ClientKey, now: Instant) -> bool {
+        self.report_from(reported, reporter, None, now)
+    }
+
+    /// `reporter` reports `reported`; `origin` names the node that keyed the reporter's client
+    /// when that is another node of a cluster. Each node keys a client under its own salt, so
+    /// one address may report once from every node: a ban therefore also takes more reporters
+    /// than the nodes they come from, which one address alone never has.
+    pub fn report_from(
+        &self,
+        reported: ClientKey,
+        reporter: ClientKey,
+        origin: Option<&str>,
+        now: Instant,
+    ) -> bool {
+        let origin = origin.map_or(0, |node| {
+            u64::from_le_bytes(
+                blake3::hash(node.as_bytes()).as_bytes()[..8]
+                    .try_into()
+                    .unwrap(),
+            ) | 1
+        });
         if reported == reporter {
             // Two sessions from one network: a report cannot count against the reporter's own key.
             return false;
@@ -94,12 +120,16 @@ impl AbuseDesk {
         let window = self.policy.window;
         record
             .reporters
-            .retain(|(_, at)| now.saturating_duration_since(*at) < window);
-        if record.reporters.iter().any(|(key, _)| *key == reporter) {
+            .retain(|(_, _, at)| now.saturating_duration_since(*at) < window);
+        if record.reporters.iter().any(|(key, _, _)| *key == reporter) {
             return false;
         }
-        record.reporters.push((reporter, now));
-        if record.reporters.len() < self.policy.threshold {
+        record.reporters.push((reporter, origin, now));
+        let mut origins: Vec<u64> = record.reporters.iter().map(|(_, o, _)| *o).collect();
+        origins.sort_unstable();
+        origins.dedup();
+        let reporters = record.reporters.len();
+        if reporters < self.policy.threshold || reporters <= origins.len() && origins.len() > 1 {
             return false;
         }
         let factor = self.policy.multiplier.max(1.0).powi(record.bans as i32);
@@ -154,7 +184,7 @@ impl AbuseDesk {
             reports_in_window: record.map_or(0, |r| {
                 r.reporters
                     .iter()
-                    .filter(|(_, at)| now.saturating_duration_since(*at) < self.policy.window)
+                    .filter(|(_, _, at)| now.saturating_duration_since(*at) < self.policy.window)
                     .count()
             }),
             bans_so_far: record.map_or(0, |r| r.bans),
@@ -233,6 +263,25 @@ mod tests {
             Some(Duration::from_secs(50)),
             "capped at ban_max"
         );
+    }
+
+    #[test]
+    fn one_address_reporting_from_every_node_of_a_cluster_cannot_ban_alone() {
+        // Each node keys a client under its own salt: one address is one key per node.
+        let desk = AbuseDesk::new(policy());
+        let k = keys(4);
+        let now = Instant::now();
+        assert!(!desk.report_from(k[0], k[1], None, now));
+        assert!(!desk.report_from(k[0], k[2], Some("node-b"), now));
+        assert!(!desk.report_from(k[0], k[3], Some("node-c"), now));
+        assert_eq!(
+            desk.banned_for(k[0], now),
+            None,
+            "three keys from three nodes"
+        );
+        // A second key from one of those nodes is a second address: now it takes.
+        let more = keys(5)[4];
+        assert!(desk.report_from(k[0], more, Some("node-b"), now));
     }
 
     #[test]

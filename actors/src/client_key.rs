@@ -258,6 +258,21 @@ impl KeyRing {
     }
 }
 
+/// A client of another node of a cluster, as that node tells of it: its node's id and a hash
+/// of its key there (`ClientKey::for_other_nodes`). Every node makes the same key of it
+/// (`ClientKey::of_remote`), so reports made in chats on any node count as one reporter.
+#[derive(Clone, Debug)]
+pub struct RemoteClient {
+    pub node: String,
+    pub client: String,
+}
+
+impl RemoteClient {
+    pub fn key(&self) -> ClientKey {
+        ClientKey::of_remote(&self.node, &self.client)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

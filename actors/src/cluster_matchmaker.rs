@@ -19,7 +19,7 @@ use actix::prelude::*;
 use tokio::time::Instant;
 
 use crate::abuse::AbuseDesk;
-use crate::client_key::ClientKey;
+use crate::client_key::{ClientKey, RemoteClient};
 use crate::cluster::queue::{ClusterQueue, JoinOutcome};
 use crate::cluster::secret::ClusterKeys;
 use crate::config::ChatConfig;
@@ -188,6 +188,7 @@ impl ClusterMatchmaker {
                                 session: first.session,
                                 link: MemberLink::Local(first.addr),
                                 client: first.client,
+                                origin: None,
                                 nick: first.nick,
                             };
                             let names = [partner, pseudonym];
@@ -303,6 +304,7 @@ impl ClusterMatchmaker {
                     session: joiner.session,
                     link: MemberLink::Local(joiner.addr),
                     client: joiner.client,
+                    origin: None,
                     nick: joiner.nick,
                 },
             ],
@@ -481,8 +483,8 @@ pub enum ClaimAnswer {
         partner: String,
         nick: Option<String>,
         interests: Vec<String>,
-        /// Its client, as a key of this node's (`ClientKey::of_remote`).
-        client: ClientKey,
+        /// Its client, as its node tells of it.
+        client: RemoteClient,
     },
     Gone {
         claim: u64,
@@ -501,7 +503,7 @@ impl Handler<ClaimAnswer> for ClusterMatchmaker {
                 partner,
                 nick,
                 interests,
-                client,
+                client: origin,
             } => {
                 let Some((joiner, _)) = self.claiming.remove(&claim) else {
                     // The joiner left meanwhile: the partner goes back in line.
@@ -516,7 +518,8 @@ impl Handler<ClaimAnswer> for ClusterMatchmaker {
                         node: from,
                         session: partner.clone(),
                     }),
-                    client,
+                    client: origin.key(),
+                    origin: Some(origin),
                     nick,
                 };
                 let names = [partner, joiner.name.clone()];

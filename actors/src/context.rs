@@ -210,8 +210,16 @@ impl ChatContext {
 
     /// How long `client` is still banned, if it is.
     /// A report against a client of this node, made in a chat on another node.
-    pub(crate) fn report_from_elsewhere(&self, reported: ClientKey, reporter: ClientKey) {
-        if self.abuse.report(reported, reporter, Instant::now()) {
+    pub(crate) fn report_from_elsewhere(
+        &self,
+        reported: ClientKey,
+        reporter: &crate::client_key::RemoteClient,
+    ) {
+        let (key, origin) = (reporter.key(), Some(reporter.node.as_str()));
+        if self
+            .abuse
+            .report_from(reported, key, origin, Instant::now())
+        {
             tracing::info!("a client key was banned after reports");
         }
     }

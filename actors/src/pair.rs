@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use zeroize::Zeroize;
 
 use crate::abuse::AbuseDesk;
-use crate::client_key::ClientKey;
+use crate::client_key::{ClientKey, RemoteClient};
 use crate::event_log::{EventKind, EventLog, LogEntry, Side};
 use crate::ids::{ChatId, SessionId};
 use crate::matchmaker::{ChatFinished, MatchmakerHandle};
@@ -42,6 +42,8 @@ pub struct Member {
     pub link: MemberLink,
     /// Whom a report against this member counts against.
     pub client: ClientKey,
+    /// For a client of another node: that node, and what it told of the client.
+    pub origin: Option<RemoteClient>,
     pub nick: Option<String>,
 }
 
@@ -220,12 +222,23 @@ impl Pair {
         self.ended = true;
         if let EndCause::Reported(reason) = cause {
             self.counters.reported(reason);
-            let (reported, reporter) = (self.member(by.other()), self.member(by).client);
+            let (reported, reporter) = (self.member(by.other()), self.member(by));
             match &reported.link {
                 // The reported member's node knows its client: the report counts there.
-                MemberLink::Remote(remote) => remote.reported(reporter),
+                MemberLink::Remote(remote) => {
+                    let reporter = reporter.origin.clone().unwrap_or_else(|| RemoteClient {
+                        node: remote.relay.node().to_owned(),
+                        client: reporter.client.for_other_nodes(),
+                    });
+                    remote.reported(reporter);
+                }
                 MemberLink::Local(_) => {
-                    if self.abuse.report(reported.client, reporter, Instant::now()) {
+                    let origin = reporter.origin.as_ref().map(|o| o.node.as_str());
+                    let now = Instant::now();
+                    if self
+                        .abuse
+                        .report_from(reported.client, reporter.client, origin, now)
+                    {
                         tracing::info!("a client key was banned after reports");
                     }
                 }
@@ -428,7 +441,7 @@ impl PairHandle {
                 side,
                 after_seq,
                 push: false,
-                moved: Some((MemberLink::Local(moved.session), moved.client)),
+                moved: Some((MemberLink::Local(moved.session), moved.client, None)),
             })),
             PairLink::Remote(remote) => {
                 remote.back(side, after_seq, Some(&moved));
@@ -608,14 +621,14 @@ pub struct MemberBack {
     pub after_seq: u64,
     pub push: bool,
     /// Where the member's session is now, and its client, when it moved (a cluster).
-    pub moved: Option<(MemberLink, ClientKey)>,
+    pub moved: Option<(MemberLink, ClientKey, Option<RemoteClient>)>,
 }
 
 impl Handler<MemberBack> for Pair {
     type Result = MessageResult<MemberBack>;
 
     fn handle(&mut self, back: MemberBack, ctx: &mut Context<Self>) -> Self::Result {
-        if let Some((link, client)) = back.moved {
+        if let Some((link, client, origin)) = back.moved {
             if let Some(relay) = &self.relay {
                 // Watched on the node it is on now, no longer on the one it left.
                 let node = match &link {
@@ -628,6 +641,7 @@ impl Handler<MemberBack> for Pair {
             member.link = link;
             // Reports against it count against its client, wherever it is now.
             member.client = client;
+            member.origin = origin;
         }
         self.dropped[back.side.index()] = false;
         let replay: Vec<(u64, ByteString)> = self

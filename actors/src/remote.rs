@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::client_key::ClientKey;
+use crate::client_key::RemoteClient;
 use crate::cluster::link::{Inbound, LinkSender};
 use crate::cluster::secret::{hex, ClusterKeys};
 use crate::cluster_matchmaker::{ClaimAnswer, ClaimRequest, ClusterMatchmaker, Release};
@@ -130,9 +130,10 @@ pub enum Wire {
         side: u8,
     },
     /// Pair → a member's node: its stranger reported it; the report counts against its client
-    /// there (`reporter`: `ClientKey::for_other_nodes`).
+    /// there. The reporter: the node that knows its client, and what that node tells of it.
     Reported {
         session: String,
+        reporter_node: String,
         reporter: String,
     },
     /// A member's message came for a chat that is no longer here. Its `ended` went before,
@@ -323,6 +324,12 @@ impl NodeRelay {
             );
             return;
         };
+        // Marked before the session goes, so no frame for it can find it gone meanwhile.
+        let name = hash_presented_token(&token).map(|hash| self.keys.session_name(&hash));
+        if let Some(name) = &name {
+            let now = std::time::Instant::now();
+            self.moved_out.lock().insert(name.clone(), now);
+        }
         let (relay, from) = (self.clone(), from.to_owned());
         actix::spawn(async move {
             let (answer, answered) = tokio::sync::oneshot::channel();
@@ -330,14 +337,8 @@ impl NodeRelay {
                 Ok(_) => answered.await.ok().flatten(),
                 Err(_) => None,
             };
-            if moved.is_some() {
-                if let Some(hash) = hash_presented_token(&token) {
-                    let name = relay.keys.session_name(&hash);
-                    relay
-                        .moved_out
-                        .lock()
-                        .insert(name, std::time::Instant::now());
-                }
+            if let (None, Some(name)) = (&moved, &name) {
+                relay.moved_out.lock().remove(name);
             }
             if let Some(MovedSession {
                 state: MovedState::Chatting { pair_node, .. },
@@ -680,7 +681,10 @@ impl NodeRelay {
                 interests,
                 client,
             } => matchmaker.do_send(ClaimAnswer::Claimed {
-                client: ClientKey::of_remote(from, &client),
+                client: RemoteClient {
+                    node: from.to_owned(),
+                    client,
+                },
                 from: from.to_owned(),
                 claim,
                 partner,
@@ -831,9 +835,16 @@ impl NodeRelay {
                     session.do_send(PostBounced { chat, side });
                 }
             }
-            Wire::Reported { session, reporter } => {
+            Wire::Reported {
+                session,
+                reporter_node,
+                reporter,
+            } => {
                 if let Some(addr) = self.session(&session) {
-                    let reporter = ClientKey::of_remote(from, &reporter);
+                    let reporter = RemoteClient {
+                        node: reporter_node,
+                        client: reporter,
+                    };
                     addr.do_send(ReportedHere { reporter });
                 }
             }
@@ -871,7 +882,11 @@ impl NodeRelay {
                                 node: from.to_owned(),
                                 session,
                             });
-                            (link, ClientKey::of_remote(from, &client))
+                            let origin = RemoteClient {
+                                node: from.to_owned(),
+                                client,
+                            };
+                            (link, origin.key(), Some(origin))
                         }),
                     });
                 }
@@ -913,12 +928,13 @@ impl RemoteSession {
         );
     }
 
-    pub(crate) fn reported(&self, reporter: ClientKey) {
+    pub(crate) fn reported(&self, reporter: RemoteClient) {
         self.relay.send(
             &self.node,
             &Wire::Reported {
                 session: self.session.clone(),
-                reporter: reporter.for_other_nodes(),
+                reporter_node: reporter.node,
+                reporter: reporter.client,
             },
         );
     }
@@ -1107,6 +1123,18 @@ impl ClusterLink for NodeRelay {
             let Some(holder) = holder.filter(|holder| *holder != relay.node) else {
                 return Err(arriving);
             };
+            // A holder whose heartbeat is gone is dead (its key outlives it): no one to ask.
+            let alive: bool = redis::cmd("EXISTS")
+                .arg(crate::cluster::heartbeat::heartbeat_key(
+                    &relay.prefix,
+                    &holder,
+                ))
+                .query_async(&mut commands)
+                .await
+                .unwrap_or(false);
+            if !alive {
+                return Err(arriving);
+            }
             let conn = relay
                 .next_move
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

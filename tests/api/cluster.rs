@@ -246,6 +246,7 @@ async fn a_node_killed_mid_chat_costs_only_its_own_sessions() {
     until(&mut bo, "msg").await;
 
     // Node 1 dies without a word.
+    let bo_token = bo.token();
     let (mut dead, _) = nodes.remove(1);
     dead.0.kill().unwrap();
     dead.0.wait().unwrap();
@@ -257,6 +258,19 @@ async fn a_node_killed_mid_chat_costs_only_its_own_sessions() {
         let ended = until(survivor, "ended").await;
         assert_eq!(ended["reason"], "stranger_lost", "{ended}");
     }
+    // bo's resume key outlives its node, but the node's heartbeat is gone: bo gets a fresh
+    // session at once, without a hand-over asked of a dead node (which would wait 8 s).
+    let asked = std::time::Instant::now();
+    let first_node = nodes[0].1;
+    let bo = Client::connect(&format!(
+        "ws://{first_node}/ws?resume={bo_token}&last_seq=2"
+    ))
+    .await;
+    assert_eq!(bo.hello["resumed"], false, "{}", bo.hello);
+    assert!(
+        asked.elapsed() < Duration::from_secs(4),
+        "no wait for a dead node"
+    );
     // ed and flo, on the two live nodes, go on as if nothing happened.
     ed.say("still here").await;
     let line = until(&mut flo, "msg").await;

@@ -180,7 +180,9 @@ async fn reports_made_on_other_nodes_count_where_the_reported_client_is() {
         let server = spawn_server(ban_settings());
         let nodes = &server.cluster().nodes;
         let mut target = Client::connect_from(nodes[0].addr, ip("127.84.0.9")).await;
-        for (node, reporter_ip) in [(1, "127.84.0.1"), (2, "127.84.0.2")] {
+        // Three reporters from two nodes: more reporters than nodes, so more than one address.
+        let reporters = [(1, "127.84.0.1"), (2, "127.84.0.2"), (1, "127.84.0.3")];
+        for (node, reporter_ip) in reporters {
             target.send(find_text()).await;
             target.expect("waiting").await;
             let mut reporter = Client::connect_from(nodes[node].addr, ip(reporter_ip)).await;
@@ -259,6 +261,30 @@ async fn one_reporter_on_another_node_cannot_ban_anyone_alone() {
         }
         let standing = privacy_me(&nodes[0], "127.85.0.9", "").await;
         assert_eq!(standing["abuse"]["reports_in_window"], 1, "{standing}");
+        assert!(standing["abuse"]["banned_for_ms"].is_null(), "{standing}");
+    })
+    .await
+}
+
+/// One address reporting once from each node is one key on each node, so three reporters:
+/// as many as the nodes they come from, which is never enough for a ban.
+#[tokio::test]
+async fn one_address_reporting_from_every_node_cannot_ban_alone() {
+    on_three_nodes(async {
+        let server = spawn_server(ban_settings());
+        let nodes = &server.cluster().nodes;
+        let mut target = Client::connect_from(nodes[0].addr, ip("127.87.0.9")).await;
+        for node in [1, 2, 0] {
+            let mut reporter = Client::connect_from(nodes[node].addr, ip("127.87.0.1")).await;
+            meet_across(&server, &mut reporter, &mut target).await;
+            reporter
+                .send(serde_json::json!({"type":"report","reason":"spam"}))
+                .await;
+            until(&mut target, "ended").await;
+            reporter.close().await;
+        }
+        let standing = privacy_me(&nodes[0], "127.87.0.9", "").await;
+        assert_eq!(standing["abuse"]["reports_in_window"], 3, "{standing}");
         assert!(standing["abuse"]["banned_for_ms"].is_null(), "{standing}");
     })
     .await

@@ -927,7 +927,7 @@ impl Handler<PostBounced> for Session {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ReportedHere {
-    pub reporter: crate::client_key::ClientKey,
+    pub reporter: crate::client_key::RemoteClient,
 }
 
 impl Handler<ReportedHere> for Session {
@@ -935,7 +935,7 @@ impl Handler<ReportedHere> for Session {
 
     fn handle(&mut self, reported: ReportedHere, _ctx: &mut Context<Self>) {
         self.context
-            .report_from_elsewhere(self.slot.client(), reported.reporter);
+            .report_from_elsewhere(self.slot.client(), &reported.reporter);
     }
 }
 
