@@ -92,10 +92,11 @@ impl AbuseDesk {
         self.report_from(reported, reporter, None, now)
     }
 
-    /// `reporter` reports `reported`; `origin` names the node that keyed the reporter's client
-    /// when that is another node of a cluster. Each node keys a client under its own salt, so
-    /// one address may report once from every node: a ban therefore also takes more reporters
-    /// than the nodes they come from, which one address alone never has.
+    /// `reporter` reports `reported`; `origin` names the node and salt generation the reporter's
+    /// client was keyed under when that is another node of a cluster (`RemoteClient::origin`).
+    /// One address has one key per node and salt generation, so it may report once from each:
+    /// a ban therefore also takes more reporters than the origins they come from, which one
+    /// address alone never has.
     pub fn report_from(
         &self,
         reported: ClientKey,
@@ -103,13 +104,16 @@ impl AbuseDesk {
         origin: Option<&str>,
         now: Instant,
     ) -> bool {
-        let origin = origin.map_or(0, |node| {
-            u64::from_le_bytes(
-                blake3::hash(node.as_bytes()).as_bytes()[..8]
-                    .try_into()
-                    .unwrap(),
-            ) | 1
-        });
+        // Where the reporter's key was made: this node or another, under which salt.
+        let label = match origin {
+            Some(origin) => origin.to_owned(),
+            None => format!("/{}", reporter.generation()),
+        };
+        let origin = u64::from_le_bytes(
+            blake3::hash(label.as_bytes()).as_bytes()[..8]
+                .try_into()
+                .expect("8 bytes"),
+        );
         if reported == reporter {
             // Two sessions from one network: a report cannot count against the reporter's own key.
             return false;
@@ -282,6 +286,19 @@ mod tests {
         // A second key from one of those nodes is a second address: now it takes.
         let more = keys(5)[4];
         assert!(desk.report_from(k[0], more, Some("node-b"), now));
+    }
+
+    #[test]
+    fn one_address_reporting_again_under_a_new_salt_is_a_new_origin_not_a_new_reporter() {
+        let desk = AbuseDesk::new(policy());
+        let k = keys(4);
+        let now = Instant::now();
+        // One address on node b, before and after b's salt rotated: two keys, two origins.
+        assert!(!desk.report_from(k[0], k[1], Some("node-b/7"), now));
+        assert!(!desk.report_from(k[0], k[2], Some("node-b/8"), now));
+        assert_eq!(desk.banned_for(k[0], now), None);
+        // Another address under one of those: more reporters than origins.
+        assert!(desk.report_from(k[0], k[3], Some("node-b/8"), now));
     }
 
     #[test]

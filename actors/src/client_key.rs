@@ -50,7 +50,8 @@ impl ClientKey {
     /// a hash of the key, never the key itself; that node makes its own key of it with
     /// `of_remote`, so the reporter counts as one reporter there.
     pub fn for_other_nodes(&self) -> String {
-        crate::cluster::secret::hex(blake3::hash(&self.hash).as_bytes())
+        let hash = crate::cluster::secret::hex(blake3::hash(&self.hash).as_bytes());
+        format!("{}.{hash}", self.generation)
     }
 
     /// The salt generation this key was made under.
@@ -258,9 +259,10 @@ impl KeyRing {
     }
 }
 
-/// A client of another node of a cluster, as that node tells of it: its node's id and a hash
-/// of its key there (`ClientKey::for_other_nodes`). Every node makes the same key of it
-/// (`ClientKey::of_remote`), so reports made in chats on any node count as one reporter.
+/// A client of another node of a cluster, as that node tells of it: its node's id and, from
+/// `ClientKey::for_other_nodes`, the salt generation and a hash of its key there. Every node
+/// makes the same key of it (`ClientKey::of_remote`), so reports made in chats on any node
+/// count as one reporter.
 #[derive(Clone, Debug)]
 pub struct RemoteClient {
     pub node: String,
@@ -270,6 +272,13 @@ pub struct RemoteClient {
 impl RemoteClient {
     pub fn key(&self) -> ClientKey {
         ClientKey::of_remote(&self.node, &self.client)
+    }
+
+    /// Under which node and salt generation the client was keyed: one address has one key
+    /// per node and generation (see `AbuseDesk::report_from`).
+    pub fn origin(&self) -> String {
+        let generation = self.client.split('.').next().unwrap_or_default();
+        format!("{}/{generation}", self.node)
     }
 }
 

@@ -215,10 +215,10 @@ impl ChatContext {
         reported: ClientKey,
         reporter: &crate::client_key::RemoteClient,
     ) {
-        let (key, origin) = (reporter.key(), Some(reporter.node.as_str()));
+        let (key, origin) = (reporter.key(), reporter.origin());
         if self
             .abuse
-            .report_from(reported, key, origin, Instant::now())
+            .report_from(reported, key, Some(&origin), Instant::now())
         {
             tracing::info!("a client key was banned after reports");
         }

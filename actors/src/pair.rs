@@ -233,11 +233,12 @@ impl Pair {
                     remote.reported(reporter);
                 }
                 MemberLink::Local(_) => {
-                    let origin = reporter.origin.as_ref().map(|o| o.node.as_str());
+                    let origin = reporter.origin.as_ref().map(RemoteClient::origin);
                     let now = Instant::now();
+                    let (reported, reporter) = (reported.client, reporter.client);
                     if self
                         .abuse
-                        .report_from(reported.client, reporter.client, origin, now)
+                        .report_from(reported, reporter, origin.as_deref(), now)
                     {
                         tracing::info!("a client key was banned after reports");
                     }
