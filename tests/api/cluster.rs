@@ -199,6 +199,18 @@ async fn strangers_spread_over_three_nodes_meet_and_chat_exactly_once_and_in_ord
         .await;
         assert_eq!(last_seq, 1 + 2 * LINES as u64);
     }
+    // Every client drops and resumes through the proxy, by first frame as the page does: most
+    // land on another node, and their sessions move there through Redis.
+    let tokens: Vec<String> = clients.iter().map(Client::token).collect();
+    for (n, client) in clients.iter_mut().enumerate() {
+        let (token, chat) = (client.token(), client.matched_chat());
+        let old = std::mem::replace(client, through(cluster.proxy, n).await);
+        old.drop_connection();
+        let resume = json!({"type":"resume","session":token,"chat":chat,"last_seq":1 + 2 * LINES});
+        client.send(resume).await;
+        let hello = until(client, "hello").await;
+        assert_eq!(hello["resumed"], true, "{hello}");
+    }
     for client in clients.iter_mut() {
         client.send(json!({"type":"leave"})).await;
     }
@@ -218,6 +230,12 @@ async fn strangers_spread_over_three_nodes_meet_and_chat_exactly_once_and_in_ord
         "127.61.",
     ] {
         assert!(!captured.contains(secret), "Redis saw {secret} in clear");
+    }
+    for token in &tokens {
+        assert!(
+            !captured.contains(token.as_str()),
+            "Redis saw a resume token"
+        );
     }
 }
 
