@@ -242,6 +242,25 @@ async fn meet_across(server: &TestServer, first: &mut Client, joiner: &mut Clien
     joiner.expect("matched").await;
 }
 
+/// A new session from `reporter_ip` on `node` waits, meets `target` (the chat runs on the
+/// target's node), and reports it; returns the target's `ended`.
+async fn report_from_node(
+    server: &TestServer,
+    node: usize,
+    reporter_ip: &str,
+    target: &mut Client,
+) -> Value {
+    let node = server.cluster().nodes[node].addr;
+    let mut reporter = Client::connect_from(node, ip(reporter_ip)).await;
+    meet_across(server, &mut reporter, target).await;
+    reporter
+        .send(serde_json::json!({"type":"report","reason":"spam"}))
+        .await;
+    let ended = until(target, "ended").await;
+    reporter.close().await;
+    ended
+}
+
 /// A reporter that is the remote member of the chat, with a new session each time, is still
 /// one reporter: its node names its client, not its session.
 #[tokio::test]
@@ -251,13 +270,8 @@ async fn one_reporter_on_another_node_cannot_ban_anyone_alone() {
         let nodes = &server.cluster().nodes;
         let mut target = Client::connect_from(nodes[0].addr, ip("127.85.0.9")).await;
         for _ in 0..3 {
-            let mut reporter = Client::connect_from(nodes[1].addr, ip("127.85.0.1")).await;
-            meet_across(&server, &mut reporter, &mut target).await;
-            reporter
-                .send(serde_json::json!({"type":"report","reason":"spam"}))
-                .await;
-            assert_eq!(target.expect("ended").await["reason"], "stranger_left");
-            reporter.close().await;
+            let ended = report_from_node(&server, 1, "127.85.0.1", &mut target).await;
+            assert_eq!(ended["reason"], "stranger_left");
         }
         let standing = privacy_me(&nodes[0], "127.85.0.9", "").await;
         assert_eq!(standing["abuse"]["reports_in_window"], 1, "{standing}");
@@ -275,13 +289,7 @@ async fn one_address_reporting_from_every_node_cannot_ban_alone() {
         let nodes = &server.cluster().nodes;
         let mut target = Client::connect_from(nodes[0].addr, ip("127.87.0.9")).await;
         for node in [1, 2, 0] {
-            let mut reporter = Client::connect_from(nodes[node].addr, ip("127.87.0.1")).await;
-            meet_across(&server, &mut reporter, &mut target).await;
-            reporter
-                .send(serde_json::json!({"type":"report","reason":"spam"}))
-                .await;
-            until(&mut target, "ended").await;
-            reporter.close().await;
+            report_from_node(&server, node, "127.87.0.1", &mut target).await;
         }
         let standing = privacy_me(&nodes[0], "127.87.0.9", "").await;
         assert_eq!(standing["abuse"]["reports_in_window"], 3, "{standing}");
