@@ -202,7 +202,6 @@ impl Hub {
             });
             return;
         }
-        let frames = frames;
         if let Some((token, from)) = resume {
             let session = self.context.live_session(token);
             if let (None, Some(cluster)) = (&session, self.context.cluster().cloned()) {

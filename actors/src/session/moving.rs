@@ -55,25 +55,22 @@ impl Session {
                 pair,
                 side,
                 mode,
-            } => MovedState::Chatting {
-                chat: chat.as_str().to_owned(),
-                pair_node: pair.node().map(str::to_owned),
-                side: side_code(*side),
-                mode: mode.as_str().to_owned(),
-                ending: None,
-            },
-            State::Ending {
+            }
+            | State::Ending {
                 chat,
                 pair,
                 side,
                 mode,
-                requeue,
+                ..
             } => MovedState::Chatting {
                 chat: chat.as_str().to_owned(),
                 pair_node: pair.node().map(str::to_owned),
                 side: side_code(*side),
                 mode: mode.as_str().to_owned(),
-                ending: Some(*requeue),
+                ending: match &self.state {
+                    State::Ending { requeue, .. } => Some(*requeue),
+                    _ => None,
+                },
             },
         };
         let moved = MovedSession {
